@@ -1,0 +1,43 @@
+"""ember-core's own plugin: core registers its built-ins through the same hooks as everyone."""
+
+from __future__ import annotations
+
+from ember.config.core_settings import CORE_SETTINGS
+from ember.config.setting import Setting
+from ember.plugins.entries import CommandEntry, DecomposerEntry
+from ember.plugins.markers import hookimpl
+
+_BUILTIN = "ember.fobs.builtin_decomposers"
+_NUMPY = "ember.fobs.numpy_decomposers"
+
+
+@hookimpl
+def ember_fobs_decomposers() -> list[DecomposerEntry]:
+    return [
+        DecomposerEntry("datetime.datetime", f"{_BUILTIN}:DatetimeDecomposer"),
+        DecomposerEntry("datetime.date", f"{_BUILTIN}:DateDecomposer"),
+        DecomposerEntry("datetime.time", f"{_BUILTIN}:TimeDecomposer"),
+        DecomposerEntry("datetime.timedelta", f"{_BUILTIN}:TimedeltaDecomposer"),
+        DecomposerEntry("uuid.UUID", f"{_BUILTIN}:UUIDDecomposer"),
+        DecomposerEntry("decimal.Decimal", f"{_BUILTIN}:DecimalDecomposer"),
+        DecomposerEntry("collections.OrderedDict", f"{_BUILTIN}:OrderedDictDecomposer"),
+        DecomposerEntry("numpy.ndarray", f"{_NUMPY}:NDArrayDecomposer"),
+        DecomposerEntry("numpy.memmap", f"{_NUMPY}:MemmapDecomposer"),
+        DecomposerEntry("numpy.generic", f"{_NUMPY}:NumpyScalarDecomposer"),
+    ]
+
+
+@hookimpl
+def ember_cli_commands() -> list[CommandEntry]:
+    return [
+        CommandEntry("plugins", "ember.cli.plugins_cmd:plugins",
+                     help="List installed plugins and what each registers."),
+        CommandEntry("recipe", "ember.cli.recipe_cmd:recipe", help="List and describe recipes."),
+        CommandEntry("config", "ember.cli.config_cmd:config",
+                     help="Show settings and generate the config reference."),
+    ]
+
+
+@hookimpl
+def ember_config_settings() -> list[Setting]:
+    return list(CORE_SETTINGS)

@@ -1,0 +1,187 @@
+"""Decomposers for numpy arrays and scalars: raw buffers, no per-element work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ember.fobs.decomposer import Buffer, Context
+from ember.fobs.errors import FOBSError
+
+_StringDType = getattr(np.dtypes, "StringDType", None)
+
+
+def dtype_to_wire(dtype: np.dtype[Any]) -> Any:
+    """Describe a dtype with msgpack-native values (no pickle, no eval on the way back)."""
+    if dtype.hasobject:
+        raise FOBSError(
+            f"numpy arrays of dtype {dtype} hold Python object pointers and cannot be sent; "
+            "convert them to a concrete dtype (or a list) first"
+        )
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return {"sub": [dtype_to_wire(base), list(shape)]}
+    if dtype.fields is None:
+        return dtype.str
+    names = list(dtype.names or ())
+    fields = [dtype.fields[n] for n in names]
+    wire: dict[str, Any] = {
+        "names": names,
+        "formats": [dtype_to_wire(f[0]) for f in fields],
+        "offsets": [f[1] for f in fields],
+        "itemsize": dtype.itemsize,
+    }
+    titles = [f[2] if len(f) > 2 else None for f in fields]
+    if any(t is not None for t in titles):
+        wire["titles"] = titles
+    return wire
+
+
+def dtype_from_wire(wire: Any, depth: int = 0) -> np.dtype[Any]:
+    """Rebuild a dtype from :func:`dtype_to_wire`'s output, refusing object dtypes."""
+    if depth > 32:
+        raise FOBSError("malformed dtype: nested too deeply")
+    try:
+        if isinstance(wire, str):
+            dtype = np.dtype(wire)
+        elif isinstance(wire, dict) and set(wire) == {"sub"}:
+            base, shape = wire["sub"]
+            if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
+                raise FOBSError("malformed dtype: bad sub-array shape")
+            dtype = np.dtype((dtype_from_wire(base, depth + 1), tuple(shape)))
+        elif isinstance(wire, dict) and {"names", "formats", "offsets", "itemsize"} <= set(wire):
+            spec: dict[str, Any] = {
+                "names": wire["names"],
+                "formats": [dtype_from_wire(f, depth + 1) for f in wire["formats"]],
+                "offsets": wire["offsets"],
+                "itemsize": wire["itemsize"],
+            }
+            if not all(isinstance(n, str) for n in spec["names"]):
+                raise FOBSError("malformed dtype: field names must be strings")
+            if "titles" in wire:
+                spec["titles"] = wire["titles"]
+            dtype = np.dtype(spec)
+        else:
+            raise FOBSError(f"malformed dtype description of type {type(wire).__name__}")
+    except FOBSError:
+        raise
+    except Exception as exc:
+        raise FOBSError(f"malformed dtype {str(wire)[:80]!r}: {exc}") from exc
+    if dtype.hasobject:
+        raise FOBSError(f"refusing dtype {dtype}: object dtypes are never decoded")
+    return dtype
+
+
+def _shape(data: Any) -> tuple[int, ...]:
+    if not isinstance(data, list) or not all(type(s) is int and s >= 0 for s in data):
+        raise FOBSError("malformed ndarray: shape must be a list of non-negative integers")
+    return tuple(data)
+
+
+def _is_string_dtype(dtype: np.dtype[Any]) -> bool:
+    return _StringDType is not None and isinstance(dtype, _StringDType)
+
+
+class NDArrayDecomposer:
+    """``numpy.ndarray``: dtype, shape and order in the body, the data as one raw buffer.
+
+    Decoded arrays are views over the received message: read-only when it was ``bytes``,
+    writable when it was a ``bytearray`` or read from a stream. C and Fortran layouts are
+    kept; other strided views are sent as their C-contiguous copy.
+    """
+
+    def supported_type(self) -> type:
+        return np.ndarray
+
+    def decompose(self, obj: np.ndarray[Any, Any], ctx: Context) -> Any:
+        if _is_string_dtype(obj.dtype):
+            na = getattr(obj.dtype, "na_object", None)
+            if na is not None:
+                raise FOBSError("numpy StringDType arrays with an na_object cannot be sent")
+            return {"strings": obj.reshape(-1).tolist(), "shape": list(obj.shape)}
+        wire_dtype = dtype_to_wire(obj.dtype)
+        if obj.flags.c_contiguous:
+            order, flat = "C", obj
+        elif obj.flags.f_contiguous:
+            order, flat = "F", obj.T
+        else:
+            order, flat = "C", np.ascontiguousarray(obj)
+        raw = flat.reshape(-1).view(np.uint8) if flat.nbytes else np.empty(0, np.uint8)
+        return {"dtype": wire_dtype, "shape": list(obj.shape), "order": order,
+                "data": Buffer(memoryview(raw))}
+
+    def recompose(self, data: Any, ctx: Context) -> np.ndarray[Any, Any]:
+        if not isinstance(data, dict):
+            raise FOBSError("malformed ndarray")
+        if "strings" in data:
+            return self._strings(data)
+        try:
+            dtype = dtype_from_wire(data["dtype"])
+            shape = _shape(data["shape"])
+            order = data["order"]
+            raw = data["data"]
+        except KeyError as exc:
+            raise FOBSError(f"malformed ndarray: missing {exc.args[0]!r}") from None
+        if order not in ("C", "F"):
+            raise FOBSError(f"malformed ndarray: order {order!r}")
+        if not isinstance(raw, memoryview | bytes):
+            raise FOBSError("malformed ndarray: data is not a buffer")
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if count * dtype.itemsize != len(raw):
+            raise FOBSError(
+                f"malformed ndarray: shape {shape} of {dtype} needs {count * dtype.itemsize} "
+                f"bytes, the message has {len(raw)}"
+            )
+        if count == 0 or dtype.itemsize == 0:
+            return np.zeros(shape, dtype=dtype, order=order)
+        return np.frombuffer(raw, dtype=dtype).reshape(shape, order=order)
+
+    @staticmethod
+    def _strings(data: dict[str, Any]) -> np.ndarray[Any, Any]:
+        strings, shape = data["strings"], _shape(data.get("shape"))
+        if _StringDType is None or not isinstance(strings, list) or not all(
+            isinstance(s, str) for s in strings
+        ):
+            raise FOBSError("malformed StringDType ndarray")
+        try:
+            return np.array(strings, dtype=_StringDType()).reshape(shape)
+        except ValueError as exc:
+            raise FOBSError(f"malformed StringDType ndarray: {exc}") from exc
+
+
+class MemmapDecomposer(NDArrayDecomposer):
+    """``numpy.memmap``: sent as its data; decodes as a plain ``ndarray``."""
+
+    def supported_type(self) -> type:
+        return np.memmap
+
+
+class NumpyScalarDecomposer:
+    """Every numpy scalar type (``np.float32(1)``, ``np.bool_``, ``np.datetime64``, ...)."""
+
+    match_subclasses = True
+
+    def supported_type(self) -> type:
+        return np.generic
+
+    def decompose(self, obj: np.generic, ctx: Context) -> Any:
+        if isinstance(obj, np.str_ | np.bytes_):
+            # keep the exact Python value: numpy strips trailing NULs from fixed-width items
+            return {"kind": "str" if isinstance(obj, np.str_) else "bytes", "value": obj[:]}
+        arr = np.asarray(obj)
+        return {"dtype": dtype_to_wire(arr.dtype), "data": arr.tobytes()}
+
+    def recompose(self, data: Any, ctx: Context) -> Any:
+        if not isinstance(data, dict):
+            raise FOBSError("malformed numpy scalar")
+        kind = data.get("kind")
+        if kind == "str" and isinstance(data.get("value"), str):
+            return np.str_(data["value"])
+        if kind == "bytes" and isinstance(data.get("value"), bytes):
+            return np.bytes_(data["value"])
+        dtype = dtype_from_wire(data.get("dtype"))
+        raw = data.get("data")
+        if not isinstance(raw, bytes) or len(raw) != dtype.itemsize:
+            raise FOBSError(f"malformed numpy scalar of {dtype}")
+        return np.frombuffer(raw, dtype=dtype).reshape(())[()]

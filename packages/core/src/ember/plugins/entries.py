@@ -1,0 +1,135 @@
+"""What a plugin registers: small, import-free descriptions of its components.
+
+Every hook returns a list of these entries. An entry names its component by a lazy
+``"module:attribute"`` target, so listing plugins never imports a framework: the target is
+imported only when the component is used (``entry.load()``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from ember.plugins.errors import PluginError
+
+
+def load_target(target: str) -> Any:
+    """Import ``"package.module:attr.path"`` and return the attribute."""
+    module_name, sep, attr_path = target.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise PluginError(
+            f"plugin target {target!r} is malformed: write it as 'package.module:attribute'"
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PluginError(f"cannot import {module_name!r} for plugin target {target!r}: {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise PluginError(
+                f"plugin target {target!r}: module {module_name!r} has no attribute {attr_path!r}"
+            ) from exc
+    return obj
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Base of every registration: a unique ``name`` within its kind and a lazy ``target``."""
+
+    name: str
+    target: str
+
+    KIND = "entry"
+
+    def load(self) -> Any:
+        """Import and return the registered object."""
+        return load_target(self.target)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly description, used by ``ember plugins``."""
+        return {"name": self.name, "target": self.target}
+
+
+@dataclass(frozen=True)
+class RecipeEntry(Entry):
+    """A recipe class. ``name`` is what ``ember recipe show NAME`` takes (``<framework>-<algorithm>``)."""
+
+    framework: str = ""
+    algorithm: str = ""
+    description: str = ""
+
+    KIND = "recipe"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "framework": self.framework,
+            "algorithm": self.algorithm,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class DecomposerEntry(Entry):
+    """A FOBS decomposer. ``name`` is the wire name of the type it handles.
+
+    ``target`` resolves to a :class:`ember.fobs.Decomposer` instance or to a class that
+    builds one with no arguments.
+    """
+
+    KIND = "decomposer"
+
+
+@dataclass(frozen=True)
+class TensorAdapterEntry(Entry):
+    """Lets the downloader stream one framework's tensors (``name`` is the framework)."""
+
+    KIND = "tensor_adapter"
+
+
+@dataclass(frozen=True)
+class ParamsConverterEntry(Entry):
+    """Converts model parameters between a framework format and an exchange format."""
+
+    from_format: str = ""
+    to_format: str = ""
+
+    KIND = "params_converter"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "from_format": self.from_format, "to_format": self.to_format}
+
+
+@dataclass(frozen=True)
+class EnvEntry(Entry):
+    """An execution environment (``SimEnv``, ``PocEnv``, ``ProdEnv`` or a plugin's own)."""
+
+    description: str = ""
+
+    KIND = "env"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "description": self.description}
+
+
+@dataclass(frozen=True)
+class CommandEntry(Entry):
+    """A top-level ``ember`` subcommand; ``target`` resolves to a :class:`click.Command`."""
+
+    help: str = ""
+
+    KIND = "command"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "help": self.help}
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One entry together with the plugin that registered it."""
+
+    entry: Entry
+    plugin: str

@@ -1,0 +1,71 @@
+"""The hooks an Ember plugin may implement.
+
+Every hook is a registration hook: it takes no arguments and returns a list of entries
+(see :mod:`ember.plugins.entries`). A plugin module implements any subset of them with
+``@ember.plugins.hookimpl`` and is announced by one entry point::
+
+    [project.entry-points.ember]
+    my_plugin = "my_package.plugin"
+
+Hook modules must stay cheap to import: never import a framework (torch, tensorflow, ...)
+at module level; name components by ``"module:attribute"`` targets instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ember.plugins.markers import hookspec
+
+if TYPE_CHECKING:
+    from ember.config.setting import Setting
+    from ember.plugins.entries import (
+        CommandEntry,
+        DecomposerEntry,
+        EnvEntry,
+        ParamsConverterEntry,
+        RecipeEntry,
+        TensorAdapterEntry,
+    )
+
+
+@hookspec
+def ember_recipes() -> list[RecipeEntry]:
+    """Recipes this plugin provides, listed by ``ember recipe list``."""
+    raise NotImplementedError
+
+
+@hookspec
+def ember_fobs_decomposers() -> list[DecomposerEntry]:
+    """FOBS decomposers, one per type they serialize."""
+    raise NotImplementedError
+
+
+@hookspec
+def ember_tensor_adapters() -> list[TensorAdapterEntry]:
+    """Adapters that let the downloader stream a framework's tensors one at a time."""
+    raise NotImplementedError
+
+
+@hookspec
+def ember_params_converters() -> list[ParamsConverterEntry]:
+    """Converters between a framework's parameter format and an exchange format."""
+    raise NotImplementedError
+
+
+@hookspec
+def ember_envs() -> list[EnvEntry]:
+    """Execution environments a recipe can run in."""
+    raise NotImplementedError
+
+
+@hookspec
+def ember_cli_commands() -> list[CommandEntry]:
+    """Top-level ``ember`` subcommands."""
+    raise NotImplementedError
+
+
+@hookspec
+def ember_config_settings() -> list[Setting]:
+    """Tunables (timeouts, limits) this plugin declares in the config registry."""
+    raise NotImplementedError
