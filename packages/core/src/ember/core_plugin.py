@@ -30,11 +30,17 @@ def ember_fobs_decomposers() -> list[DecomposerEntry]:
 @hookimpl
 def ember_cli_commands() -> list[CommandEntry]:
     return [
-        CommandEntry("plugins", "ember.cli.plugins_cmd:plugins",
-                     help="List installed plugins and what each registers."),
+        CommandEntry(
+            "plugins",
+            "ember.cli.plugins_cmd:plugins",
+            help="List installed plugins and what each registers.",
+        ),
         CommandEntry("recipe", "ember.cli.recipe_cmd:recipe", help="List and describe recipes."),
-        CommandEntry("config", "ember.cli.config_cmd:config",
-                     help="Show settings and generate the config reference."),
+        CommandEntry(
+            "config",
+            "ember.cli.config_cmd:config",
+            help="Show settings and generate the config reference.",
+        ),
     ]
 
 

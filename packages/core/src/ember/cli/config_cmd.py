@@ -22,21 +22,33 @@ def list_settings(fmt: str) -> None:
     """Settings in force here: value, where it comes from, unit and environment variable."""
     cfg = current_config()
     rows = [
-        {"name": s.name, "value": cfg.get(s.name), "source": cfg.source(s.name), "unit": s.unit,
-         "default": s.default, "env_var": s.env_var, "bounds": s.bounds}
+        {
+            "name": s.name,
+            "value": cfg.get(s.name),
+            "source": cfg.source(s.name),
+            "unit": s.unit,
+            "default": s.default,
+            "env_var": s.env_var,
+            "bounds": s.bounds,
+        }
         for s in cfg.settings.values()
     ]
     if fmt == "json":
         echo_json(rows)
         return
-    echo_table(["name", "value", "source", "unit", "env_var"],
-               [[r["name"], r["value"], r["source"], r["unit"], r["env_var"]] for r in rows],
-               empty="No settings declared.")
+    echo_table(
+        ["name", "value", "source", "unit", "env_var"],
+        [[r["name"], r["value"], r["source"], r["unit"], r["env_var"]] for r in rows],
+        empty="No settings declared.",
+    )
 
 
 @config.command("docs")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file instead of standard output.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
 def docs(output: Path | None) -> None:
     """Generate the Markdown config reference (docs/reference/config.md)."""
     text = render_markdown(list(declared_settings().values()))

@@ -34,7 +34,11 @@ def plugins(fmt: str) -> None:
         echo_json(data)
         return
     for p in data["plugins"]:
-        origin = f"{p['distribution']} {p['version'] or ''}".strip() if p["distribution"] else p["source"]
+        origin = (
+            f"{p['distribution']} {p['version'] or ''}".strip()
+            if p["distribution"]
+            else p["source"]
+        )
         click.echo(f"{p['name']}  ({origin}; {p['module']})")
         registers = p["registers"]
         if not registers:

@@ -54,12 +54,14 @@ def describe_parameters(cls: type) -> list[dict[str, Any]]:
         annotation = p.annotation
         if annotation is not p.empty and not isinstance(annotation, str):
             annotation = inspect.formatannotation(annotation)
-        params.append({
-            "name": p.name,
-            "type": None if annotation is p.empty else annotation,
-            "required": p.default is p.empty,
-            "default": None if p.default is p.empty else _jsonable(p.default),
-        })
+        params.append(
+            {
+                "name": p.name,
+                "type": None if annotation is p.empty else annotation,
+                "required": p.default is p.empty,
+                "default": None if p.default is p.empty else _jsonable(p.default),
+            }
+        )
     return params
 
 
@@ -88,7 +90,10 @@ def show_recipe(name: str, fmt: str) -> None:
     click.echo("  parameters:")
     echo_table(
         ["name", "type", "default"],
-        [[p["name"], p["type"] or "", "(required)" if p["required"] else repr(p["default"])]
-         for p in data["parameters"]],
-        empty="    (none)",
+        [
+            [p["name"], p["type"] or "", "(required)" if p["required"] else repr(p["default"])]
+            for p in data["parameters"]
+        ],
+        empty="(none)",
+        indent="    ",
     )

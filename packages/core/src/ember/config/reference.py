@@ -27,7 +27,12 @@ Wrong names and wrong types are refused with an error that names the setting.
 def _fmt_default(s: Setting) -> str:
     if s.type is bool:
         return "true" if s.default else "false"
-    if s.type is int and s.unit == "bytes" and s.default >= 1024 and s.default & (s.default - 1) == 0:
+    if (
+        s.type is int
+        and s.unit == "bytes"
+        and s.default >= 1024
+        and s.default & (s.default - 1) == 0
+    ):
         power = s.default.bit_length() - 1
         units = {10: "KiB", 20: "MiB", 30: "GiB", 40: "TiB", 50: "PiB"}
         if power in units:

@@ -5,8 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
-               "0": False, "false": False, "no": False, "off": False}
+_BOOL_WORDS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 class ConfigError(ValueError):
@@ -44,7 +52,9 @@ class Setting:
 
     def validate(self, value: Any, origin: str) -> Any:
         """Check (and coerce int to float) a value for this setting."""
-        ok = isinstance(value, self.type) and not (self.type is not bool and isinstance(value, bool))
+        ok = isinstance(value, self.type) and not (
+            self.type is not bool and isinstance(value, bool)
+        )
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
         if not ok:

@@ -70,7 +70,9 @@ class Config:
         return {name: self.get(name) for name in self.settings}
 
 
-_current: contextvars.ContextVar[Config | None] = contextvars.ContextVar("ember_config", default=None)
+_current: contextvars.ContextVar[Config | None] = contextvars.ContextVar(
+    "ember_config", default=None
+)
 _process: Config | None = None
 
 

@@ -23,8 +23,14 @@ PROVIDERS: tuple[Provider, ...] = (
     Provider("ember-edge", "edge", ()),
 )
 
-ALIASES = {"pt": "pytorch", "torch": "pytorch", "tf": "tensorflow", "keras": "tensorflow",
-           "scikit-learn": "sklearn", "flwr": "flower"}
+ALIASES = {
+    "pt": "pytorch",
+    "torch": "pytorch",
+    "tf": "tensorflow",
+    "keras": "tensorflow",
+    "scikit-learn": "sklearn",
+    "flwr": "flower",
+}
 
 
 def provider_for(kind: str, name: str) -> Provider | None:

@@ -24,7 +24,9 @@ def load_target(target: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise PluginError(f"cannot import {module_name!r} for plugin target {target!r}: {exc}") from exc
+        raise PluginError(
+            f"cannot import {module_name!r} for plugin target {target!r}: {exc}"
+        ) from exc
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
@@ -55,7 +57,10 @@ class Entry:
 
 @dataclass(frozen=True)
 class RecipeEntry(Entry):
-    """A recipe class. ``name`` is what ``ember recipe show NAME`` takes (``<framework>-<algorithm>``)."""
+    """A recipe class.
+
+    ``name`` is what ``ember recipe show NAME`` takes, by convention ``<framework>-<algorithm>``.
+    """
 
     framework: str = ""
     algorithm: str = ""

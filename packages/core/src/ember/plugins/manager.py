@@ -71,8 +71,13 @@ class EmberPluginManager(pluggy.PluginManager):
         self.report = LoadReport()
 
     def register_module(
-        self, module: ModuleType, name: str, *, distribution: str | None = None,
-        version: str | None = None, source: str = "entry point",
+        self,
+        module: ModuleType,
+        name: str,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+        source: str = "entry point",
     ) -> None:
         """Register one plugin module under ``name``."""
         if self.has_plugin(name):
@@ -96,8 +101,11 @@ class EmberPluginManager(pluggy.PluginManager):
         """Register core, the installed entry points and ``EMBER_PLUGINS`` modules."""
         core_dist = _dist_version("ember-core")
         self.register_module(
-            importlib.import_module(CORE_MODULE), CORE_PLUGIN,
-            distribution="ember-core", version=core_dist, source="builtin",
+            importlib.import_module(CORE_MODULE),
+            CORE_PLUGIN,
+            distribution="ember-core",
+            version=core_dist,
+            source="builtin",
         )
         disabled = set(_env_list(ENV_DISABLED_PLUGINS))
         if CORE_PLUGIN in disabled or "ember-core" in disabled:
@@ -117,8 +125,12 @@ class EmberPluginManager(pluggy.PluginManager):
                     f"imported: {exc}"
                 ) from exc
             self.register_module(module, module_name, source=ENV_EXTRA_PLUGINS)
+        self.check_pending()
+
+    def check_pending(self) -> None:
+        """Refuse hook implementations whose name matches no hook (a typo, usually)."""
         try:
-            self.check_pending()
+            super().check_pending()
         except pluggy.PluginValidationError as exc:
             raise PluginError(
                 f"{exc}; hook names must be one of: {', '.join(_hook_names())}"

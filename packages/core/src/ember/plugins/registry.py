@@ -37,8 +37,9 @@ KINDS: dict[str, Kind] = {
         Kind("recipe", "ember_recipes", RecipeEntry, "recipes"),
         Kind("decomposer", "ember_fobs_decomposers", DecomposerEntry, "FOBS decomposers"),
         Kind("tensor_adapter", "ember_tensor_adapters", TensorAdapterEntry, "tensor adapters"),
-        Kind("params_converter", "ember_params_converters", ParamsConverterEntry,
-             "params converters"),
+        Kind(
+            "params_converter", "ember_params_converters", ParamsConverterEntry, "params converters"
+        ),
         Kind("env", "ember_envs", EnvEntry, "envs"),
         Kind("command", "ember_cli_commands", CommandEntry, "CLI commands"),
         Kind("setting", "ember_config_settings", Setting, "config settings"),
@@ -101,7 +102,9 @@ class Registry:
         try:
             return self._items[kind]
         except KeyError:
-            raise PluginError(f"unknown registration kind {kind!r}; known: {', '.join(KINDS)}") from None
+            raise PluginError(
+                f"unknown registration kind {kind!r}; known: {', '.join(KINDS)}"
+            ) from None
 
     def get(self, kind: str, name: str) -> Registered:
         """The registration of ``name``; an :class:`UnknownNameError` says what to install."""
@@ -130,7 +133,9 @@ def unknown_name_message(kind: str, name: str, installed: list[str]) -> str:
     parts.append(f"Installed {label}: {', '.join(installed) if installed else '(none)'}.")
     provider = provider_for(kind, name)
     if provider is not None:
-        parts.append(f"{name!r} would come from {provider.distribution}: pip install {provider.distribution}")
+        parts.append(
+            f"{name!r} would come from {provider.distribution}: pip install {provider.distribution}"
+        )
     else:
         parts.append("Install the package that provides it, then check `ember plugins`.")
     return " ".join(parts)

@@ -1,0 +1,27 @@
+"""Shared fixtures: fresh plugin state and a built third-party plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ember.plugins import reset_plugin_manager
+from support.plugin_build import FIXTURES, PLUGIN_ENV_VARS, build_plugin
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Reload plugins before and after the test, with no plugin environment variables."""
+    for var in PLUGIN_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()
+
+
+@pytest.fixture(scope="session")
+def demo_plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the installed demo plugin, to put on PYTHONPATH."""
+    return build_plugin(FIXTURES / "demo_plugin", tmp_path_factory.mktemp("demo_site"))

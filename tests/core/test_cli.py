@@ -1,0 +1,91 @@
+"""The ``ember`` CLI: plugins, recipe list/show, config, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ember.cli.main import cli
+from support.plugin_build import run_ember
+
+
+@pytest.mark.usefixtures("fresh_plugins")
+def test_recipe_list_without_recipes_says_what_to_install() -> None:
+    result = CliRunner().invoke(cli, ["recipe", "list"])
+    assert result.exit_code == 0
+    assert "No recipes installed" in result.output
+    assert "pip install ember-pt" in result.output
+    json_result = CliRunner().invoke(cli, ["recipe", "list", "--format", "json"])
+    assert json.loads(json_result.output) == []
+
+
+def test_recipe_list_and_show_a_plugin_recipe(demo_plugin_path: Path) -> None:
+    listed = run_ember("recipe", "list", pythonpath=[demo_plugin_path])
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "FRAMEWORK", "ALGORITHM", "DESCRIPTION"]
+    assert row.split()[:3] == ["demo-fedavg", "demo", "FedAvg"]
+
+    shown = run_ember(
+        "recipe", "show", "demo-fedavg", "--format", "json", pythonpath=[demo_plugin_path]
+    )
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["class"] == "ember_recipe_demo.recipe.DemoFedAvgRecipe"
+    assert (data["framework"], data["algorithm"]) == ("demo", "FedAvg")
+    assert data["doc"] == "Average the demo framework's weights over the sites."
+    params = {p["name"]: p for p in data["parameters"]}
+    assert list(params) == ["name", "min_clients", "num_rounds", "lr", "train_script"]
+    assert params["num_rounds"] == {
+        "name": "num_rounds",
+        "type": "int",
+        "required": False,
+        "default": 3,
+    }
+    assert params["lr"]["default"] == 0.01
+    assert params["train_script"]["type"] == "str | None"
+
+    text = run_ember("recipe", "show", "demo-fedavg", pythonpath=[demo_plugin_path])
+    rows = {line.split()[0]: line.split() for line in text.stdout.splitlines()[4:]}
+    assert rows["NAME"] == ["NAME", "TYPE", "DEFAULT"]
+    assert rows["num_rounds"] == ["num_rounds", "int", "3"]
+    assert rows["train_script"] == ["train_script", "str", "|", "None", "None"]
+
+
+def test_recipe_show_unknown_name_fails_with_hint(demo_plugin_path: Path) -> None:
+    result = run_ember("recipe", "show", "pytorch-fedavg", pythonpath=[demo_plugin_path])
+    assert result.returncode == 1
+    assert "no recipe named 'pytorch-fedavg'" in result.stderr
+    assert "Installed recipes: demo-fedavg" in result.stderr
+    assert "pip install ember-pt" in result.stderr
+
+
+def test_plugins_text_output_lists_registrations(demo_plugin_path: Path) -> None:
+    result = run_ember("plugins", pythonpath=[demo_plugin_path])
+    assert result.returncode == 0, result.stderr
+    assert "demo  (ember-recipe-demo 0.3.0; ember_recipe_demo.plugin)" in result.stdout
+    assert "    recipes: demo-fedavg" in result.stdout
+    assert "    FOBS decomposers: " in result.stdout
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = run_ember("frobnicate")
+    assert result.returncode == 2
+    assert "No such command 'frobnicate'" in result.stderr
+
+
+def test_python_dash_m_ember_is_the_same_cli() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ember", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.startswith("ember, version ")

@@ -1,0 +1,63 @@
+"""Helpers for tests that build plugins and run the ``ember`` CLI in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent.parent / "core" / "fixtures"
+PLUGIN_ENV_VARS = ("EMBER_DISABLE_PLUGIN_AUTOLOAD", "EMBER_DISABLED_PLUGINS", "EMBER_PLUGINS")
+
+
+def build_plugin(source: Path, target: Path) -> Path:
+    """Build and install the plugin project at ``source`` into the folder ``target``."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return target
+
+
+def renamed_copy(tmp: Path, dist: str, module: str, ep_name: str) -> Path:
+    """A copy of the demo plugin under other distribution, module and entry-point names."""
+    dst = tmp / dist
+    shutil.copytree(FIXTURES / "demo_plugin", dst)
+    (dst / "src" / "ember_recipe_demo").rename(dst / "src" / module)
+    for path in [dst / "pyproject.toml", *(dst / "src" / module).glob("*.py")]:
+        text = path.read_text().replace("ember-recipe-demo", dist)
+        text = text.replace("ember_recipe_demo", module).replace("demo = ", f"{ep_name} = ")
+        path.write_text(text)
+    return dst
+
+
+def run_ember(
+    *args: str, pythonpath: list[Path] | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``ember`` console script in a fresh process."""
+    script = Path(sys.executable).with_name("ember")
+    full_env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV_VARS}
+    if pythonpath:
+        full_env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(script), *args], capture_output=True, text=True, env=full_env, timeout=120
+    )
