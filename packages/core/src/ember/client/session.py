@@ -1,0 +1,141 @@
+"""One site's Client API state: the task in hand, the job's config, the link to the server."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from ember.client.link import ServerLink
+from ember.client.model import FLModel, ParamsType
+from ember.runtime.messages import MetricRecord, Task, TaskName, TaskResult
+
+
+class ClientAPIError(RuntimeError):
+    """The Client API was used out of order (``send`` before ``receive``, ...)."""
+
+
+class ClientSession:
+    """The state behind ``ember.client``'s functions for one site."""
+
+    def __init__(
+        self,
+        site: str,
+        job_id: str,
+        link: ServerLink,
+        config: dict[str, Any],
+        poll_interval: float,
+        slots: threading.Semaphore | None = None,
+    ) -> None:
+        self.site = site
+        self.job_id = job_id
+        self.link = link
+        self.config = config
+        self.poll_interval = poll_interval
+        self.task: Task | None = None
+        self.ended = False
+        self.initialized = False
+        self.rounds_sent = 0
+        self._received_params: dict[str, Any] | None = None
+        self._slots = slots
+        self._holding_slot = False
+
+    def _acquire_slot(self) -> None:
+        """Hold one of ``num_threads`` work slots while a task is in hand."""
+        if self._slots is not None and not self._holding_slot:
+            self._slots.acquire()
+            self._holding_slot = True
+
+    def release_slot(self) -> None:
+        if self._slots is not None and self._holding_slot:
+            self._holding_slot = False
+            self._slots.release()
+
+    def _fetch(self, timeout: float | None) -> Task | None:
+        """Wait for the next task (or the end of the job)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.ended:
+            wait = self.poll_interval
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return None
+            got = self.link.get_task(wait)
+            if got == "END":
+                self.ended = True
+            elif isinstance(got, Task):
+                self.task = got
+                self._acquire_slot()
+                return got
+        return None
+
+    def is_running(self) -> bool:
+        if self.task is None and not self.ended:
+            self._fetch(None)
+        return not self.ended
+
+    def receive(self, timeout: float | None = None) -> FLModel | None:
+        if self.task is None and not self._fetch(timeout):
+            self.release_slot()
+            return None
+        assert self.task is not None
+        model = self.task.data or FLModel()
+        self._received_params = model.params
+        return model
+
+    def send(self, model: FLModel, clear_cache: bool = True) -> None:
+        if self.task is None:
+            raise ClientAPIError(
+                f"{self.site}: flare.send() was called without a task in hand; call "
+                "flare.receive() first"
+            )
+        if not isinstance(model, FLModel):
+            raise ClientAPIError(f"flare.send() takes an FLModel, not {type(model).__name__}")
+        if self.task.name == TaskName.TRAIN:
+            model = self._as_transfer_type(model)
+        result = TaskResult(task_id=self.task.task_id, site=self.site, data=model)
+        self.link.submit_result(result)
+        self.release_slot()
+        if clear_cache:
+            self.task = None
+            self._received_params = None
+        self.rounds_sent += 1
+        gc_rounds = int(self.config.get("client_memory_gc_rounds") or 0)
+        if gc_rounds and self.rounds_sent % gc_rounds == 0:
+            gc.collect()
+
+    def _as_transfer_type(self, model: FLModel) -> FLModel:
+        wanted = self.config.get("params_transfer_type", "FULL")
+        if wanted != ParamsType.DIFF.value or model.params_type == ParamsType.DIFF:
+            return model
+        if not model.params or self._received_params is None:
+            return model
+        diff = {}
+        for key, value in model.params.items():
+            base = self._received_params.get(key)
+            if base is None:
+                raise ClientAPIError(
+                    f"{self.site}: cannot send a DIFF for {key!r}, which the "
+                    "received model did not have"
+                )
+            diff[key] = np.subtract(value, base)
+        return FLModel(
+            params_type=ParamsType.DIFF,
+            params=diff,
+            metrics=model.metrics,
+            meta=model.meta,
+            current_round=model.current_round,
+            total_rounds=model.total_rounds,
+            start_round=model.start_round,
+        )
+
+    def task_name(self) -> str | None:
+        if self.task is None and not self.ended:
+            self._fetch(None)
+        return self.task.name if self.task else None
+
+    def log(self, kind: str, tag: str, value: Any, step: int | None) -> None:
+        self.link.log_metrics([MetricRecord(self.site, kind, tag, value, step)])

@@ -1,0 +1,147 @@
+"""``SimEnv``: the whole federation in one process, for development and research at scale."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ember.runtime.logs import resolve_level
+from ember.runtime.simulation import Simulation
+
+if TYPE_CHECKING:
+    from ember.recipes.base import Recipe
+
+DEFAULT_WORKSPACE_ROOT = "/tmp/ember/simulation"
+
+
+class SimRun:
+    """The Run of a simulated job."""
+
+    def __init__(self, simulation: Simulation) -> None:
+        self.simulation = simulation
+
+    def get_job_id(self) -> str:
+        return self.simulation.job_id
+
+    def get_status(self) -> str:
+        return self.simulation.status
+
+    def get_message(self) -> str:
+        """Why the job failed or was aborted (sites and tracebacks); empty when it completed."""
+        return self.simulation.message
+
+    def get_result(self, timeout: float | None = None) -> str:
+        from ember.envs.run import RunTimeout
+
+        if not self.simulation.wait(timeout):
+            raise RunTimeout(
+                f"job {self.get_job_id()} did not finish within {timeout}s "
+                f"(status {self.get_status()})"
+            )
+        return str(self.simulation.workspace)
+
+    def abort(self) -> None:
+        self.simulation.abort()
+        self.simulation.wait()
+
+
+class SimEnv:
+    """Simulate ``num_clients`` sites (``site-1`` ...) or the named ``clients`` in this process.
+
+    Each site's script runs in its own thread (or subprocess, with
+    ``launch_external_process``); ``num_threads`` caps how many sites train at once.
+    Results go to ``<workspace_root>/<job name>/``.
+    """
+
+    def __init__(
+        self,
+        num_clients: int = 0,
+        clients: list[str] | None = None,
+        num_threads: int | None = None,
+        workspace_root: str = DEFAULT_WORKSPACE_ROOT,
+        log_config: str | dict[str, Any] | None = None,
+        wait: bool = True,
+        progress: bool | None = None,
+    ) -> None:
+        from ember.recipes.validation import RecipeArgumentError
+
+        if clients is not None:
+            if (
+                not isinstance(clients, list | tuple)
+                or not clients
+                or not all(
+                    isinstance(c, str) and c and c != "server" and "/" not in c for c in clients
+                )
+            ):
+                raise RecipeArgumentError(
+                    "clients must be a non-empty list of site names (not 'server', no '/'), "
+                    f"got {clients!r}"
+                )
+            if len(set(clients)) != len(clients):
+                raise RecipeArgumentError(f"clients has duplicate names: {clients!r}")
+            if num_clients and num_clients != len(clients):
+                raise RecipeArgumentError(
+                    f"num_clients={num_clients} disagrees with {len(clients)} names in clients"
+                )
+            self.clients = list(clients)
+        else:
+            if not isinstance(num_clients, int) or isinstance(num_clients, bool) or num_clients < 1:
+                raise RecipeArgumentError(
+                    f"SimEnv needs num_clients >= 1 or a list of clients, got {num_clients!r}"
+                )
+            self.clients = [f"site-{i + 1}" for i in range(num_clients)]
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise RecipeArgumentError(f"num_threads must be an integer >= 1, got {num_threads!r}")
+        self.num_threads = num_threads
+        self.workspace_root = Path(workspace_root)
+        self.log_level = resolve_level(log_config)
+        self.wait = wait
+        self.progress = progress
+
+    def deploy(self, recipe: Recipe) -> SimRun:
+        """Export the job into its workspace, run it, and (by default) wait for the end."""
+        from ember.recipes.validation import RecipeArgumentError
+
+        if len(self.clients) < recipe.job.min_clients:
+            raise RecipeArgumentError(
+                f"recipe {recipe.name!r} needs min_clients={recipe.job.min_clients} but SimEnv "
+                f"has {len(self.clients)} clients"
+            )
+        workspace = self._fresh_workspace(recipe.name)
+        return self._run(recipe.export(workspace / "job"), workspace)
+
+    def run_job_dir(self, job_dir: Path, name: str | None = None) -> SimRun:
+        """Run an exported job folder (what ``ember simulate`` does); it is copied into the
+        workspace so the results are self-contained."""
+        from ember.job.definition import JobDefinition
+
+        job = JobDefinition.from_dir(Path(job_dir))
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(shutil.copytree(job_dir, Path(tmp) / "job"))
+            workspace = self._fresh_workspace(name or job.name)
+            shutil.move(copy, workspace / "job")
+        return self._run(workspace / "job", workspace)
+
+    def _fresh_workspace(self, name: str) -> Path:
+        workspace = self.workspace_root / name
+        if workspace.exists():
+            shutil.rmtree(workspace)
+        workspace.mkdir(parents=True)
+        return workspace
+
+    def _run(self, job_dir: Path, workspace: Path) -> SimRun:
+        simulation = Simulation(
+            job_dir, self.clients, workspace, self.num_threads, self.log_level, self.progress
+        )
+        run = SimRun(simulation)
+        simulation.start()
+        if self.wait:
+            try:
+                simulation.wait()
+            except KeyboardInterrupt:
+                simulation.abort("interrupted (Ctrl-C)")
+                simulation.wait(float(simulation.config.get("runtime.site_stop_timeout")) + 5)
+                raise
+        return run

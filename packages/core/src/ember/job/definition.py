@@ -1,0 +1,99 @@
+"""The job definition: ``job.json`` plus the files under ``app/`` in a job folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+JOB_FILE = "job.json"
+APP_DIR = "app"
+FORMAT = 1
+_IGNORED = shutil.ignore_patterns(
+    "__pycache__", "*.pyc", ".git", ".ipynb_checkpoints", ".pytest_cache", ".venv"
+)
+
+
+class JobDefinitionError(ValueError):
+    """A job folder or ``job.json`` is missing or malformed."""
+
+
+@dataclass
+class ClientApp:
+    """How each site runs the training script (paths relative to the job folder)."""
+
+    script: str
+    args: str = ""
+    launch_external_process: bool = False
+    command: str | None = None
+    params_transfer_type: str = "FULL"
+    client_memory_gc_rounds: int = 0
+
+
+@dataclass
+class JobDefinition:
+    """Everything an env needs to run a job, as plain data."""
+
+    name: str
+    min_clients: int
+    workflows: list[dict[str, Any]]
+    client: ClientApp
+    tracking: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, **asdict(self)}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dir(cls, job_dir: Path) -> JobDefinition:
+        path = Path(job_dir) / JOB_FILE
+        if not path.is_file():
+            raise JobDefinitionError(
+                f"{job_dir} is not a job folder: it has no {JOB_FILE} (make one with "
+                "recipe.export(DIR) or `python job.py --export --export-dir DIR`)"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise JobDefinitionError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise JobDefinitionError(f"{path}: unsupported job format {data.get('format')!r}")
+        try:
+            client = ClientApp(**data["client"])
+            job = cls(
+                name=data["name"],
+                min_clients=int(data["min_clients"]),
+                workflows=list(data["workflows"]),
+                client=client,
+                tracking=data.get("tracking"),
+                config=dict(data.get("config") or {}),
+                meta=dict(data.get("meta") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise JobDefinitionError(f"{path} is malformed: {exc}") from exc
+        if not (Path(job_dir) / job.client.script).is_file():
+            raise JobDefinitionError(f"{path} names script {job.client.script}, which is missing")
+        return job
+
+
+def write_job(job: JobDefinition, files: dict[str, Path | bytes], job_dir: Path) -> Path:
+    """Write ``job.json`` and ``files`` (job-relative destination -> source folder, source
+    file or the bytes to write) into ``job_dir``, replacing what was there."""
+    job_dir = Path(job_dir)
+    if job_dir.exists():
+        shutil.rmtree(job_dir)
+    job_dir.mkdir(parents=True)
+    for dest, src in files.items():
+        target = job_dir / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, bytes):
+            target.write_bytes(src)
+        elif src.is_dir():
+            shutil.copytree(src, target, ignore=_IGNORED, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, target)
+    (job_dir / JOB_FILE).write_text(job.to_json() + "\n", encoding="utf-8")
+    return job_dir

@@ -1,0 +1,1 @@
+"""The job runtime: task board, controllers, site runners, transports and records."""

@@ -1,0 +1,214 @@
+"""The server's task board: tasks waiting for sites, results waiting for controllers.
+
+Sites pull tasks (``next_task``) and push results (``submit``); controllers post tasks and
+consume results in a canonical site order (``collect``), so aggregation does not depend
+on the order results arrive in. Everything waits on one condition variable: no polling.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ember.client.model import FLModel
+from ember.runtime.errors import InsufficientClients, JobAborted, JobError
+from ember.runtime.messages import ResultStatus, Task, TaskResult
+
+
+@dataclass
+class SiteState:
+    """What the server knows about one site."""
+
+    name: str
+    alive: bool = True
+    started: bool = False
+    finished: bool = False
+    failure: str | None = None
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Collected:
+    """The outcome of one broadcast: who answered, who failed, who timed out."""
+
+    responded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    timed_out: list[str] = field(default_factory=list)
+
+
+class TaskBoard:
+    """Tasks and results of one job, shared by the server's handlers and its controller."""
+
+    END = "END"
+
+    def __init__(self, sites: Sequence[str]) -> None:
+        self._cond = threading.Condition()
+        self.sites = {s: SiteState(s) for s in sites}
+        self._queues: dict[str, deque[Task]] = {s: deque() for s in sites}
+        self._results: dict[str, TaskResult] = {}
+        self._open: dict[str, str] = {}  # task id -> site
+        self._end_reason: str | None = None
+        self.aborted = False
+
+    # -- site side -------------------------------------------------------------------------
+    def next_task(self, site: str, wait: float) -> Task | str | None:
+        """The site's next task, ``END`` when the job is over, or None after ``wait`` s."""
+        deadline = time.monotonic() + wait
+        with self._cond:
+            state = self._site(site)
+            state.started = True
+            state.last_seen = time.monotonic()
+            self._cond.notify_all()
+            while True:
+                if self._end_reason is not None or not state.alive:
+                    return self.END
+                if self._queues[site]:
+                    return self._queues[site].popleft()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def submit(self, result: TaskResult) -> bool:
+        """Accept a result; False when its task is no longer awaited (late or unknown)."""
+        with self._cond:
+            self._site(result.site).last_seen = time.monotonic()
+            if self._open.get(result.task_id) != result.site:
+                return False
+            del self._open[result.task_id]
+            self._results[result.task_id] = result
+            self._cond.notify_all()
+            return True
+
+    def fail_site(self, site: str, reason: str) -> None:
+        """Mark a site dead (script raised, process exited, connection lost)."""
+        with self._cond:
+            state = self._site(site)
+            if state.alive:
+                state.alive = False
+                state.failure = reason
+            self._cond.notify_all()
+
+    def site_finished(self, site: str) -> None:
+        """The site's script ended normally; it takes no more tasks."""
+        with self._cond:
+            state = self._site(site)
+            state.finished = True
+            state.alive = False
+            self._cond.notify_all()
+
+    # -- controller side -------------------------------------------------------------------
+    def alive_sites(self) -> list[str]:
+        with self._cond:
+            return [s.name for s in self.sites.values() if s.alive]
+
+    def end(self, reason: str, aborted: bool = False) -> None:
+        """Stop handing out tasks; every waiting site gets ``END``."""
+        with self._cond:
+            if self._end_reason is None:
+                self._end_reason = reason
+                self.aborted = aborted
+            self._cond.notify_all()
+
+    def broadcast(
+        self,
+        name: str,
+        data: FLModel | Callable[[str], FLModel] | None,
+        targets: Sequence[str],
+        min_responses: int,
+        timeout: float,
+        on_result: Callable[[str, TaskResult], None],
+    ) -> Collected:
+        """Give ``targets`` a task and feed their results to ``on_result`` in target order.
+
+        Returns once every target answered, failed or passed ``timeout``. Raises
+        :class:`InsufficientClients` as soon as fewer than ``min_responses`` can still answer.
+        """
+        tasks: dict[str, Task] = {}
+        with self._cond:
+            for site in targets:
+                payload = data(site) if callable(data) else data
+                task = Task(name, uuid.uuid4().hex, payload, timeout)
+                tasks[site] = task
+                self._open[task.task_id] = site
+                self._queues[site].append(task)
+            self._cond.notify_all()
+        out = Collected()
+        deadline = time.monotonic() + timeout
+        order = list(targets)
+        index = 0
+        try:
+            while index < len(order):
+                site = order[index]
+                result = self._wait_for(
+                    site, tasks[site], deadline, order[index:], out, min_responses
+                )
+                index += 1
+                if result is None:
+                    continue
+                if result.status != ResultStatus.OK:
+                    out.failed[site] = result.message or result.status
+                    continue
+                on_result(site, result)
+                out.responded.append(site)
+        finally:
+            with self._cond:
+                for task in tasks.values():
+                    self._open.pop(task.task_id, None)
+                    self._results.pop(task.task_id, None)
+        if len(out.responded) < min_responses:
+            raise InsufficientClients(self._shortfall(name, min_responses, out))
+        return out
+
+    def _wait_for(
+        self,
+        site: str,
+        task: Task,
+        deadline: float,
+        pending: Sequence[str],
+        out: Collected,
+        min_responses: int,
+    ) -> TaskResult | None:
+        with self._cond:
+            while True:
+                if self._end_reason is not None:
+                    raise (JobAborted if self.aborted else JobError)(self._end_reason)
+                result = self._results.pop(task.task_id, None)
+                if result is not None:
+                    return result
+                state = self.sites[site]
+                if not state.alive:
+                    out.failed[site] = state.failure or "finished its script early"
+                    return None
+                possible = len(out.responded) + sum(1 for s in pending if self.sites[s].alive)
+                if possible < min_responses:
+                    raise InsufficientClients(self._shortfall(task.name, min_responses, out))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    out.timed_out.append(site)
+                    return None
+                self._cond.wait(remaining)
+
+    def _shortfall(self, task: str, min_responses: int, out: Collected) -> str:
+        parts = [
+            f"task {task!r} needs results from min_clients={min_responses} sites, "
+            f"only {len(out.responded)} can answer"
+        ]
+        dead = {s.name: s.failure or "ended its script" for s in self.sites.values() if not s.alive}
+        for site, reason in {**dead, **out.failed}.items():
+            parts.append(f"{site}: {reason}")
+        if out.timed_out:
+            parts.append(f"timed out: {', '.join(out.timed_out)}")
+        return "; ".join(parts)
+
+    def _site(self, site: str) -> SiteState:
+        try:
+            return self.sites[site]
+        except KeyError:
+            raise JobError(
+                f"unknown site {site!r}; this job runs on {sorted(self.sites)}"
+            ) from None

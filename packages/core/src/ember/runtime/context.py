@@ -1,0 +1,28 @@
+"""What a server-side controller can use while it runs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ember.runtime.board import TaskBoard
+from ember.runtime.progress import Progress
+from ember.runtime.records import RoundRecorder
+
+
+@dataclass
+class ServerContext:
+    """The job's task board, folders, recorders and a shared ``state`` between workflows."""
+
+    job_id: str
+    job_name: str
+    job_dir: Path
+    server_dir: Path
+    board: TaskBoard
+    task_timeout: float
+    records: RoundRecorder
+    progress: Progress
+    log: logging.Logger
+    state: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Server-side workflows: each one drives tasks through the task board."""

@@ -1,0 +1,70 @@
+"""Run a site's training script in a thread of this process, with its own Client API session."""
+
+from __future__ import annotations
+
+import runpy
+import shlex
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from ember.client.api import bind_session
+from ember.client.session import ClientSession
+from ember.runtime.script_argv import thread_argv
+
+_path_lock = threading.Lock()
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` plus the traceback, for logs and job status."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"{type(exc).__name__}: {exc}\n{tb}"
+
+
+class InProcessSite:
+    """A thread that runs ``script`` as ``__main__`` with ``session`` bound to it."""
+
+    def __init__(self, session: ClientSession, script: Path, args: str) -> None:
+        self.session = session
+        self.script = script
+        self.args = args
+        self.thread = threading.Thread(target=self._run, name=f"ember-{session.site}", daemon=True)
+        self.error: str | None = None
+
+    def start(self) -> None:
+        argv = thread_argv()
+        self._argv = [str(self.script), *shlex.split(self.args)]
+        with _path_lock:
+            folder = str(self.script.parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+        self._argv_proxy = argv
+        self.thread.start()
+
+    def _run(self) -> None:
+        link = self.session.link
+        bind_session(self.session)
+        self._argv_proxy.set_for_thread(self._argv)
+        try:
+            runpy.run_path(str(self.script), run_name="__main__")
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                self.error = f"{self.script.name} exited with status {exc.code}"
+        except BaseException as exc:
+            self.error = describe_exception(exc)
+        finally:
+            self.session.release_slot()
+            bind_session(None)
+            self._argv_proxy.set_for_thread(None)
+        try:
+            if self.error is not None:
+                link.report_failure(self.error)
+            else:
+                link.report_done()
+        except Exception:  # the job is already over; nothing is listening
+            pass
+
+    def join(self, timeout: float) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()

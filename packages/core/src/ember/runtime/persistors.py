@@ -1,0 +1,107 @@
+"""Loading the initial model and saving global models, per framework.
+
+A persistor is named in the job config by a ``module:attribute`` target and built with
+its ``args``. Core has the numpy one; framework packages bring theirs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ember.client.model import NUMPY_KEY
+from ember.runtime.errors import JobError
+
+
+class ModelPersistor(Protocol):
+    """What the FedAvg controller needs from a framework's model format."""
+
+    extension: str
+
+    def initial_params(self, job_dir: Path) -> dict[str, Any]:
+        """The initial global model as a dict of arrays."""
+        ...
+
+    def save(self, params: dict[str, Any], path: Path) -> None:
+        """Write a global model to ``path``."""
+        ...
+
+
+def as_numpy_params(model: Any, what: str) -> dict[str, np.ndarray]:
+    """Accept an array, a nested list or a dict of arrays; return a dict of arrays."""
+    if isinstance(model, dict):
+        out = {}
+        for key, value in model.items():
+            if not isinstance(key, str):
+                raise JobError(f"{what}: dict keys must be strings, got {key!r}")
+            out[key] = np.asarray(value)
+        return out
+    array = np.asarray(model)
+    if array.dtype == object:
+        raise JobError(f"{what}: a ragged nested list cannot become an array")
+    return {NUMPY_KEY: array}
+
+
+class NumpyPersistor:
+    """Numpy models: initial from inline params, an importable factory or an .npy/.npz file."""
+
+    extension = ".npz"
+
+    def __init__(
+        self,
+        initial_file: str | None = None,
+        factory: dict[str, Any] | None = None,
+        initial_ckpt: str | None = None,
+    ) -> None:
+        self.initial_file = initial_file
+        self.factory = factory
+        self.initial_ckpt = initial_ckpt
+
+    def initial_params(self, job_dir: Path) -> dict[str, Any]:
+        if self.initial_ckpt:
+            path = Path(self.initial_ckpt)
+            return load_numpy_file(path if path.is_absolute() else job_dir / path)
+        if self.initial_file:
+            return load_numpy_file(job_dir / self.initial_file)
+        if self.factory:
+            import sys
+
+            from ember.plugins.entries import load_target
+
+            app_dir = str(job_dir / "app")
+            if app_dir not in sys.path:
+                sys.path.insert(0, app_dir)  # the model class may live beside the script
+            target = self.factory["path"]
+            module, _, attr = target.rpartition(".")
+            built = load_target(f"{module}:{attr}")(**self.factory.get("args", {}))
+            params = built.get_params() if hasattr(built, "get_params") else built
+            return as_numpy_params(params, f"model {target}")
+        raise JobError("the job has no initial model: give the recipe a model or initial_ckpt")
+
+    def save(self, params: dict[str, Any], path: Path) -> None:
+        save_npz(params, path)
+
+
+def load_numpy_file(path: Path) -> dict[str, np.ndarray]:
+    """Read an .npy (one array) or .npz (named arrays) file without allowing pickles."""
+    if not path.is_file():
+        raise JobError(f"initial checkpoint {path} does not exist (on the server)")
+    try:
+        if path.suffix == ".npy":
+            return {NUMPY_KEY: np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise JobError(f"cannot read numpy checkpoint {path}: {exc}") from exc
+
+
+def save_npz(params: dict[str, Any], path: Path) -> None:
+    """Write params atomically (write to a temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in params.items()})
+    os.replace(tmp, path)

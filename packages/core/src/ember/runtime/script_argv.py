@@ -1,0 +1,54 @@
+"""Per-thread ``sys.argv`` so in-process scripts each see their own ``train_args``."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any, SupportsIndex, overload
+
+
+class ThreadArgv(list[str]):
+    """A ``sys.argv`` whose contents depend on the calling thread (argparse reads it lazily)."""
+
+    def __init__(self, base: list[str]) -> None:
+        super().__init__(base)
+        self._local = threading.local()
+
+    def set_for_thread(self, argv: list[str] | None) -> None:
+        self._local.argv = argv
+
+    def _current(self) -> list[str]:
+        argv = getattr(self._local, "argv", None)
+        return argv if argv is not None else list(super().__iter__())
+
+    @overload
+    def __getitem__(self, i: SupportsIndex) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: Any) -> Any:
+        return self._current()[i]
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._current()
+
+    def __repr__(self) -> str:
+        return repr(self._current())
+
+    def __eq__(self, other: object) -> bool:
+        return self._current() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def thread_argv() -> ThreadArgv:
+    """Install (once) and return the per-thread ``sys.argv``."""
+    if not isinstance(sys.argv, ThreadArgv):
+        sys.argv = ThreadArgv(list(sys.argv))
+    return sys.argv

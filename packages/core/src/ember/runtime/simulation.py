@@ -1,0 +1,178 @@
+"""Run an exported job on one machine: the server and every site in this process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ember.client.link import SERVER, TransportLink
+from ember.client.session import ClientSession
+from ember.config import Config, use_config
+from ember.job.definition import JobDefinition
+from ember.runtime.inprocess_site import InProcessSite
+from ember.runtime.logs import NodeLogs
+from ember.runtime.progress import Progress
+from ember.runtime.server_job import ServerJob, Status
+from ember.runtime.subprocess_site import SubprocessSite
+from ember.runtime.transport import InProcessTransport
+
+
+class Simulation:
+    """One job, its server and its sites in one process, results under ``workspace``."""
+
+    def __init__(
+        self,
+        job_dir: Path,
+        sites: list[str],
+        workspace: Path,
+        num_threads: int | None = None,
+        log_level: int = logging.INFO,
+        progress: bool | None = None,
+    ) -> None:
+        self.job_dir = Path(job_dir)
+        self.job = JobDefinition.from_dir(self.job_dir)
+        self.sites = sites
+        self.workspace = Path(workspace)
+        self.job_id = uuid.uuid4().hex[:12]
+        self.config = Config(self.job.config)
+        self.num_threads = num_threads
+        self.log_level = log_level
+        self.progress = Progress(self.job.name, enabled=progress)
+        self._thread: threading.Thread | None = None
+        self._server: ServerJob | None = None
+        self._site_runners: list[InProcessSite | SubprocessSite] = []
+        self._logs: list[NodeLogs] = []
+        self.finished = threading.Event()
+
+    @property
+    def status(self) -> str:
+        return self._server.status if self._server is not None else Status.SUBMITTED
+
+    @property
+    def message(self) -> str:
+        return self._server.message if self._server is not None else ""
+
+    def start(self) -> None:
+        """Lay out the workspace and start the server and the sites."""
+        server_dir = self.workspace / "server"
+        server_dir.mkdir(parents=True, exist_ok=True)
+        server_logs = NodeLogs(f"ember.job.{self.job_id}.server", server_dir, self.log_level)
+        self._logs.append(server_logs)
+        with use_config(self.config):
+            task_timeout = float(self.config.get("runtime.task_timeout"))
+            poll = float(self.config.get("runtime.task_poll_interval"))
+        self._server = ServerJob(
+            self.job,
+            self.job_id,
+            self.job_dir,
+            server_dir,
+            self.sites,
+            task_timeout,
+            self.progress,
+            server_logs.logger,
+        )
+        self._write_meta()
+        transport = InProcessTransport(serialize=bool(self.config.get("sim.serialize_messages")))
+        self._server.attach(transport.add_endpoint(SERVER))
+        slots = threading.Semaphore(self.num_threads) if self.num_threads else None
+        app = self.job.client
+        script = (self.job_dir / app.script).resolve()
+        for site in self.sites:
+            transport.add_endpoint(site)
+            site_dir = self.workspace / site
+            site_logs = NodeLogs(f"ember.job.{self.job_id}.{site}", site_dir, self.log_level)
+            self._logs.append(site_logs)
+            link = TransportLink(transport, site)
+            client_config = {
+                "site_name": site,
+                "job_id": self.job_id,
+                "workspace": str(site_dir),
+                "train_args": app.args,
+                "params_transfer_type": app.params_transfer_type,
+                "client_memory_gc_rounds": app.client_memory_gc_rounds,
+            }
+            runner: InProcessSite | SubprocessSite
+            if app.launch_external_process:
+                with use_config(self.config):
+                    runner = SubprocessSite(
+                        site,
+                        self.job_id,
+                        link,
+                        client_config,
+                        script,
+                        app.args,
+                        app.command,
+                        site_dir,
+                        site_dir / "log.txt",
+                    )
+            else:
+                session = ClientSession(site, self.job_id, link, client_config, poll, slots)
+                runner = InProcessSite(session, script, app.args)
+            self._site_runners.append(runner)
+        self._thread = threading.Thread(
+            target=self._run, name=f"ember-server-{self.job_id}", daemon=True
+        )
+        self._thread.start()
+        for runner in self._site_runners:
+            with use_config(self.config):
+                runner.start()
+
+    def _run(self) -> None:
+        assert self._server is not None
+        try:
+            with use_config(self.config):
+                self._server.run()
+                self._stop_sites()
+        finally:
+            self.progress.finish(self._server.status)
+            self._write_meta()
+            from ember.runtime.plots import plot_round_metrics
+
+            try:
+                plot_round_metrics(
+                    self._server.records.rounds, self.workspace / "server" / "round_metrics.png"
+                )
+            except Exception as exc:  # a missing plot must not fail a finished job
+                self._server.log.warning("could not plot round metrics: %s", exc)
+            for logs in self._logs:
+                logs.close()
+            self.finished.set()
+
+    def _stop_sites(self) -> None:
+        timeout = float(self.config.get("runtime.site_stop_timeout"))
+        deadline = time.monotonic() + timeout
+        for runner in self._site_runners:
+            remaining = max(0.0, deadline - time.monotonic())
+            if isinstance(runner, SubprocessSite):
+                runner.stop(remaining)
+            elif not runner.join(remaining):
+                assert self._server is not None
+                self._server.log.warning(
+                    "site %s's script did not return within runtime.site_stop_timeout=%gs "
+                    "after the job ended",
+                    runner.session.site,
+                    timeout,
+                )
+
+    def _write_meta(self) -> None:
+        meta: dict[str, Any] = {
+            "job_id": self.job_id,
+            "job_name": self.job.name,
+            "sites": self.sites,
+            "status": self.status,
+            "message": self.message,
+            "job_dir": str(self.job_dir),
+        }
+        (self.workspace / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.finished.wait(timeout)
+
+    def abort(self, reason: str = "aborted by the user") -> None:
+        if self._server is not None:
+            self._server.abort(reason)

@@ -1,0 +1,193 @@
+"""Run a site's training script as a subprocess that talks FOBS to its site over a local socket.
+
+The child is started with ``subprocess.Popen`` (exec, never a fork of this threaded
+process). A token in its environment authenticates it; its output goes to the site's log.
+A nonzero exit, a crash or a connection that never comes is reported as the site's failure.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ember.client.link import ServerLink
+from ember.config import get_setting
+from ember.runtime.ipc import ConnectionClosed, recv_frame, send_frame
+
+ENV_ENDPOINT = "EMBER_CLIENT_ENDPOINT"
+ENV_TOKEN = "EMBER_CLIENT_TOKEN"
+
+
+class SubprocessSite:
+    """One site whose script runs in a child process."""
+
+    def __init__(
+        self,
+        site: str,
+        job_id: str,
+        link: ServerLink,
+        config: dict[str, Any],
+        script: Path,
+        args: str,
+        command: str | None,
+        cwd: Path,
+        log_path: Path,
+    ) -> None:
+        self.site = site
+        self.job_id = job_id
+        self.link = link
+        self.config = config
+        self.script = script
+        self.args = args
+        self.command = shlex.split(command) if command else [sys.executable, "-u"]
+        self.cwd = cwd
+        self.log_path = log_path
+        self.token = secrets.token_hex(16)
+        self.tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._conn: socket.socket | None = None
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self.max_frame = int(get_setting("fobs.max_message_bytes"))
+
+    def start(self) -> None:
+        host, port = self._listener.getsockname()[:2]
+        env = {
+            **os.environ,
+            ENV_ENDPOINT: f"{host}:{port}",
+            ENV_TOKEN: self.token,
+            "EMBER_SITE_NAME": self.site,
+            "EMBER_JOB_ID": self.job_id,
+        }
+        pythonpath = [str(self.script.parent), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in pythonpath if p)
+        argv = [*self.command, str(self.script), *shlex.split(self.args)]
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+            )
+        except OSError as exc:
+            self.link.report_failure(f"cannot start {shlex.join(argv)}: {exc}")
+            return
+        for target in (self._pump_output, self._serve, self._watch):
+            thread = threading.Thread(
+                target=target, name=f"ember-{self.site}-{target.__name__}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _pump_output(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        with open(self.log_path, "ab") as log:
+            for line in self.proc.stdout:
+                log.write(line)
+                log.flush()
+                self.tail.append(line.decode(errors="replace").rstrip())
+
+    def _serve(self) -> None:
+        timeout = float(get_setting("runtime.subprocess_connect_timeout"))
+        self._listener.settimeout(timeout)
+        try:
+            conn, _ = self._listener.accept()
+        except (TimeoutError, OSError):
+            if not self._stopping and self.proc is not None and self.proc.poll() is None:
+                self._fail(
+                    f"{self.script.name} did not connect within "
+                    f"runtime.subprocess_connect_timeout={timeout:g}s"
+                )
+                self.proc.kill()
+            return
+        finally:
+            self._listener.close()
+        self._conn = conn
+        conn.settimeout(None)
+        with conn:
+            try:
+                hello = recv_frame(conn, 1 << 16)
+                if not isinstance(hello, dict) or hello.get("token") != self.token:
+                    return
+                send_frame(
+                    conn,
+                    {
+                        "site": self.site,
+                        "job_id": self.job_id,
+                        "config": self.config,
+                        "poll_interval": float(get_setting("runtime.task_poll_interval")),
+                    },
+                )
+                while True:
+                    request = recv_frame(conn, self.max_frame)
+                    send_frame(conn, self._dispatch(request))
+            except (ConnectionClosed, OSError):
+                return
+
+    def _dispatch(self, request: Any) -> Any:
+        if not isinstance(request, dict):
+            return {"error": "malformed request"}
+        op = request.get("op")
+        if op == "get_task":
+            return self.link.get_task(float(request.get("wait", 1.0)))
+        if op == "submit_result":
+            return self.link.submit_result(request["result"])
+        if op == "metrics":
+            self.link.log_metrics(request["records"])
+            return True
+        return {"error": f"unknown op {op!r}"}
+
+    def _watch(self) -> None:
+        assert self.proc is not None
+        rc = self.proc.wait()
+        for thread in self._threads:
+            if thread is not threading.current_thread() and thread.name.endswith("_pump_output"):
+                thread.join(5)
+        if self._stopping and rc in (0, -9, -15):
+            return
+        if rc == 0:
+            self.link.report_done()
+        else:
+            self._fail(f"{self.script.name} exited with code {rc}")
+
+    def _fail(self, reason: str) -> None:
+        tail = "\n".join(self.tail)
+        self.link.report_failure(f"{reason}; last output:\n{tail}" if tail else reason)
+
+    def stop(self, timeout: float) -> None:
+        """Wait for the child to end after the job ended; terminate, then kill, if it will not."""
+        self._stopping = True
+        if self.proc is None:
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for thread in self._threads:
+            thread.join(2)
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
