@@ -13,21 +13,32 @@ from support.plugin_build import run_ember
 
 
 @pytest.mark.usefixtures("fresh_plugins")
-def test_recipe_list_without_recipes_says_what_to_install() -> None:
-    result = CliRunner().invoke(cli, ["recipe", "list"])
-    assert result.exit_code == 0
-    assert "No recipes installed" in result.output
-    assert "pip install ember-pt" in result.output
-    json_result = CliRunner().invoke(cli, ["recipe", "list", "--format", "json"])
-    assert json.loads(json_result.output) == []
+def test_recipe_list_shows_core_recipes() -> None:
+    result = CliRunner().invoke(cli, ["recipe", "list", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    assert rows["numpy-fedavg"]["framework"] == "numpy"
+    assert rows["numpy-fedavg"]["plugin"] == "core"
+    assert rows["numpy-fedavg"]["target"] == "ember.recipes.fedavg:NumpyFedAvgRecipe"
+
+
+@pytest.mark.usefixtures("fresh_plugins")
+def test_recipe_show_reads_defaults_from_the_constructor() -> None:
+    result = CliRunner().invoke(cli, ["recipe", "show", "numpy-fedavg", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    params = {p["name"]: p for p in json.loads(result.output)["parameters"]}
+    assert params["min_clients"]["required"] is True
+    assert params["num_rounds"]["default"] == 2
+    assert params["params_transfer_type"]["default"] == "FULL"
 
 
 def test_recipe_list_and_show_a_plugin_recipe(demo_plugin_path: Path) -> None:
     listed = run_ember("recipe", "list", pythonpath=[demo_plugin_path])
     assert listed.returncode == 0, listed.stderr
-    header, row = listed.stdout.splitlines()
+    header, *rows = listed.stdout.splitlines()
     assert header.split() == ["NAME", "FRAMEWORK", "ALGORITHM", "DESCRIPTION"]
-    assert row.split()[:3] == ["demo-fedavg", "demo", "FedAvg"]
+    assert [r.split()[:3] for r in rows] == [["demo-fedavg", "demo", "FedAvg"],
+                                              ["numpy-fedavg", "numpy", "FedAvg"]]
 
     shown = run_ember(
         "recipe", "show", "demo-fedavg", "--format", "json", pythonpath=[demo_plugin_path]
@@ -59,7 +70,7 @@ def test_recipe_show_unknown_name_fails_with_hint(demo_plugin_path: Path) -> Non
     result = run_ember("recipe", "show", "pytorch-fedavg", pythonpath=[demo_plugin_path])
     assert result.returncode == 1
     assert "no recipe named 'pytorch-fedavg'" in result.stderr
-    assert "Installed recipes: demo-fedavg" in result.stderr
+    assert "Installed recipes: demo-fedavg, numpy-fedavg" in result.stderr
     assert "pip install ember-pt" in result.stderr
 
 

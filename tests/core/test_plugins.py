@@ -147,7 +147,7 @@ def test_explicit_plugins_load_even_without_autoload(demo_plugin_path: Path) -> 
         env={"EMBER_DISABLE_PLUGIN_AUTOLOAD": "1", "EMBER_PLUGINS": "ember_recipe_demo.plugin"},
     )
     assert result.returncode == 0, result.stderr
-    assert [r["name"] for r in json.loads(result.stdout)] == ["demo-fedavg"]
+    assert [r["name"] for r in json.loads(result.stdout)] == ["demo-fedavg", "numpy-fedavg"]
 
 
 @pytest.mark.parametrize("disabled", ["demo", "ember-recipe-demo"])

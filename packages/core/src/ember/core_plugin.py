@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ember.config.core_settings import CORE_SETTINGS
 from ember.config.setting import Setting
-from ember.plugins.entries import CommandEntry, DecomposerEntry
+from ember.plugins.entries import CommandEntry, DecomposerEntry, EnvEntry, RecipeEntry
 from ember.plugins.markers import hookimpl
 
 _BUILTIN = "ember.fobs.builtin_decomposers"
@@ -35,6 +35,27 @@ def ember_fobs_decomposers() -> list[DecomposerEntry]:
 
 
 @hookimpl
+def ember_recipes() -> list[RecipeEntry]:
+    return [
+        RecipeEntry(
+            "numpy-fedavg",
+            "ember.recipes.fedavg:NumpyFedAvgRecipe",
+            framework="numpy",
+            algorithm="FedAvg",
+            description="Federated averaging of numpy arrays",
+        )
+    ]
+
+
+@hookimpl
+def ember_envs() -> list[EnvEntry]:
+    return [
+        EnvEntry("SimEnv", "ember.envs.sim:SimEnv",
+                 description="All sites in one process (threads or subprocesses)"),
+    ]
+
+
+@hookimpl
 def ember_cli_commands() -> list[CommandEntry]:
     return [
         CommandEntry(
@@ -47,6 +68,9 @@ def ember_cli_commands() -> list[CommandEntry]:
             "config",
             "ember.cli.config_cmd:config",
             help="Show settings and generate the config reference.",
+        ),
+        CommandEntry(
+            "simulate", "ember.cli.simulate_cmd:simulate", help="Run an exported job in SimEnv."
         ),
     ]
 

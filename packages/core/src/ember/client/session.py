@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from typing import Any
@@ -29,6 +30,7 @@ class ClientSession:
         config: dict[str, Any],
         poll_interval: float,
         slots: threading.Semaphore | None = None,
+        log: logging.Logger | None = None,
     ) -> None:
         self.site = site
         self.job_id = job_id
@@ -41,6 +43,7 @@ class ClientSession:
         self.rounds_sent = 0
         self._received_params: dict[str, Any] | None = None
         self._slots = slots
+        self.logger = log or logging.getLogger(f"ember.site.{site}")
         self._holding_slot = False
 
     def _acquire_slot(self) -> None:
@@ -68,6 +71,8 @@ class ClientSession:
                 self.ended = True
             elif isinstance(got, Task):
                 self.task = got
+                round_ = got.data.current_round if got.data is not None else None
+                self.logger.info("received task %s (round %s)", got.name, round_)
                 self._acquire_slot()
                 return got
         return None
@@ -98,6 +103,7 @@ class ClientSession:
             model = self._as_transfer_type(model)
         result = TaskResult(task_id=self.task.task_id, site=self.site, data=model)
         self.link.submit_result(result)
+        self.logger.info("sent the result of task %s", self.task.name)
         self.release_slot()
         if clear_cache:
             self.task = None

@@ -45,6 +45,9 @@ _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 
 
+_C_STACK_LEVELS = 8  # nesting levels decoded with msgpack.unpackb (fast, C-stack hungry)
+
+
 def _pad(n: int) -> int:
     return -n % ALIGN
 
@@ -115,10 +118,23 @@ class _Decoder:
         if self.depth > self.max_depth:
             raise FOBSError(_too_deep(self.max_depth))
         try:
-            return msgpack.unpackb(
-                data, ext_hook=self.ext_hook, raw=False, strict_map_key=False, use_list=True,
-                unicode_errors="surrogatepass", timestamp=0,
+            if self.depth <= _C_STACK_LEVELS:
+                return msgpack.unpackb(
+                    data, ext_hook=self.ext_hook, raw=False, strict_map_key=False,
+                    use_list=True, unicode_errors="surrogatepass", timestamp=0,
+                )
+            # unpackb keeps a ~40 KiB parse stack on the C stack per call, so ~200 nested
+            # tuples would overflow an 8 MiB thread stack (a segfault) before max_depth is
+            # reached; deeper levels use a heap-allocated Unpacker instead.
+            unpacker = msgpack.Unpacker(
+                None, ext_hook=self.ext_hook, raw=False, strict_map_key=False, use_list=True,
+                unicode_errors="surrogatepass", timestamp=0, max_buffer_size=max(len(data), 1),
             )
+            unpacker.feed(data)
+            obj = unpacker.unpack()
+            if unpacker.tell() != len(data):
+                raise FOBSError("malformed extension payload: trailing bytes")
+            return obj
         finally:
             self.depth -= 1
 

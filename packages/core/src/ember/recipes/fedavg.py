@@ -49,7 +49,7 @@ class FedAvgRecipe(Recipe):
         train_args: str = "",
         launch_external_process: bool = False,
         command: str | None = None,
-        params_transfer_type: str | TransferType = TransferType.FULL,
+        params_transfer_type: str | TransferType = "FULL",
         aggregation_weights: dict[str, float] | None = None,
         key_metric: str | None = "accuracy",
         key_metric_mode: str = "max",

@@ -57,6 +57,10 @@ class InProcessSite:
             self.session.release_slot()
             bind_session(None)
             self._argv_proxy.set_for_thread(None)
+        if self.error is not None:
+            self.session.logger.error("script failed: %s", self.error)
+        else:
+            self.session.logger.info("script %s returned", self.script.name)
         try:
             if self.error is not None:
                 link.report_failure(self.error)

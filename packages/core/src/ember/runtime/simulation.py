@@ -109,9 +109,12 @@ class Simulation:
                         app.command,
                         site_dir,
                         site_dir / "log.txt",
+                        site_logs.logger,
                     )
             else:
-                session = ClientSession(site, self.job_id, link, client_config, poll, slots)
+                session = ClientSession(
+                    site, self.job_id, link, client_config, poll, slots, site_logs.logger
+                )
                 runner = InProcessSite(session, script, app.args)
             self._site_runners.append(runner)
         self._thread = threading.Thread(

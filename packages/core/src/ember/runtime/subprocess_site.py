@@ -8,7 +8,7 @@ A nonzero exit, a crash or a connection that never comes is reported as the site
 from __future__ import annotations
 
 import collections
-import json
+import logging
 import os
 import secrets
 import shlex
@@ -42,7 +42,9 @@ class SubprocessSite:
         command: str | None,
         cwd: Path,
         log_path: Path,
+        log: logging.Logger,
     ) -> None:
+        self.log = log
         self.site = site
         self.job_id = job_id
         self.link = link
@@ -87,6 +89,7 @@ class SubprocessSite:
         except OSError as exc:
             self.link.report_failure(f"cannot start {shlex.join(argv)}: {exc}")
             return
+        self.log.info("started %s (pid %d)", shlex.join(argv), self.proc.pid)
         for target in (self._pump_output, self._serve, self._watch):
             thread = threading.Thread(
                 target=target, name=f"ember-{self.site}-{target.__name__}", daemon=True
@@ -159,6 +162,7 @@ class SubprocessSite:
         for thread in self._threads:
             if thread is not threading.current_thread() and thread.name.endswith("_pump_output"):
                 thread.join(5)
+        self.log.info("%s exited with code %d", self.script.name, rc)
         if self._stopping and rc in (0, -9, -15):
             return
         if rc == 0:
@@ -167,6 +171,7 @@ class SubprocessSite:
             self._fail(f"{self.script.name} exited with code {rc}")
 
     def _fail(self, reason: str) -> None:
+        self.log.error("%s", reason)
         tail = "\n".join(self.tail)
         self.link.report_failure(f"{reason}; last output:\n{tail}" if tail else reason)
 
@@ -187,7 +192,3 @@ class SubprocessSite:
                 self.proc.wait()
         for thread in self._threads:
             thread.join(2)
-
-
-def describe_config(config: dict[str, Any]) -> str:
-    return json.dumps(config, sort_keys=True, default=str)
