@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--n-clients", type=int, default=2)
     parser.add_argument("--num-rounds", type=int, default=3)
     parser.add_argument("--launch-external-process", action="store_true")
+    parser.add_argument("--workspace-root", default="/tmp/ember/simulation")
     args, _ = parser.parse_known_args()
 
     recipe = NumpyFedAvgRecipe(
@@ -35,7 +36,7 @@ def main() -> None:
     add_experiment_tracking(recipe, tracking_type="tensorboard")
     add_cross_site_evaluation(recipe)
 
-    run = recipe.execute(SimEnv(num_clients=args.n_clients))
+    run = recipe.execute(SimEnv(num_clients=args.n_clients, workspace_root=args.workspace_root))
     print(f"status: {run.get_status()}")
     result = Path(run.get_result())
     print(f"result: {result}")

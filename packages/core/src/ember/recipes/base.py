@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ember.job.definition import JobDefinition, write_job
 
@@ -26,6 +26,13 @@ class Recipe:
     @property
     def name(self) -> str:
         return self.job.name
+
+    def set_config(self, name: str, value: Any) -> None:
+        """Override a setting of the config registry for this job only (a timeout, a limit)."""
+        from ember.config import Config
+
+        Config({**self.job.config, name: value}, environ={})  # refuses unknown names and types
+        self.job.config[name] = value
 
     def export(self, job_dir: str | Path) -> Path:
         """Write a self-contained job folder that every env and ``ember simulate`` can run."""

@@ -117,13 +117,13 @@ class Simulation:
                 )
                 runner = InProcessSite(session, script, app.args)
             self._site_runners.append(runner)
+        for runner in self._site_runners:
+            with use_config(self.config):
+                runner.start()
         self._thread = threading.Thread(
             target=self._run, name=f"ember-server-{self.job_id}", daemon=True
         )
         self._thread.start()
-        for runner in self._site_runners:
-            with use_config(self.config):
-                runner.start()
 
     def _run(self) -> None:
         assert self._server is not None

@@ -64,7 +64,8 @@ class InProcessTransport:
         return endpoint
 
     def _wire(self, value: Any) -> Any:
-        return fobs.loads(fobs.dumps(value)) if self.serialize else value
+        # decode from a writable buffer: receivers get writable arrays, as over a socket
+        return fobs.loads(bytearray(fobs.dumps(value))) if self.serialize else value
 
     def request(self, sender: str, target: str, topic: str, payload: Any) -> Any:
         """Send ``payload`` to ``target``'s ``topic`` handler and return its reply."""
