@@ -41,7 +41,7 @@ class _Link:
 
 def test_send_without_receive_is_refused() -> None:
     session = ClientSession("site-1", "job", _Link([]), {}, 1.0)
-    with pytest.raises(ClientAPIError, match="call flare.receive\\(\\) first"):
+    with pytest.raises(ClientAPIError, match=r"call flare\.receive\(\) first"):
         session.send(flare.FLModel(params={}))
 
 

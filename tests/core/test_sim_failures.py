@@ -103,5 +103,5 @@ def test_abort_stops_a_running_job(tmp_path: Path) -> None:
 def test_unknown_setting_in_recipe_config_is_refused() -> None:
     from ember.config import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown setting 'runtime.task_timout'"):
+    with pytest.raises(ConfigError, match=r"unknown setting 'runtime\.task_timout'"):
         numpy_recipe().set_config("runtime.task_timout", 1.0)
