@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +110,29 @@ def test_unknown_setting_in_recipe_config_is_refused() -> None:
 
     with pytest.raises(ConfigError, match=r"unknown setting 'runtime\.task_timout'"):
         numpy_recipe().set_config("runtime.task_timout", 1.0)
+
+
+def test_sigterm_aborts_the_job_and_leaves_no_subprocess(tmp_path: Path) -> None:
+    job = tmp_path / "job.py"
+    tests = Path(__file__).parents[1]
+    job.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(tests)!r})\n"
+        "from ember import SimEnv\n"
+        "from support.sim import numpy_recipe\n"
+        "recipe = numpy_recipe(launch_external_process=True,\n"
+        "                      train_args='--term-parent site-1:0 --hang site-2:0')\n"
+        "recipe.set_config('runtime.site_stop_timeout', 1.0)\n"
+        f"recipe.execute(SimEnv(num_clients=2, workspace_root={str(tmp_path)!r}))\n"
+    )
+    done = subprocess.run([sys.executable, str(job)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "KeyboardInterrupt" in done.stderr
+    meta = json.loads((tmp_path / "test-job" / "meta.json").read_text())
+    assert meta["status"] == "FINISHED:ABORTED"
+    assert meta["message"] == "interrupted (Ctrl-C or SIGTERM)"
+    for site in ("site-1", "site-2"):
+        log = (tmp_path / "test-job" / site / "log.txt").read_text()
+        pid = int(re.search(r"\(pid (\d+)\)", log).group(1))  # type: ignore[union-attr]
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,10 +142,28 @@ class SimEnv:
         run = SimRun(simulation)
         simulation.start()
         if self.wait:
-            try:
-                simulation.wait()
-            except KeyboardInterrupt:
-                simulation.abort("interrupted (Ctrl-C)")
-                simulation.wait(float(simulation.config.get("runtime.site_stop_timeout")) + 5)
-                raise
+            with _sigterm_as_interrupt():
+                try:
+                    simulation.wait()
+                except KeyboardInterrupt:
+                    simulation.abort("interrupted (Ctrl-C or SIGTERM)")
+                    simulation.wait(float(simulation.config.get("runtime.site_stop_timeout")) + 5)
+                    raise
         return run
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While waiting in the main thread, SIGTERM stops the job like Ctrl-C (no orphans)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
