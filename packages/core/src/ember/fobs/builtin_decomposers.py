@@ -13,14 +13,16 @@ from ember.fobs.errors import FOBSError
 
 
 def _expect(data: Any, kind: type | tuple[type, ...], what: str) -> Any:
-    if not isinstance(data, kind) or isinstance(data, bool) and kind is int:
+    if not isinstance(data, kind) or (isinstance(data, bool) and kind is int):
         raise FOBSError(f"malformed {what}: got {type(data).__name__}")
     return data
 
 
 def _ints(data: Any, n: int, what: str) -> list[int]:
-    if not isinstance(data, list) or len(data) != n or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in data
+    if (
+        not isinstance(data, list)
+        or len(data) != n
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in data)
     ):
         raise FOBSError(f"malformed {what}: expected {n} integers")
     return data
@@ -49,8 +51,16 @@ class DatetimeDecomposer:
         return dt.datetime
 
     def decompose(self, obj: dt.datetime, ctx: Context) -> Any:
-        fields = [obj.year, obj.month, obj.day, obj.hour, obj.minute, obj.second,
-                  obj.microsecond, obj.fold]
+        fields = [
+            obj.year,
+            obj.month,
+            obj.day,
+            obj.hour,
+            obj.minute,
+            obj.second,
+            obj.microsecond,
+            obj.fold,
+        ]
         return [fields, _tz_to_wire(obj.tzinfo, obj)]
 
     def recompose(self, data: Any, ctx: Context) -> dt.datetime:

@@ -66,8 +66,12 @@ class _Encoder:
             raise FOBSError(_too_deep(self.max_depth))
         try:
             return msgpack.packb(
-                obj, default=self.default, use_bin_type=True, strict_types=True,
-                unicode_errors="surrogatepass", datetime=False,
+                obj,
+                default=self.default,
+                use_bin_type=True,
+                strict_types=True,
+                unicode_errors="surrogatepass",
+                datetime=False,
             )
         finally:
             self.depth -= 1
@@ -96,8 +100,10 @@ class _Encoder:
 
 
 def _too_deep(limit: int) -> str:
-    return (f"tuples, sets or objects nest deeper than fobs.max_depth={limit}; "
-            "raise it (EMBER_FOBS_MAX_DEPTH) if the data is legitimate")
+    return (
+        f"tuples, sets or objects nest deeper than fobs.max_depth={limit}; "
+        "raise it (EMBER_FOBS_MAX_DEPTH) if the data is legitimate"
+    )
 
 
 def _bigint_bytes(value: int) -> bytes:
@@ -120,15 +126,26 @@ class _Decoder:
         try:
             if self.depth <= _C_STACK_LEVELS:
                 return msgpack.unpackb(
-                    data, ext_hook=self.ext_hook, raw=False, strict_map_key=False,
-                    use_list=True, unicode_errors="surrogatepass", timestamp=0,
+                    data,
+                    ext_hook=self.ext_hook,
+                    raw=False,
+                    strict_map_key=False,
+                    use_list=True,
+                    unicode_errors="surrogatepass",
+                    timestamp=0,
                 )
             # unpackb keeps a ~40 KiB parse stack on the C stack per call, so ~200 nested
             # tuples would overflow an 8 MiB thread stack (a segfault) before max_depth is
             # reached; deeper levels use a heap-allocated Unpacker instead.
             unpacker = msgpack.Unpacker(
-                None, ext_hook=self.ext_hook, raw=False, strict_map_key=False, use_list=True,
-                unicode_errors="surrogatepass", timestamp=0, max_buffer_size=max(len(data), 1),
+                None,
+                ext_hook=self.ext_hook,
+                raw=False,
+                strict_map_key=False,
+                use_list=True,
+                unicode_errors="surrogatepass",
+                timestamp=0,
+                max_buffer_size=max(len(data), 1),
             )
             unpacker.feed(data)
             obj = unpacker.unpack()
@@ -157,7 +174,9 @@ class _Decoder:
                 raise FOBSError("malformed buffer reference")
             (index,) = struct.unpack("<Q", data)
             if index >= len(self.buffers):
-                raise FOBSError(f"buffer reference {index} out of range ({len(self.buffers)} buffers)")
+                raise FOBSError(
+                    f"buffer reference {index} out of range ({len(self.buffers)} buffers)"
+                )
             return self.buffers[index]
         if code == EXT_OBJECT:
             return self._object(data)
@@ -196,8 +215,10 @@ def _encode(obj: Any, ctx: Context | None) -> tuple[bytes, list[memoryview], byt
     except FOBSError:
         raise
     except (ValueError, OverflowError, TypeError, UnicodeError, RecursionError) as exc:
-        raise FOBSError(f"cannot serialize {type(obj).__name__}: {exc} (cyclic or too deeply "
-                        "nested data, or an unsupported value)") from exc
+        raise FOBSError(
+            f"cannot serialize {type(obj).__name__}: {exc} (cyclic or too deeply "
+            "nested data, or an unsupported value)"
+        ) from exc
     header = _PREAMBLE.pack(MAGIC, VERSION, len(body), len(enc.buffers))
     header += struct.pack(f"<{len(enc.buffers)}Q", *(b.nbytes for b in enc.buffers))
     return header, enc.buffers, body
@@ -253,7 +274,9 @@ def _parse_preamble(head: bytes | memoryview) -> tuple[int, int]:
     if magic != MAGIC:
         raise FOBSError(f"not a FOBS message (starts with {bytes(magic)!r})")
     if version != VERSION:
-        raise FOBSError(f"FOBS format version {version} is not supported (this is version {VERSION})")
+        raise FOBSError(
+            f"FOBS format version {version} is not supported (this is version {VERSION})"
+        )
     return body_len, nbuf
 
 
@@ -302,6 +325,46 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
     return data
 
 
+_CHUNK = 64 << 20
+
+
+def _remaining(stream: IO[bytes]) -> int | None:
+    """Bytes left in a seekable stream (a file), or None when it cannot tell."""
+    try:
+        if not stream.seekable():
+            return None
+        here = stream.tell()
+        end = stream.seek(0, 2)
+        stream.seek(here)
+        return end - here
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _read_buffer(stream: IO[bytes], length: int, size_known: bool) -> memoryview:
+    """Read one buffer into fresh writable memory. A large buffer on a stream whose size is
+    unknown grows chunk by chunk, so a lying header cannot make us allocate what never comes."""
+    if length <= _CHUNK or size_known:
+        buf = bytearray(length)
+        view = memoryview(buf)
+        got = 0
+        while got < length:
+            n = stream.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                raise FOBSError(f"truncated FOBS stream: a buffer of {length} bytes ended at {got}")
+            got += n
+        return view
+    grown = bytearray()
+    while len(grown) < length:
+        part = stream.read(min(_CHUNK, length - len(grown)))
+        if not part:
+            raise FOBSError(
+                f"truncated FOBS stream: a buffer of {length} bytes ended at {len(grown)}"
+            )
+        grown += part
+    return memoryview(grown)
+
+
 def _load(stream: IO[bytes], ctx: Context | None) -> Any:
     body_len, nbuf = _parse_preamble(_read_exact(stream, _PREAMBLE.size))
     limit = int(get_setting("fobs.max_message_bytes"))
@@ -313,21 +376,19 @@ def _load(stream: IO[bytes], ctx: Context | None) -> Any:
             f"FOBS stream declares {sum(lengths) + body_len} bytes, more than "
             f"fobs.max_message_bytes={limit}; raise it (EMBER_FOBS_MAX_MESSAGE_BYTES) if intended"
         )
+    remaining = _remaining(stream)
+    if remaining is not None and body_len + sum(lengths) > remaining:
+        raise FOBSError(
+            f"truncated FOBS stream: the header declares {body_len + sum(lengths)} more bytes, "
+            f"the stream has {remaining}"
+        )
     body = _read_exact(stream, body_len)
     offset = _PREAMBLE.size + 8 * nbuf + body_len
     buffers: list[memoryview] = []
     for length in lengths:
         _read_exact(stream, _pad(offset))
         offset += _pad(offset)
-        buf = bytearray(length)
-        view = memoryview(buf)
-        got = 0
-        while got < length:
-            n = stream.readinto(view[got:])  # type: ignore[attr-defined]
-            if not n:
-                raise FOBSError(f"truncated FOBS stream: a buffer of {length} bytes ended at {got}")
-            got += n
-        buffers.append(view)
+        buffers.append(_read_buffer(stream, length, remaining is not None))
         offset += length
     return _Decoder(get_table(), ctx or Context(), buffers).unpack(body)
 
@@ -335,8 +396,7 @@ def _load(stream: IO[bytes], ctx: Context | None) -> Any:
 def loadf(path: str | Any, *, ctx: Context | None = None) -> Any:
     """Read one frame from the file at ``path``."""
     try:
-        f = open(path, "rb")
-    except OSError as exc:
+        with open(path, "rb") as f:
+            return load(f, ctx=ctx)
+    except OSError as exc:  # load() itself raises only FOBSError
         raise FOBSError(f"cannot open FOBS file {path}: {exc.strerror}") from exc
-    with f:
-        return load(f, ctx=ctx)

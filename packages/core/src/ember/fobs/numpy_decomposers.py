@@ -108,8 +108,12 @@ class NDArrayDecomposer:
         else:
             order, flat = "C", np.ascontiguousarray(obj)
         raw = flat.reshape(-1).view(np.uint8) if flat.nbytes else np.empty(0, np.uint8)
-        return {"dtype": wire_dtype, "shape": list(obj.shape), "order": order,
-                "data": Buffer(memoryview(raw))}
+        return {
+            "dtype": wire_dtype,
+            "shape": list(obj.shape),
+            "order": order,
+            "data": Buffer(memoryview(raw)),
+        }
 
     def recompose(self, data: Any, ctx: Context) -> np.ndarray[Any, Any]:
         if not isinstance(data, dict):
@@ -140,8 +144,10 @@ class NDArrayDecomposer:
     @staticmethod
     def _strings(data: dict[str, Any]) -> np.ndarray[Any, Any]:
         strings, shape = data["strings"], _shape(data.get("shape"))
-        if _StringDType is None or not isinstance(strings, list) or not all(
-            isinstance(s, str) for s in strings
+        if (
+            _StringDType is None
+            or not isinstance(strings, list)
+            or not all(isinstance(s, str) for s in strings)
         ):
             raise FOBSError("malformed StringDType ndarray")
         try:

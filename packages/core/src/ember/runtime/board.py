@@ -46,7 +46,11 @@ class TaskBoard:
     END = "END"
 
     def __init__(self, sites: Sequence[str]) -> None:
-        self._cond = threading.Condition()
+        # One lock; each site waits on its own condition and the controller on another, so
+        # an event wakes only who it concerns (1000 idle sites are not woken per result).
+        self._lock = threading.Lock()
+        self._site_cond = {s: threading.Condition(self._lock) for s in sites}
+        self._ctrl_cond = threading.Condition(self._lock)
         self.sites = {s: SiteState(s) for s in sites}
         self._queues: dict[str, deque[Task]] = {s: deque() for s in sites}
         self._results: dict[str, TaskResult] = {}
@@ -58,11 +62,11 @@ class TaskBoard:
     def next_task(self, site: str, wait: float) -> Task | str | None:
         """The site's next task, ``END`` when the job is over, or None after ``wait`` s."""
         deadline = time.monotonic() + wait
-        with self._cond:
+        with self._lock:
             state = self._site(site)
             state.started = True
             state.last_seen = time.monotonic()
-            self._cond.notify_all()
+            cond = self._site_cond[site]
             while True:
                 if self._end_reason is not None or not state.alive:
                     return self.END
@@ -71,48 +75,52 @@ class TaskBoard:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                self._cond.wait(remaining)
+                cond.wait(remaining)
 
     def submit(self, result: TaskResult) -> bool:
         """Accept a result; False when its task is no longer awaited (late or unknown)."""
-        with self._cond:
+        with self._lock:
             self._site(result.site).last_seen = time.monotonic()
             if self._open.get(result.task_id) != result.site:
                 return False
             del self._open[result.task_id]
             self._results[result.task_id] = result
-            self._cond.notify_all()
+            self._ctrl_cond.notify_all()
             return True
 
     def fail_site(self, site: str, reason: str) -> None:
         """Mark a site dead (script raised, process exited, connection lost)."""
-        with self._cond:
+        with self._lock:
             state = self._site(site)
             if state.alive:
                 state.alive = False
                 state.failure = reason
-            self._cond.notify_all()
+            self._ctrl_cond.notify_all()
+            self._site_cond[site].notify_all()
 
     def site_finished(self, site: str) -> None:
         """The site's script ended normally; it takes no more tasks."""
-        with self._cond:
+        with self._lock:
             state = self._site(site)
             state.finished = True
             state.alive = False
-            self._cond.notify_all()
+            self._ctrl_cond.notify_all()
+            self._site_cond[site].notify_all()
 
     # -- controller side -------------------------------------------------------------------
     def alive_sites(self) -> list[str]:
-        with self._cond:
+        with self._lock:
             return [s.name for s in self.sites.values() if s.alive]
 
     def end(self, reason: str, aborted: bool = False) -> None:
         """Stop handing out tasks; every waiting site gets ``END``."""
-        with self._cond:
+        with self._lock:
             if self._end_reason is None:
                 self._end_reason = reason
                 self.aborted = aborted
-            self._cond.notify_all()
+            self._ctrl_cond.notify_all()
+            for cond in self._site_cond.values():
+                cond.notify_all()
 
     def broadcast(
         self,
@@ -129,14 +137,14 @@ class TaskBoard:
         :class:`InsufficientClients` as soon as fewer than ``min_responses`` can still answer.
         """
         tasks: dict[str, Task] = {}
-        with self._cond:
+        with self._lock:
             for site in targets:
                 payload = data(site) if callable(data) else data
                 task = Task(name, uuid.uuid4().hex, payload, timeout)
                 tasks[site] = task
                 self._open[task.task_id] = site
                 self._queues[site].append(task)
-            self._cond.notify_all()
+                self._site_cond[site].notify_all()
         out = Collected()
         deadline = time.monotonic() + timeout
         order = list(targets)
@@ -156,7 +164,7 @@ class TaskBoard:
                 on_result(site, result)
                 out.responded.append(site)
         finally:
-            with self._cond:
+            with self._lock:
                 for task in tasks.values():
                     self._open.pop(task.task_id, None)
                     self._results.pop(task.task_id, None)
@@ -173,7 +181,7 @@ class TaskBoard:
         out: Collected,
         min_responses: int,
     ) -> TaskResult | None:
-        with self._cond:
+        with self._lock:
             while True:
                 if self._end_reason is not None:
                     raise (JobAborted if self.aborted else JobError)(self._end_reason)
@@ -191,7 +199,7 @@ class TaskBoard:
                 if remaining <= 0:
                     out.timed_out.append(site)
                     return None
-                self._cond.wait(remaining)
+                self._ctrl_cond.wait(remaining)
 
     def _shortfall(self, task: str, min_responses: int, out: Collected) -> str:
         parts = [

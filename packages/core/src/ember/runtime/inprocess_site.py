@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import runpy
+import builtins
 import shlex
 import sys
 import threading
 import traceback
 from pathlib import Path
+from types import CodeType
 
 from ember.client.api import bind_session
 from ember.client.session import ClientSession
@@ -22,12 +23,18 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{tb}"
 
 
+def compile_script(script: Path) -> CodeType:
+    """Compile a training script once for all the sites that run it in this process."""
+    return compile(script.read_bytes(), str(script), "exec")
+
+
 class InProcessSite:
     """A thread that runs ``script`` as ``__main__`` with ``session`` bound to it."""
 
-    def __init__(self, session: ClientSession, script: Path, args: str) -> None:
+    def __init__(self, session: ClientSession, script: Path, args: str, code: CodeType) -> None:
         self.session = session
         self.script = script
+        self.code = code
         self.args = args
         self.thread = threading.Thread(target=self._run, name=f"ember-{session.site}", daemon=True)
         self.error: str | None = None
@@ -47,7 +54,10 @@ class InProcessSite:
         bind_session(self.session)
         self._argv_proxy.set_for_thread(self._argv)
         try:
-            runpy.run_path(str(self.script), run_name="__main__")
+            # a fresh namespace per site; sys.modules["__main__"] is left alone (runpy would
+            # swap it, which races when many sites start at once)
+            exec(self.code, {"__name__": "__main__", "__file__": str(self.script),
+                             "__builtins__": builtins, "__package__": None, "__spec__": None})
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 self.error = f"{self.script.name} exited with status {exc.code}"

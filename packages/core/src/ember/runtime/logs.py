@@ -26,17 +26,39 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-class NodeLogs:
-    """Attaches text and JSON-lines file handlers for one node's logger; ``close`` detaches."""
+class OpenPerRecordHandler(logging.FileHandler):
+    """Appends each record and closes the file again: a simulation of 1000 sites does not
+    hold 2000 files open (the usual limit is 1024 per process)."""
 
-    def __init__(self, logger_name: str, folder: Path, level: int) -> None:
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, mode="a", encoding="utf-8", delay=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        with self.lock:  # type: ignore[union-attr]
+            if self.stream is not None:
+                self.stream.close()
+                self.stream = None  # type: ignore[assignment]
+
+
+class NodeLogs:
+    """Attaches text and JSON-lines file handlers for one node's logger; ``close`` detaches
+    them and forgets the logger (names carry the job id, so they must not accumulate)."""
+
+    def __init__(self, logger_name: str, folder: Path, level: int,
+                 hold_open: bool = True) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.logger = logging.getLogger(logger_name)
-        self.logger.setLevel(level)
+        self.logger.level = level  # not setLevel(): it clears a cache over every logger
         self.handlers: list[logging.Handler] = []
-        text = logging.FileHandler(folder / "log.txt", encoding="utf-8")
+        def handler(path: Path) -> logging.FileHandler:
+            if hold_open:
+                return logging.FileHandler(path, encoding="utf-8")
+            return OpenPerRecordHandler(path)
+
+        text = handler(folder / "log.txt")
         text.setFormatter(logging.Formatter(TEXT_FORMAT))
-        jsonl = logging.FileHandler(folder / "log.jsonl", encoding="utf-8")
+        jsonl = handler(folder / "log.jsonl")
         jsonl.setFormatter(JsonLinesFormatter())
         for handler in (text, jsonl):
             self.logger.addHandler(handler)
@@ -46,6 +68,15 @@ class NodeLogs:
         for handler in self.handlers:
             self.logger.removeHandler(handler)
             handler.close()
+        logging.Logger.manager.loggerDict.pop(self.logger.name, None)
+
+
+def forget_logger_tree(prefix: str) -> None:
+    """Drop every logger (and placeholder) named ``prefix`` or below it."""
+    names = [n for n in logging.Logger.manager.loggerDict if n == prefix or
+             n.startswith(prefix + ".")]
+    for name in names:
+        logging.Logger.manager.loggerDict.pop(name, None)
 
 
 def resolve_level(log_config: str | dict[str, Any] | None) -> int:

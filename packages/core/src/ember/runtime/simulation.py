@@ -8,14 +8,15 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from ember.client.link import SERVER, TransportLink
 from ember.client.session import ClientSession
 from ember.config import Config, use_config
 from ember.job.definition import JobDefinition
-from ember.runtime.inprocess_site import InProcessSite
-from ember.runtime.logs import NodeLogs
+from ember.runtime.inprocess_site import InProcessSite, compile_script
+from ember.runtime.logs import NodeLogs, forget_logger_tree
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob, Status
 from ember.runtime.subprocess_site import SubprocessSite
@@ -82,10 +83,13 @@ class Simulation:
         slots = threading.Semaphore(self.num_threads) if self.num_threads else None
         app = self.job.client
         script = (self.job_dir / app.script).resolve()
+        code: CodeType | None = None
         for site in self.sites:
             transport.add_endpoint(site)
             site_dir = self.workspace / site
-            site_logs = NodeLogs(f"ember.job.{self.job_id}.{site}", site_dir, self.log_level)
+            site_logs = NodeLogs(
+                f"ember.job.{self.job_id}.{site}", site_dir, self.log_level, hold_open=False
+            )
             self._logs.append(site_logs)
             link = TransportLink(transport, site)
             client_config = {
@@ -115,7 +119,8 @@ class Simulation:
                 session = ClientSession(
                     site, self.job_id, link, client_config, poll, slots, site_logs.logger
                 )
-                runner = InProcessSite(session, script, app.args)
+                code = code or compile_script(script)
+                runner = InProcessSite(session, script, app.args, code)
             self._site_runners.append(runner)
         for runner in self._site_runners:
             with use_config(self.config):
@@ -144,6 +149,7 @@ class Simulation:
                 self._server.log.warning("could not plot round metrics: %s", exc)
             for logs in self._logs:
                 logs.close()
+            forget_logger_tree(f"ember.job.{self.job_id}")
             self.finished.set()
 
     def _stop_sites(self) -> None:
