@@ -24,6 +24,7 @@ def ember_fobs_decomposers() -> list[DecomposerEntry]:
         DecomposerEntry("numpy.ndarray", f"{_NUMPY}:NDArrayDecomposer"),
         DecomposerEntry("numpy.memmap", f"{_NUMPY}:MemmapDecomposer"),
         DecomposerEntry("numpy.generic", f"{_NUMPY}:NumpyScalarDecomposer"),
+        DecomposerEntry("ember.streaming.lazy.LazyTensor", f"{_NUMPY}:LazyTensorDecomposer"),
         DecomposerEntry("ember.client.model.FLModel", "ember.client.model:FLModel"),
         DecomposerEntry("ember.client.model.ParamsType", "ember.client.model:ParamsType"),
         DecomposerEntry("ember.runtime.messages.Task", "ember.runtime.messages:Task"),

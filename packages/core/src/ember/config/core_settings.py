@@ -79,4 +79,76 @@ CORE_SETTINGS: list[Setting] = [
         "encode and decode per message: about 30% of the CPU time of a 1000-site job with a "
         "tiny model (benchmarks/sim_overhead.py).",
     ),
+    Setting(
+        name="streaming.enabled",
+        type=bool,
+        default=True,
+        unit="flag",
+        bounds="Whether arrays of at least streaming.min_tensor_bytes travel by download "
+        "(the message carries a reference; the receiver pulls the tensor in chunks).",
+        advice="Turn it off only to compare; results are identical either way.",
+    ),
+    Setting(
+        name="streaming.min_tensor_bytes",
+        type=int,
+        default=1 << 20,
+        unit="bytes",
+        bounds="Arrays this large or larger are offered for download instead of being copied "
+        "into the message.",
+        advice="Lower it to stream smaller layers too; raise it for models of many small "
+        "arrays where per-tensor requests cost more than the copies.",
+        minimum=1,
+    ),
+    Setting(
+        name="streaming.chunk_size",
+        type=int,
+        default=2 << 20,
+        unit="bytes",
+        bounds="How much one download request pulls; each chunk carries a CRC-32.",
+        advice="Raise it on fast links with high latency; lower it where one request must stay "
+        "small.",
+        minimum=1024,
+    ),
+    Setting(
+        name="streaming.per_request_timeout",
+        type=float,
+        default=60.0,
+        unit="seconds",
+        bounds="How long one download request (one chunk) may take before it is retried.",
+        advice="Raise it on very slow links or with very large chunks.",
+        minimum=0.001,
+    ),
+    Setting(
+        name="streaming.max_retries",
+        type=int,
+        default=3,
+        unit="retries",
+        bounds="How often a failed or corrupt chunk is requested again before the download "
+        "fails with the reasons.",
+        advice="Raise it on flaky links.",
+        minimum=0,
+    ),
+    Setting(
+        name="streaming.transaction_timeout",
+        type=float,
+        default=3600.0,
+        unit="seconds",
+        bounds="How long offered data waits, idle, for its receivers; then it is dropped and a "
+        "late pull fails with that reason. A site's result waits here until the server "
+        "aggregates it.",
+        advice="Keep it at least runtime.task_timeout, so results of slow rounds are not "
+        "dropped before the server pulls them.",
+        minimum=0.001,
+    ),
+    Setting(
+        name="streaming.offload_dir",
+        type=str,
+        default="",
+        unit="path",
+        bounds="When set, the server pulls each site's result as soon as it arrives and keeps "
+        "its tensors in safetensors files here until aggregation (empty: results wait at "
+        "their sites).",
+        advice="Set it for very large models when sites must be freed early, on a disk with "
+        "room for one model per site.",
+    ),
 ]

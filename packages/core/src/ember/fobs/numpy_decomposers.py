@@ -107,6 +107,19 @@ class NDArrayDecomposer:
             order, flat = "F", obj.T
         else:
             order, flat = "C", np.ascontiguousarray(obj)
+        tx = ctx.props.get("stream_tx")
+        if tx is not None and flat.nbytes >= ctx.props["stream_min_bytes"]:
+            from ember.streaming.layout import streamable
+
+            if streamable(flat.dtype):
+                # large: offered for download; the message carries only a reference
+                item = tx.add_tensor(f"t{len(tx.items)}", flat.reshape(-1))
+                return {
+                    "dtype": wire_dtype,
+                    "shape": list(obj.shape),
+                    "order": order,
+                    "ref": [tx.owner, tx.ref_id, item],
+                }
         raw = flat.reshape(-1).view(np.uint8) if flat.nbytes else np.empty(0, np.uint8)
         return {
             "dtype": wire_dtype,
@@ -124,11 +137,13 @@ class NDArrayDecomposer:
             dtype = dtype_from_wire(data["dtype"])
             shape = _shape(data["shape"])
             order = data["order"]
-            raw = data["data"]
+            raw = data["ref"] if "ref" in data else data["data"]
         except KeyError as exc:
             raise FOBSError(f"malformed ndarray: missing {exc.args[0]!r}") from None
         if order not in ("C", "F"):
             raise FOBSError(f"malformed ndarray: order {order!r}")
+        if "ref" in data:
+            return self._referenced(raw, dtype, shape, order, ctx)
         if not isinstance(raw, memoryview | bytes):
             raise FOBSError("malformed ndarray: data is not a buffer")
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -140,6 +155,26 @@ class NDArrayDecomposer:
         if count == 0 or dtype.itemsize == 0:
             return np.zeros(shape, dtype=dtype, order=order)
         return np.frombuffer(raw, dtype=dtype).reshape(shape, order=order)
+
+    @staticmethod
+    def _referenced(
+        ref: Any, dtype: np.dtype[Any], shape: tuple[int, ...], order: str, ctx: Context
+    ) -> Any:
+        """An array the sender offered for download: pulled now, or lazily (the server)."""
+        if not (isinstance(ref, list) and len(ref) == 3 and all(isinstance(r, str) for r in ref)):
+            raise FOBSError("malformed ndarray reference")
+        fetcher = ctx.props.get("fetcher")
+        if fetcher is None:
+            raise FOBSError(
+                "the message references a streamed array, but it was decoded without a "
+                "download service (decode it through a transport, or send with streaming off)"
+            )
+        from ember.streaming.lazy import LazyTensor, pull_array
+
+        owner, ref_id, item = ref
+        if ctx.props.get("lazy_tensors"):
+            return LazyTensor(fetcher, owner, ref_id, item, dtype, shape, order)
+        return pull_array(fetcher, owner, ref_id, item, dtype, shape, order)
 
     @staticmethod
     def _strings(data: dict[str, Any]) -> np.ndarray[Any, Any]:
@@ -191,3 +226,16 @@ class NumpyScalarDecomposer:
         if not isinstance(raw, bytes) or len(raw) != dtype.itemsize:
             raise FOBSError(f"malformed numpy scalar of {dtype}")
         return np.frombuffer(raw, dtype=dtype).reshape(())[()]
+
+
+class LazyTensorDecomposer(NDArrayDecomposer):
+    """A not-yet-pulled array being passed on (cross-site evaluation relays site models):
+    it is pulled, then sent as an array, and decodes as one."""
+
+    def supported_type(self) -> type:
+        from ember.streaming.lazy import LazyTensor
+
+        return LazyTensor
+
+    def decompose(self, obj: Any, ctx: Context) -> Any:
+        return super().decompose(obj.fetch(keep=True), ctx)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ember.client.model import ParamsType
 from ember.runtime.errors import JobError
+from ember.streaming.lazy import LazyTensor, release_all
 
 
 class WeightedAverage:
@@ -48,13 +49,23 @@ class WeightedAverage:
             for key, value in params.items():
                 if self.exclude is not None and self.exclude.search(key):
                     continue
-                weighted = _scale(value, weight, site, key)
+                if isinstance(value, LazyTensor):
+                    # pulled now, one tensor at a time, and scaled in place: it is ours
+                    value = value.fetch(keep=False)
+                    if np.issubdtype(value.dtype, np.floating):
+                        value *= value.dtype.type(weight)
+                        weighted = value
+                    else:
+                        weighted = _scale(value, weight, site, key)
+                else:
+                    weighted = _scale(value, weight, site, key)
                 if key in self._sums:
                     self._sums[key] = _add_into(self._sums[key], weighted)
                     self._weights[key] += weight
                 else:
                     self._sums[key] = weighted
                     self._weights[key] = weight
+        release_all(params)  # what was not pulled (excluded keys) is released at its owner
         for name, value in (metrics or {}).items():
             if isinstance(value, numbers.Real) and not isinstance(value, bool):
                 self._metric_sums[name] = self._metric_sums.get(name, 0.0) + float(value) * weight
@@ -66,9 +77,12 @@ class WeightedAverage:
         out = {}
         for key, total in self._sums.items():
             w = self._weights[key]
-            out[key] = total / w if w else total
-            if isinstance(total, np.ndarray) and out[key].dtype != total.dtype:
-                out[key] = out[key].astype(total.dtype)
+            if isinstance(total, np.ndarray) and np.issubdtype(total.dtype, np.floating):
+                if w:
+                    total /= total.dtype.type(w)  # in place: the sum becomes the mean
+                out[key] = total
+            else:
+                out[key] = total / w if w else total
         return out
 
     def metrics(self) -> dict[str, float]:

@@ -56,8 +56,16 @@ class InProcessSite:
         try:
             # a fresh namespace per site; sys.modules["__main__"] is left alone (runpy would
             # swap it, which races when many sites start at once)
-            exec(self.code, {"__name__": "__main__", "__file__": str(self.script),
-                             "__builtins__": builtins, "__package__": None, "__spec__": None})
+            exec(
+                self.code,
+                {
+                    "__name__": "__main__",
+                    "__file__": str(self.script),
+                    "__builtins__": builtins,
+                    "__package__": None,
+                    "__spec__": None,
+                },
+            )
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 self.error = f"{self.script.name} exited with status {exc.code}"

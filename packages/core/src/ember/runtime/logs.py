@@ -45,12 +45,12 @@ class NodeLogs:
     """Attaches text and JSON-lines file handlers for one node's logger; ``close`` detaches
     them and forgets the logger (names carry the job id, so they must not accumulate)."""
 
-    def __init__(self, logger_name: str, folder: Path, level: int,
-                 hold_open: bool = True) -> None:
+    def __init__(self, logger_name: str, folder: Path, level: int, hold_open: bool = True) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.logger = logging.getLogger(logger_name)
         self.logger.level = level  # not setLevel(): it clears a cache over every logger
         self.handlers: list[logging.Handler] = []
+
         def handler(path: Path) -> logging.FileHandler:
             if hold_open:
                 return logging.FileHandler(path, encoding="utf-8")
@@ -73,8 +73,9 @@ class NodeLogs:
 
 def forget_logger_tree(prefix: str) -> None:
     """Drop every logger (and placeholder) named ``prefix`` or below it."""
-    names = [n for n in logging.Logger.manager.loggerDict if n == prefix or
-             n.startswith(prefix + ".")]
+    names = [
+        n for n in logging.Logger.manager.loggerDict if n == prefix or n.startswith(prefix + ".")
+    ]
     for name in names:
         logging.Logger.manager.loggerDict.pop(name, None)
 

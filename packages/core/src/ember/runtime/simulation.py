@@ -78,14 +78,19 @@ class Simulation:
             server_logs.logger,
         )
         self._write_meta()
-        transport = InProcessTransport(serialize=bool(self.config.get("sim.serialize_messages")))
-        self._server.attach(transport.add_endpoint(SERVER))
+        self._transport = transport = InProcessTransport(
+            serialize=bool(self.config.get("sim.serialize_messages"))
+        )
+        with use_config(self.config):
+            # the server keeps streamed arrays in results as references until it aggregates
+            self._server.attach(transport.add_endpoint(SERVER, lazy_tensors=True))
         slots = threading.Semaphore(self.num_threads) if self.num_threads else None
         app = self.job.client
         script = (self.job_dir / app.script).resolve()
         code: CodeType | None = None
         for site in self.sites:
-            transport.add_endpoint(site)
+            with use_config(self.config):
+                transport.add_endpoint(site)
             site_dir = self.workspace / site
             site_logs = NodeLogs(
                 f"ember.job.{self.job_id}.{site}", site_dir, self.log_level, hold_open=False
@@ -137,6 +142,7 @@ class Simulation:
                 self._server.run()
                 self._stop_sites()
         finally:
+            self._transport.close()
             self.progress.finish(self._server.status)
             self._write_meta()
             from ember.runtime.plots import plot_round_metrics

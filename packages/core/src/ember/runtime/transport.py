@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ember import fobs
+from ember.streaming.node import StreamNode
 
 Handler = Callable[[str, Any], Any]
 
@@ -27,10 +28,17 @@ class UnknownTopicError(TransportError):
 
 
 class Endpoint:
-    """A named node that handles requests by topic."""
+    """A named node that handles requests by topic.
 
-    def __init__(self, name: str) -> None:
+    ``lazy_tensors``: streamed arrays in what it receives stay references
+    (:class:`~ember.streaming.lazy.LazyTensor`) until pulled; the server uses this to
+    aggregate results one tensor at a time.
+    """
+
+    def __init__(self, name: str, lazy_tensors: bool = False) -> None:
         self.name = name
+        self.lazy_tensors = lazy_tensors
+        self.stream: StreamNode | None = None
         self._handlers: dict[str, Handler] = {}
 
     def register_handler(self, topic: str, handler: Handler) -> None:
@@ -55,24 +63,60 @@ class InProcessTransport:
         self._endpoints: dict[str, Endpoint] = {}
         self._lock = threading.Lock()
 
-    def add_endpoint(self, name: str) -> Endpoint:
-        """Create and attach the endpoint ``name``."""
+    def add_endpoint(self, name: str, lazy_tensors: bool = False) -> Endpoint:
+        """Create and attach the endpoint ``name``, with its download service."""
         with self._lock:
             if name in self._endpoints:
                 raise TransportError(f"an endpoint named {name!r} is already attached")
-            endpoint = self._endpoints[name] = Endpoint(name)
+            endpoint = self._endpoints[name] = Endpoint(name, lazy_tensors)
+
+        def request(target: str, topic: str, payload: Any, timeout: float) -> Any:
+            return self.request(name, target, topic, payload, timeout)
+
+        endpoint.stream = StreamNode(name, request)
+        endpoint.stream.attach(endpoint)
         return endpoint
 
-    def _wire(self, value: Any) -> Any:
+    def _wire(self, value: Any, sender: Endpoint, target: Endpoint) -> Any:
+        """What ``target`` receives when ``sender`` sends ``value``: a FOBS round trip in
+        which large arrays are offered by the sender and pulled by the target."""
+        if not self.serialize:
+            return value
+        assert sender.stream is not None
+        assert target.stream is not None
+        source = sender.stream
+        tx = source.downloader.open(receivers=1) if source.enabled else None
+        props = {"stream_tx": tx, "stream_min_bytes": source.min_tensor_bytes} if tx else {}
+        data = fobs.dumps(value, ctx=fobs.Context(props))
+        if tx is not None and tx.items:
+            source.downloader.publish(tx)
         # decode from a writable buffer: receivers get writable arrays, as over a socket
-        return fobs.loads(bytearray(fobs.dumps(value))) if self.serialize else value
+        ctx = fobs.Context({"fetcher": target.stream.fetcher, "lazy_tensors": target.lazy_tensors})
+        return fobs.loads(bytearray(data), ctx=ctx)
 
-    def request(self, sender: str, target: str, topic: str, payload: Any) -> Any:
-        """Send ``payload`` to ``target``'s ``topic`` handler and return its reply."""
+    def request(
+        self, sender: str, target: str, topic: str, payload: Any, timeout: float | None = None
+    ) -> Any:
+        """Send ``payload`` to ``target``'s ``topic`` handler and return its reply.
+
+        In process the handler runs in the caller's thread, so ``timeout`` is not needed:
+        handlers that wait take their own bound (a networked transport honours it).
+        """
         endpoint = self._endpoints.get(target)
-        if endpoint is None:
-            raise TransportError(f"{sender} sent {topic!r} to {target!r}, which is not attached")
-        return self._wire(endpoint.handle(sender, topic, self._wire(payload)))
+        source = self._endpoints.get(sender)
+        if endpoint is None or source is None:
+            missing = target if endpoint is None else sender
+            raise TransportError(
+                f"{sender} sent {topic!r} to {target!r}, but {missing!r} is not attached"
+            )
+        reply = endpoint.handle(sender, topic, self._wire(payload, source, endpoint))
+        return self._wire(reply, endpoint, source)
+
+    def close(self) -> None:
+        """Stop every endpoint's download service."""
+        for endpoint in self._endpoints.values():
+            if endpoint.stream is not None:
+                endpoint.stream.close()
 
     def fire(self, sender: str, target: str, topic: str, payload: Any) -> None:
         """Send without waiting for a reply (delivery errors are still raised)."""

@@ -1,0 +1,225 @@
+"""The receiver side of the download service: pull items chunk by chunk, check, retry."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember.streaming.errors import StreamingError
+from ember.streaming.layout import parse_header
+
+Request = Callable[[str, str, Any, float], Any]
+"""``request(target, topic, payload, timeout) -> reply`` on the node's transport."""
+Progress = Callable[[str, int, int], None]
+"""``progress(item name, bytes received, item size)``."""
+
+MANIFEST = "stream.manifest"
+CHUNK = "stream.chunk"
+DONE = "stream.done"
+
+
+class Fetcher:
+    """Pulls what other nodes offer, in ``chunk_size`` pieces, each checked by CRC-32.
+
+    A failed or corrupt chunk is requested again, up to ``max_retries`` times, from the same
+    offset: a dropped connection resumes where it stopped. An owner that says the transaction
+    is gone (expired, unknown) fails at once with its reason.
+    """
+
+    def __init__(
+        self,
+        node: str,
+        request: Request,
+        chunk_size: int,
+        per_request_timeout: float,
+        max_retries: int,
+    ) -> None:
+        self.node = node
+        self.request = request
+        self.chunk_size = chunk_size
+        self.per_request_timeout = per_request_timeout
+        self.max_retries = max_retries
+
+    def _call(self, owner: str, topic: str, payload: dict[str, Any], timeout: float) -> Any:
+        reply = self.request(owner, topic, payload, timeout)
+        if isinstance(reply, dict) and "error" in reply:
+            raise StreamingError(str(reply["error"]))
+        return reply
+
+    def manifest(
+        self, owner: str, ref_id: str, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        return self._retry(
+            owner, MANIFEST, {"ref": ref_id}, timeout, lambda r: r if isinstance(r, list) else None
+        )
+
+    def _retry(
+        self,
+        owner: str,
+        topic: str,
+        payload: dict[str, Any],
+        timeout: float | None,
+        check: Callable[[Any], Any],
+    ) -> Any:
+        timeout = self.per_request_timeout if timeout is None else timeout
+        problems: list[str] = []
+        for _ in range(self.max_retries + 1):
+            try:
+                result = check(self._call(owner, topic, payload, timeout))
+            except StreamingError:
+                raise
+            except Exception as exc:  # a dropped connection, a timeout, a broken reply
+                problems.append(f"{type(exc).__name__}: {exc}")
+                continue
+            if result is not None:
+                return result
+            problems.append("corrupt or malformed reply")
+        raise StreamingError(
+            f"{self.node} gave up on {topic} {payload.get('ref')} from {owner} after "
+            f"{self.max_retries + 1} attempts (streaming.max_retries={self.max_retries}): "
+            + "; ".join(problems[-3:])
+        )
+
+    def _chunk(
+        self, owner: str, ref_id: str, item: str, offset: int, length: int, timeout: float | None
+    ) -> tuple[bytes, int]:
+        def check(reply: Any) -> tuple[bytes, int] | None:
+            if not isinstance(reply, dict):
+                return None
+            data, crc, size = reply.get("data"), reply.get("crc"), reply.get("size")
+            if not isinstance(data, bytes) or zlib.crc32(data) != crc or not isinstance(size, int):
+                return None
+            if not data and offset < size:
+                return None
+            return data, size
+
+        payload = {"ref": ref_id, "item": item, "offset": offset, "length": length}
+        return self._retry(owner, CHUNK, payload, timeout, check)  # type: ignore[no-any-return]
+
+    def read_item(
+        self,
+        owner: str,
+        ref_id: str,
+        item: str,
+        sink: Callable[[int, bytes], None],
+        name: str = "",
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Pull a whole item, giving each chunk to ``sink(offset, data)``; returns its size."""
+        offset, size = 0, None
+        while size is None or offset < size:
+            data, size = self._chunk(owner, ref_id, item, offset, self.chunk_size, timeout)
+            sink(offset, data)
+            offset += len(data)
+            if progress is not None:
+                progress(name or item, offset, size)
+        return offset
+
+    def fetch_tensor(
+        self,
+        owner: str,
+        ref_id: str,
+        item: str,
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> tuple[str, np.ndarray[Any, Any]]:
+        """One tensor, pulled straight into a fresh writable array."""
+        state: dict[str, Any] = {"head": bytearray(), "array": None, "start": 0}
+
+        def sink(offset: int, data: bytes) -> None:
+            if state["array"] is None:
+                state["head"] += data
+                head = state["head"]
+                if len(head) < 8:
+                    return
+                (hlen,) = struct.unpack_from("<Q", head)
+                if hlen > 100 * 1024 * 1024:
+                    raise StreamingError(f"tensor header of {hlen} bytes is not plausible")
+                if len(head) < 8 + hlen:
+                    return
+                state["name"], dtype, shape, _ = parse_header(bytes(head[8 : 8 + hlen]))
+                state["array"] = np.empty(shape, dtype=dtype)
+                state["view"] = memoryview(state["array"].reshape(-1).view(np.uint8))
+                state["start"] = 8 + hlen
+                data, offset = bytes(head[8 + hlen :]), 8 + hlen
+            pos = offset - state["start"]
+            view = state["view"]
+            if pos + len(data) > len(view):
+                raise StreamingError("tensor stream is longer than its header says")
+            view[pos : pos + len(data)] = data
+
+        size = self.read_item(owner, ref_id, item, sink, progress=progress, timeout=timeout)
+        array = state["array"]
+        if array is None or size != state["start"] + array.nbytes:
+            raise StreamingError(f"tensor stream {item} of {ref_id} from {owner} is truncated")
+        return state["name"], array
+
+    def iter_tensors(
+        self,
+        owner: str,
+        ref_id: str,
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[tuple[str, np.ndarray[Any, Any]]]:
+        """The offered tensors one at a time (only one is held here at once)."""
+        for entry in self.manifest(owner, ref_id, timeout):
+            if entry["kind"] != "tensor":
+                raise StreamingError(f"item {entry['name']!r} of {ref_id} is a {entry['kind']}")
+            yield self.fetch_tensor(owner, ref_id, entry["item"], progress, timeout)
+
+    def download_tensors(
+        self,
+        owner: str,
+        ref_id: str,
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        return dict(self.iter_tensors(owner, ref_id, progress, timeout))
+
+    def download_file(
+        self,
+        owner: str,
+        ref_id: str,
+        dest: str | Path,
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> Path:
+        """The offered file, written to ``dest`` (atomically: a partial file never appears)."""
+        (entry,) = self.manifest(owner, ref_id, timeout)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        with open(tmp, "wb") as f:
+
+            def sink(offset: int, data: bytes) -> None:
+                f.seek(offset)
+                f.write(data)
+
+            self.read_item(owner, ref_id, entry["item"], sink, entry["name"], progress, timeout)
+        os.replace(tmp, dest)
+        return dest
+
+    def download_object(self, owner: str, ref_id: str, timeout: float | None = None) -> Any:
+        from ember import fobs
+
+        (entry,) = self.manifest(owner, ref_id, timeout)
+        buf = bytearray(entry["size"])
+
+        def sink(offset: int, data: bytes) -> None:
+            buf[offset : offset + len(data)] = data
+
+        self.read_item(owner, ref_id, entry["item"], sink, timeout=timeout)
+        return fobs.loads(buf)
+
+    def release(self, owner: str, ref_id: str) -> None:
+        """Tell the owner this node needs nothing more from ``ref_id``."""
+        with contextlib.suppress(Exception):  # the owner cleans up on its own timeout anyway
+            self._call(owner, DONE, {"ref": ref_id}, self.per_request_timeout)

@@ -1,0 +1,70 @@
+"""The byte stream of one tensor: a single-tensor safetensors file, built without copying.
+
+A tensor is served as ``8-byte header length | JSON header | raw little-endian data``,
+byte-for-byte what ``safetensors.numpy.save({name: array})`` writes, so a receiver can
+write the stream straight to a ``.safetensors`` file (disk offload) or into a
+preallocated array. The owner never materializes the stream: the header is a few bytes and
+every chunk of data is a slice of the array's own memory.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+
+from ember.streaming.errors import StreamingError
+
+# safetensors dtype codes for the numpy dtypes it supports
+_CODES: dict[str, str] = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint64": "U64",
+    "uint32": "U32",
+    "uint16": "U16",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+_DTYPES = {code: np.dtype(name) for name, code in _CODES.items()}
+
+
+def streamable(dtype: np.dtype[Any]) -> bool:
+    """Whether arrays of ``dtype`` travel as safetensors streams (else inline in FOBS)."""
+    return dtype.name in _CODES and dtype.byteorder in ("=", "<", "|")
+
+
+def tensor_header(name: str, array: np.ndarray[Any, Any]) -> bytes:
+    """The safetensors header (length prefix included) for one C-ordered tensor."""
+    meta = {
+        name: {
+            "dtype": _CODES[array.dtype.name],
+            "shape": list(array.shape),
+            "data_offsets": [0, array.nbytes],
+        }
+    }
+    text = json.dumps(meta, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def parse_header(data: bytes) -> tuple[str, np.dtype[Any], tuple[int, ...], int]:
+    """Name, dtype, shape and data length from a tensor header (without the length prefix)."""
+    try:
+        meta = json.loads(data)
+        ((name, info),) = ((k, v) for k, v in meta.items() if k != "__metadata__")
+        dtype = _DTYPES[info["dtype"]]
+        shape = tuple(int(s) for s in info["shape"])
+        start, end = (int(x) for x in info["data_offsets"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StreamingError(f"malformed tensor header: {exc}") from exc
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if start != 0 or end != count * dtype.itemsize or min(shape, default=0) < 0:
+        raise StreamingError(f"tensor header of {name!r} disagrees with its shape {shape}")
+    return name, dtype, shape, end

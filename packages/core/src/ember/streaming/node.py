@@ -1,0 +1,58 @@
+"""A node's download service: its downloader, its fetcher and the topics they answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ember.config import get_setting
+from ember.streaming.downloader import Downloader
+from ember.streaming.errors import StreamingError
+from ember.streaming.fetcher import CHUNK, DONE, MANIFEST, Fetcher, Request
+
+
+class StreamNode:
+    """Everything one node (the server, a site) needs to offer and pull data."""
+
+    def __init__(self, name: str, request: Request) -> None:
+        self.name = name
+        self.enabled = bool(get_setting("streaming.enabled"))
+        self.min_tensor_bytes = int(get_setting("streaming.min_tensor_bytes"))
+        self.downloader = Downloader(name, float(get_setting("streaming.transaction_timeout")))
+        self.fetcher = Fetcher(
+            name,
+            request,
+            int(get_setting("streaming.chunk_size")),
+            float(get_setting("streaming.per_request_timeout")),
+            int(get_setting("streaming.max_retries")),
+        )
+
+    def attach(self, endpoint: Any) -> None:
+        """Serve this node's downloads on ``endpoint`` (anything with ``register_handler``)."""
+        endpoint.register_handler(MANIFEST, self._manifest)
+        endpoint.register_handler(CHUNK, self._chunk)
+        endpoint.register_handler(DONE, self._done)
+
+    def _manifest(self, sender: str, payload: Any) -> Any:
+        try:
+            return self.downloader.manifest(str(payload["ref"]), sender)
+        except StreamingError as exc:
+            return {"error": str(exc)}
+
+    def _chunk(self, sender: str, payload: Any) -> Any:
+        try:
+            return self.downloader.chunk(
+                str(payload["ref"]),
+                str(payload["item"]),
+                int(payload["offset"]),
+                int(payload["length"]),
+                sender,
+            )
+        except StreamingError as exc:
+            return {"error": str(exc)}
+
+    def _done(self, sender: str, payload: Any) -> Any:
+        self.downloader.done(str(payload["ref"]), sender)
+        return True
+
+    def close(self) -> None:
+        self.downloader.close()
