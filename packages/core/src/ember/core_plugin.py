@@ -24,7 +24,9 @@ def ember_fobs_decomposers() -> list[DecomposerEntry]:
         DecomposerEntry("numpy.ndarray", f"{_NUMPY}:NDArrayDecomposer"),
         DecomposerEntry("numpy.memmap", f"{_NUMPY}:MemmapDecomposer"),
         DecomposerEntry("numpy.generic", f"{_NUMPY}:NumpyScalarDecomposer"),
-        DecomposerEntry("ember.streaming.lazy.LazyTensor", f"{_NUMPY}:LazyTensorDecomposer"),
+        DecomposerEntry(
+            "ember.streaming.lazy.DeferredTensor", f"{_NUMPY}:DeferredTensorDecomposer"
+        ),
         DecomposerEntry("ember.client.model.FLModel", "ember.client.model:FLModel"),
         DecomposerEntry("ember.client.model.ParamsType", "ember.client.model:ParamsType"),
         DecomposerEntry("ember.runtime.messages.Task", "ember.runtime.messages:Task"),
@@ -51,8 +53,11 @@ def ember_recipes() -> list[RecipeEntry]:
 @hookimpl
 def ember_envs() -> list[EnvEntry]:
     return [
-        EnvEntry("SimEnv", "ember.envs.sim:SimEnv",
-                 description="All sites in one process (threads or subprocesses)"),
+        EnvEntry(
+            "SimEnv",
+            "ember.envs.sim:SimEnv",
+            description="All sites in one process (threads or subprocesses)",
+        ),
     ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -111,7 +110,9 @@ class ClientSession:
         self.rounds_sent += 1
         gc_rounds = int(self.config.get("client_memory_gc_rounds") or 0)
         if gc_rounds and self.rounds_sent % gc_rounds == 0:
-            gc.collect()
+            from ember.runtime.memory import release_memory
+
+            release_memory(cuda=True)
 
     def _as_transfer_type(self, model: FLModel) -> FLModel:
         wanted = self.config.get("params_transfer_type", "FULL")

@@ -228,14 +228,16 @@ class NumpyScalarDecomposer:
         return np.frombuffer(raw, dtype=dtype).reshape(())[()]
 
 
-class LazyTensorDecomposer(NDArrayDecomposer):
-    """A not-yet-pulled array being passed on (cross-site evaluation relays site models):
-    it is pulled, then sent as an array, and decodes as one."""
+class DeferredTensorDecomposer(NDArrayDecomposer):
+    """A not-yet-fetched array being passed on (cross-site evaluation relays site models):
+    it is fetched, then sent as an array, and decodes as one."""
+
+    match_subclasses = True
 
     def supported_type(self) -> type:
-        from ember.streaming.lazy import LazyTensor
+        from ember.streaming.lazy import DeferredTensor
 
-        return LazyTensor
+        return DeferredTensor
 
     def decompose(self, obj: Any, ctx: Context) -> Any:
         return super().decompose(obj.fetch(keep=True), ctx)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ember.client.model import ParamsType
 from ember.runtime.errors import JobError
-from ember.streaming.lazy import LazyTensor, release_all
+from ember.streaming.lazy import DeferredTensor, release_all
 
 
 class WeightedAverage:
@@ -49,7 +49,7 @@ class WeightedAverage:
             for key, value in params.items():
                 if self.exclude is not None and self.exclude.search(key):
                     continue
-                if isinstance(value, LazyTensor):
+                if isinstance(value, DeferredTensor):
                     # pulled now, one tensor at a time, and scaled in place: it is ours
                     value = value.fetch(keep=False)
                     if np.issubdtype(value.dtype, np.floating):

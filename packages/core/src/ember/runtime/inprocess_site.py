@@ -13,6 +13,7 @@ from types import CodeType
 from ember.client.api import bind_session
 from ember.client.session import ClientSession
 from ember.runtime.script_argv import thread_argv
+from ember.streaming import StreamNode, bind_node
 
 _path_lock = threading.Lock()
 
@@ -31,8 +32,16 @@ def compile_script(script: Path) -> CodeType:
 class InProcessSite:
     """A thread that runs ``script`` as ``__main__`` with ``session`` bound to it."""
 
-    def __init__(self, session: ClientSession, script: Path, args: str, code: CodeType) -> None:
+    def __init__(
+        self,
+        session: ClientSession,
+        script: Path,
+        args: str,
+        code: CodeType,
+        node: StreamNode | None = None,
+    ) -> None:
         self.session = session
+        self.node = node
         self.script = script
         self.code = code
         self.args = args
@@ -52,6 +61,7 @@ class InProcessSite:
     def _run(self) -> None:
         link = self.session.link
         bind_session(self.session)
+        bind_node(self.node)
         self._argv_proxy.set_for_thread(self._argv)
         try:
             # a fresh namespace per site; sys.modules["__main__"] is left alone (runpy would
@@ -74,6 +84,7 @@ class InProcessSite:
         finally:
             self.session.release_slot()
             bind_session(None)
+            bind_node(None)
             self._argv_proxy.set_for_thread(None)
         if self.error is not None:
             self.session.logger.error("script failed: %s", self.error)

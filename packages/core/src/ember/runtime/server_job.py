@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ember.client.link import Topic
+from ember.config import get_setting
 from ember.job.definition import JobDefinition
 from ember.plugins.entries import load_target
 from ember.runtime.board import TaskBoard
@@ -19,6 +21,7 @@ from ember.runtime.messages import MetricRecord, TaskResult
 from ember.runtime.progress import Progress
 from ember.runtime.records import MetricSink, RoundRecorder
 from ember.runtime.transport import Endpoint
+from ember.streaming.lazy import offload, release_all
 
 
 class Status:
@@ -66,6 +69,8 @@ class ServerJob:
         self.status = Status.SUBMITTED
         self.message = ""
         self.done = threading.Event()
+        offload_dir = str(get_setting("streaming.offload_dir"))
+        self.offload_dir = Path(offload_dir) / job_id if offload_dir else None
         self.started_at = time.time()
 
     def attach(self, endpoint: Endpoint) -> None:
@@ -83,11 +88,16 @@ class ServerJob:
     def _submit(self, sender: str, result: Any) -> bool:
         if not isinstance(result, TaskResult) or result.site != sender:
             raise JobError(f"{sender} submitted a malformed result")
+        if self.offload_dir is not None and result.data is not None and result.data.params:
+            # free the site now: its tensors wait on the server's disk until aggregation
+            result.data.params = offload(result.data.params, self.offload_dir / result.task_id)
         accepted = self.board.submit(result)
         if not accepted:
             self.log.warning(
                 "ignored a late or unknown result from %s (task %s)", sender, result.task_id
             )
+            if result.data is not None:
+                release_all(result.data.params)
         return accepted
 
     def _metrics(self, sender: str, records: Any) -> bool:
@@ -130,6 +140,8 @@ class ServerJob:
         finally:
             self.board.end(self.message or "job finished", aborted=self.status == Status.ABORTED)
             self.sink.close()
+            if self.offload_dir is not None:
+                shutil.rmtree(self.offload_dir, ignore_errors=True)
             if self.status == Status.COMPLETED:
                 self.log.info("job %s completed", self.job_id)
             else:

@@ -21,6 +21,7 @@ from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob, Status
 from ember.runtime.subprocess_site import SubprocessSite
 from ember.runtime.transport import InProcessTransport
+from ember.streaming import FileReceiver, bind_node
 
 
 class Simulation:
@@ -67,30 +68,34 @@ class Simulation:
         with use_config(self.config):
             task_timeout = float(self.config.get("runtime.task_timeout"))
             poll = float(self.config.get("runtime.task_poll_interval"))
-        self._server = ServerJob(
-            self.job,
-            self.job_id,
-            self.job_dir,
-            server_dir,
-            self.sites,
-            task_timeout,
-            self.progress,
-            server_logs.logger,
-        )
+        with use_config(self.config):
+            self._server = ServerJob(
+                self.job,
+                self.job_id,
+                self.job_dir,
+                server_dir,
+                self.sites,
+                task_timeout,
+                self.progress,
+                server_logs.logger,
+            )
         self._write_meta()
         self._transport = transport = InProcessTransport(
             serialize=bool(self.config.get("sim.serialize_messages"))
         )
         with use_config(self.config):
             # the server keeps streamed arrays in results as references until it aggregates
-            self._server.attach(transport.add_endpoint(SERVER, lazy_tensors=True))
+            server_endpoint = transport.add_endpoint(SERVER, lazy_tensors=True)
+        self._server.attach(server_endpoint)
+        self._server_node = server_endpoint.stream
+        FileReceiver(server_dir / "uploads").attach(server_endpoint)
         slots = threading.Semaphore(self.num_threads) if self.num_threads else None
         app = self.job.client
         script = (self.job_dir / app.script).resolve()
         code: CodeType | None = None
         for site in self.sites:
             with use_config(self.config):
-                transport.add_endpoint(site)
+                site_node = transport.add_endpoint(site).stream
             site_dir = self.workspace / site
             site_logs = NodeLogs(
                 f"ember.job.{self.job_id}.{site}", site_dir, self.log_level, hold_open=False
@@ -125,7 +130,7 @@ class Simulation:
                     site, self.job_id, link, client_config, poll, slots, site_logs.logger
                 )
                 code = code or compile_script(script)
-                runner = InProcessSite(session, script, app.args, code)
+                runner = InProcessSite(session, script, app.args, code, site_node)
             self._site_runners.append(runner)
         for runner in self._site_runners:
             with use_config(self.config):
@@ -138,6 +143,7 @@ class Simulation:
     def _run(self) -> None:
         assert self._server is not None
         try:
+            bind_node(self._server_node)
             with use_config(self.config):
                 self._server.run()
                 self._stop_sites()

@@ -184,6 +184,22 @@ class Fetcher:
     ) -> dict[str, np.ndarray[Any, Any]]:
         return dict(self.iter_tensors(owner, ref_id, progress, timeout))
 
+    def fetch_to_file(
+        self, owner: str, ref_id: str, item: str, dest: Path, timeout: float | None = None
+    ) -> Path:
+        """One item's stream written to ``dest`` (a tensor's stream is a .safetensors file)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        with open(tmp, "wb") as f:
+
+            def sink(offset: int, data: bytes) -> None:
+                f.seek(offset)
+                f.write(data)
+
+            self.read_item(owner, ref_id, item, sink, timeout=timeout)
+        os.replace(tmp, dest)
+        return dest
+
     def download_file(
         self,
         owner: str,

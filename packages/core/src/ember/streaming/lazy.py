@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,46 @@ from ember.streaming.errors import StreamingError
 from ember.streaming.fetcher import Fetcher
 
 
-class LazyTensor:
+class DeferredTensor:
+    """An array a message refers to but that is not in memory yet."""
+
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+    def fetch(self, keep: bool = True) -> np.ndarray[Any, Any]:
+        """The array (with ``keep``, cached for later calls)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Nothing more will be fetched."""
+
+
+class OffloadedTensor(DeferredTensor):
+    """A received tensor kept in a safetensors file until it is needed."""
+
+    def __init__(
+        self, path: Path, dtype: np.dtype[Any], shape: tuple[int, ...], order: str
+    ) -> None:
+        self.path = path
+        self.dtype = dtype
+        self.shape = shape
+        self.order = order
+
+    def fetch(self, keep: bool = True) -> np.ndarray[Any, Any]:
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="np") as f:
+            (name,) = f.keys()
+            value = f.get_tensor(name)
+        if not keep:
+            self.release()
+        return value.reshape(self.shape, order=self.order)  # type: ignore[no-any-return]
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class LazyTensor(DeferredTensor):
     """An array still held by its owner; :meth:`fetch` pulls it.
 
     The server decodes results into these, so a result waiting for aggregation costs a few
@@ -84,15 +124,27 @@ def pull_array(
     return flat.reshape(shape, order=order)  # type: ignore[call-overload,no-any-return]
 
 
-def materialize(value: Any, keep: bool = False) -> Any:
-    """``value``, with a :class:`LazyTensor` pulled."""
-    return value.fetch(keep=keep) if isinstance(value, LazyTensor) else value
-
-
 def release_all(params: dict[str, Any] | None) -> None:
-    """Release every transaction the lazy tensors in ``params`` still hold."""
+    """Release what the deferred tensors in ``params`` still hold (transactions, files)."""
     seen: set[tuple[str, str]] = set()
     for value in (params or {}).values():
-        if isinstance(value, LazyTensor) and (value.owner, value.ref_id) not in seen:
-            seen.add((value.owner, value.ref_id))
+        if isinstance(value, LazyTensor):
+            if (value.owner, value.ref_id) not in seen:
+                seen.add((value.owner, value.ref_id))
+                value.release()
+        elif isinstance(value, DeferredTensor):
             value.release()
+
+
+def offload(params: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Pull every lazy tensor of ``params`` into a safetensors file under ``folder`` now."""
+    out: dict[str, Any] = {}
+    for index, (key, value) in enumerate(params.items()):
+        if isinstance(value, LazyTensor):
+            path = value.fetcher.fetch_to_file(
+                value.owner, value.ref_id, value.item, folder / f"{index}.safetensors"
+            )
+            out[key] = OffloadedTensor(path, value.dtype, value.shape, value.order)
+        else:
+            out[key] = value
+    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from typing import Any
 
@@ -10,6 +9,7 @@ from ember.client.model import FLModel, MetaKey, ParamsType
 from ember.plugins.entries import load_target
 from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.context import ServerContext
+from ember.runtime.memory import release_memory
 from ember.runtime.messages import TaskName, TaskResult
 from ember.runtime.stop_condition import StopCondition
 
@@ -107,7 +107,8 @@ class FedAvgController:
             )
             ctx.progress.round_done(rnd, round_metrics)
             if self.gc_rounds and completed % self.gc_rounds == 0:
-                gc.collect()
+                del sent_params, task_model
+                release_memory(cuda=True)
             if self.stop_cond is not None and self.stop_cond.met(round_metrics):
                 stopped = f"stop_cond '{self.stop_cond}' met in round {rnd}"
                 break
