@@ -184,7 +184,7 @@ class Downloader:
         """Offer named arrays; returns the ref id receivers pass to ``download_tensors``."""
         tx = self.open(receivers, timeout)
         for name, array in tensors.items():
-            tx.add_tensor(name, np.ascontiguousarray(array))
+            tx.add_tensor(name, array if array.flags.c_contiguous else array.copy(order="C"))
         return self.publish(tx)
 
     def add_file(
@@ -233,23 +233,21 @@ class Downloader:
         if offset < 0 or length <= 0 or offset > size:
             raise StreamingError(f"bad range {offset}+{length} for an item of {size} bytes")
         data = entry.read(offset, length)
-        if offset + len(data) >= size:
-            self._item_served(tx, item, receiver)
         return {"data": data, "crc": zlib.crc32(data), "size": size}
 
-    def _item_served(self, tx: Transaction, item: str, receiver: str) -> None:
-        with self._lock:
-            served = tx.served[receiver]
-            served.add(item)
-            if len(served) == len(tx.items):
-                self._finish(tx, receiver)
-
-    def done(self, ref_id: str, receiver: str) -> None:
-        """The receiver needs nothing more from this transaction."""
+    def done(self, ref_id: str, receiver: str, item: str | None = None) -> None:
+        """The receiver has ``item`` (or needs nothing more, with no item). The transaction is
+        dropped once every expected receiver has every item or said it is done."""
         with self._lock:
             tx = self._tx.get(ref_id)
-            if tx is not None:
-                self._finish(tx, receiver)
+            if tx is None:
+                return
+            if item is not None:
+                served = tx.served[receiver]
+                served.add(item)
+                if len(served) < len(tx.items):
+                    return
+            self._finish(tx, receiver)
 
     def _finish(self, tx: Transaction, receiver: str) -> None:
         tx.finished.add(receiver)
@@ -273,21 +271,31 @@ class Downloader:
     def _reap(self) -> None:
         with self._lock:
             while not self._closed:
-                now = time.monotonic()
-                for tx in list(self._tx.values()):
-                    if now - tx.touched >= tx.timeout:
-                        missing = (tx.receivers or 0) - len(tx.finished)
-                        why = (
-                            f"it expired after {tx.timeout:g} s without a pull "
-                            f"(streaming.transaction_timeout); {max(missing, 0)} receiver(s) "
-                            "had not finished"
-                        )
-                        log.warning("download %s of %s: %s", tx.ref_id, self.owner, why)
-                        self._drop(tx, why)
-                wait = min(
-                    (tx.touched + tx.timeout - now for tx in self._tx.values()), default=None
-                )
+                wait = self._expire(time.monotonic())
                 self._cond.wait(None if wait is None else max(wait, 0.01))
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop the transactions idle past their timeout at ``now``; returns how many.
+
+        The expiry thread calls this on its own; tests call it with a ``now`` of their choice.
+        """
+        with self._lock:
+            before = len(self._tx)
+            self._expire(time.monotonic() if now is None else now)
+            return before - len(self._tx)
+
+    def _expire(self, now: float) -> float | None:
+        for tx in list(self._tx.values()):
+            if now - tx.touched >= tx.timeout:
+                missing = (tx.receivers or 0) - len(tx.finished)
+                why = (
+                    f"it expired after {tx.timeout:g} s without a pull "
+                    f"(streaming.transaction_timeout); {max(missing, 0)} receiver(s) "
+                    "had not finished"
+                )
+                log.warning("download %s of %s: %s", tx.ref_id, self.owner, why)
+                self._drop(tx, why)
+        return min((tx.touched + tx.timeout - now for tx in self._tx.values()), default=None)
 
     def close(self) -> None:
         """Drop every transaction and stop the expiry thread."""

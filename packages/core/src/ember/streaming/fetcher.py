@@ -121,6 +121,8 @@ class Fetcher:
             offset += len(data)
             if progress is not None:
                 progress(name or item, offset, size)
+        with contextlib.suppress(Exception):  # the owner's expiry cleans up if this is lost
+            self._call(owner, DONE, {"ref": ref_id, "item": item}, self.per_request_timeout)
         return offset
 
     def fetch_tensor(

@@ -51,7 +51,8 @@ class StreamNode:
             return {"error": str(exc)}
 
     def _done(self, sender: str, payload: Any) -> Any:
-        self.downloader.done(str(payload["ref"]), sender)
+        item = payload.get("item")
+        self.downloader.done(str(payload["ref"]), sender, None if item is None else str(item))
         return True
 
     def close(self) -> None:
