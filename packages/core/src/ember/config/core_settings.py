@@ -89,6 +89,16 @@ CORE_SETTINGS: list[Setting] = [
         advice="Turn it off only to compare; results are identical either way.",
     ),
     Setting(
+        name="streaming.inprocess_direct",
+        type=bool,
+        default=True,
+        unit="flag",
+        bounds="Whether a receiver in the same process as the owner (SimEnv) takes a streamed "
+        "tensor straight from the owner's memory (one copy, or none for an aggregator that "
+        "only reads it) instead of pulling checked chunks.",
+        advice="Turn it off to exercise the chunked path in a simulation.",
+    ),
+    Setting(
         name="streaming.min_tensor_bytes",
         type=int,
         default=1 << 20,

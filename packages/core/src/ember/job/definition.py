@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ FORMAT = 1
 _IGNORED = shutil.ignore_patterns(
     "__pycache__", "*.pyc", ".git", ".ipynb_checkpoints", ".pytest_cache", ".venv"
 )
+
+
+JobFile = Path | bytes | Callable[[Path], None]
+"""What a job carries at a path: a file or folder to copy, bytes, or a function writing it."""
 
 
 class JobDefinitionError(ValueError):
@@ -79,7 +84,7 @@ class JobDefinition:
         return job
 
 
-def write_job(job: JobDefinition, files: dict[str, Path | bytes], job_dir: Path) -> Path:
+def write_job(job: JobDefinition, files: dict[str, JobFile], job_dir: Path) -> Path:
     """Write ``job.json`` and ``files`` (job-relative destination -> source folder, source
     file or the bytes to write) into ``job_dir``, replacing what was there."""
     job_dir = Path(job_dir)
@@ -91,6 +96,8 @@ def write_job(job: JobDefinition, files: dict[str, Path | bytes], job_dir: Path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(src, bytes):
             target.write_bytes(src)
+        elif callable(src):
+            src(target)
         elif src.is_dir():
             shutil.copytree(src, target, ignore=_IGNORED, dirs_exist_ok=True)
         else:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ember.job.definition import JobDefinition, write_job
+from ember.job.definition import JobDefinition, JobFile, write_job
 
 if TYPE_CHECKING:
     from ember.envs.base import Env
@@ -19,7 +19,7 @@ DEFAULT_EXPORT_DIR = "/tmp/ember/jobs"
 class Recipe:
     """A job (``self.job``) plus the files it carries (``self.files``: job path -> source)."""
 
-    def __init__(self, job: JobDefinition, files: dict[str, Path | bytes]) -> None:
+    def __init__(self, job: JobDefinition, files: dict[str, JobFile]) -> None:
         self.job = job
         self.files = dict(files)
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import io
+import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ember.client.model import TransferType
-from ember.job.definition import APP_DIR, ClientApp, JobDefinition
+from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
 from ember.recipes.base import Recipe
 from ember.recipes.validation import (
     RecipeArgumentError,
@@ -21,7 +21,7 @@ from ember.recipes.validation import (
     check_str,
     check_weights,
 )
-from ember.runtime.persistors import as_numpy_params
+from ember.runtime.persistors import as_numpy_params, save_npz
 from ember.runtime.stop_condition import StopCondition
 
 FEDAVG_CONTROLLER = "ember.runtime.controllers.fedavg:FedAvgController"
@@ -97,7 +97,7 @@ class FedAvgRecipe(Recipe):
         if model is None and initial_ckpt is None:
             raise RecipeArgumentError("give the initial model: model=... or initial_ckpt=...")
 
-        files: dict[str, Path | bytes] = {APP_DIR: script.parent}
+        files: dict[str, JobFile] = {APP_DIR: script.parent}
         persistor = self.model_persistor(model, initial_ckpt, files)
         controller_args = {
             "num_rounds": num_rounds,
@@ -129,7 +129,7 @@ class FedAvgRecipe(Recipe):
         super().__init__(job, files)
 
     def model_persistor(
-        self, model: Any, initial_ckpt: str | None, files: dict[str, Path | bytes]
+        self, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
     ) -> dict[str, Any]:
         """The persistor spec (``target`` and ``args``) for ``model``/``initial_ckpt``;
         may add files to bundle into the job."""
@@ -154,7 +154,7 @@ def model_factory(model: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def bundle_checkpoint(
-    initial_ckpt: str, suffixes: tuple[str, ...], files: dict[str, Path | bytes]
+    initial_ckpt: str, suffixes: tuple[str, ...], files: dict[str, JobFile]
 ) -> str:
     """Absolute: left to the server at run time. Relative: checked now and bundled."""
     if not isinstance(initial_ckpt, str) or Path(initial_ckpt).suffix not in suffixes:
@@ -181,7 +181,7 @@ class NumpyFedAvgRecipe(FedAvgRecipe):
     framework = "numpy"
 
     def model_persistor(
-        self, model: Any, initial_ckpt: str | None, files: dict[str, Path | bytes]
+        self, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
     ) -> dict[str, Any]:
         args: dict[str, Any] = {}
         if initial_ckpt is not None:
@@ -198,8 +198,7 @@ class NumpyFedAvgRecipe(FedAvgRecipe):
                 params = as_numpy_params(model, "model")
             except Exception as exc:
                 raise RecipeArgumentError(f"model cannot become numpy arrays: {exc}") from None
-            buffer = io.BytesIO()
-            np.savez(buffer, **params)
-            files[f"{APP_DIR}/initial_model.npz"] = buffer.getvalue()
+            # written when the job is exported: the recipe holds the arrays, not a copy
+            files[f"{APP_DIR}/initial_model.npz"] = functools.partial(save_npz, params)
             args["initial_file"] = f"{APP_DIR}/initial_model.npz"
         return {"target": "ember.runtime.persistors:NumpyPersistor", "args": args}

@@ -27,6 +27,7 @@ class WeightedAverage:
         self._weights: dict[str, float] = {}
         self._metric_sums: dict[str, float] = {}
         self._metric_weights: dict[str, float] = {}
+        self._scratch: dict[tuple[tuple[int, ...], str], np.ndarray[Any, Any]] = {}
         self.count = 0
 
     def add(
@@ -50,15 +51,14 @@ class WeightedAverage:
                 if self.exclude is not None and self.exclude.search(key):
                     continue
                 if isinstance(value, DeferredTensor):
-                    # pulled now, one tensor at a time, and scaled in place: it is ours
-                    value = value.fetch(keep=False)
-                    if np.issubdtype(value.dtype, np.floating):
-                        value *= value.dtype.type(weight)
-                        weighted = value
-                    else:
-                        weighted = _scale(value, weight, site, key)
-                else:
-                    weighted = _scale(value, weight, site, key)
+                    # pulled now, one tensor at a time; read-only is enough to add it
+                    value = value.fetch(keep=False, writable=False)
+                total = self._sums.get(key)
+                if isinstance(total, np.ndarray) and _accumulates(total, value):
+                    self._accumulate(total, value, weight)
+                    self._weights[key] += weight
+                    continue
+                weighted = _scale(value, weight, site, key)
                 if key in self._sums:
                     self._sums[key] = _add_into(self._sums[key], weighted)
                     self._weights[key] += weight
@@ -71,6 +71,20 @@ class WeightedAverage:
                 self._metric_sums[name] = self._metric_sums.get(name, 0.0) + float(value) * weight
                 self._metric_weights[name] = self._metric_weights.get(name, 0.0) + weight
         self.count += 1
+
+    def _accumulate(
+        self, total: np.ndarray[Any, Any], value: np.ndarray[Any, Any], weight: float
+    ) -> None:
+        """``total += value * weight`` without a fresh temporary per tensor."""
+        w = total.dtype.type(weight)
+        if w == 1:
+            total += value
+            return
+        scratch = self._scratch.get((value.shape, value.dtype.str))
+        if scratch is None:
+            scratch = self._scratch[(value.shape, value.dtype.str)] = np.empty_like(value)
+        np.multiply(value, w, out=scratch)
+        total += scratch
 
     def params(self) -> dict[str, Any]:
         """The weighted mean of every aggregated key."""
@@ -108,6 +122,17 @@ def _scale(value: Any, weight: float, site: str, key: str) -> Any:
     raise JobError(
         f"{site}: params[{key!r}] is a {type(value).__name__}; FedAvg averages numpy arrays "
         "and numbers (exclude it with exclude_vars)"
+    )
+
+
+def _accumulates(total: np.ndarray[Any, Any], value: Any) -> bool:
+    """Whether ``value`` can be added into ``total`` in place, in ``total``'s own dtype."""
+    return (
+        isinstance(value, np.ndarray)
+        and total.flags.writeable
+        and value.dtype == total.dtype
+        and value.shape == total.shape
+        and np.issubdtype(total.dtype, np.floating)
     )
 
 

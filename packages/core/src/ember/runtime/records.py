@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from ember.runtime.board import Collected
 from ember.runtime.messages import MetricRecord
+
+
+def current_rss() -> int | None:
+    """This process's resident memory now, in bytes (Linux; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class RoundRecorder:
@@ -35,6 +45,7 @@ class RoundRecorder:
             "metrics": metrics,
             "site_metrics": site_metrics,
             "duration_s": round(duration, 6),
+            "server_rss_bytes": current_rss(),
         }
         self.rounds.append(record)
         with open(self.dir / "round_metrics.jsonl", "a", encoding="utf-8") as f:

@@ -14,9 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ember import fobs
+from ember.config import get_setting
+from ember.streaming.downloader import Downloader
+from ember.streaming.fetcher import CHUNK
 from ember.streaming.node import StreamNode
 
 Handler = Callable[[str, Any], Any]
+_RAW_TOPICS = frozenset({CHUNK})
 
 
 class TransportError(RuntimeError):
@@ -75,7 +79,13 @@ class InProcessTransport:
 
         endpoint.stream = StreamNode(name, request)
         endpoint.stream.attach(endpoint)
+        if get_setting("streaming.inprocess_direct"):
+            endpoint.stream.fetcher.local = self._local_downloader
         return endpoint
+
+    def _local_downloader(self, owner: str) -> Downloader | None:
+        endpoint = self._endpoints.get(owner)
+        return endpoint.stream.downloader if endpoint is not None and endpoint.stream else None
 
     def _wire(self, value: Any, sender: Endpoint, target: Endpoint) -> Any:
         """What ``target`` receives when ``sender`` sends ``value``: a FOBS round trip in
@@ -109,6 +119,10 @@ class InProcessTransport:
             raise TransportError(
                 f"{sender} sent {topic!r} to {target!r}, but {missing!r} is not attached"
             )
+        if topic in _RAW_TOPICS:
+            # stream chunks are raw bytes already (ints in, a buffer out): handed over as
+            # they are; the receiver copies each into place. A network transport frames them.
+            return endpoint.handle(sender, topic, payload)
         reply = endpoint.handle(sender, topic, self._wire(payload, source, endpoint))
         return self._wire(reply, endpoint, source)
 

@@ -36,7 +36,7 @@ class _Item:
     def size(self) -> int:
         raise NotImplementedError
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> bytes | memoryview:
         raise NotImplementedError
 
 
@@ -55,11 +55,13 @@ class TensorItem(_Item):
     def size(self) -> int:
         return len(self.header) + self.array.nbytes
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> bytes | memoryview:
         head = len(self.header)
-        out = self.header[offset : offset + length] if offset < head else b""
         start = max(0, offset - head)
         end = min(self.array.nbytes, offset + length - head)
+        if offset >= head:
+            return self.data[start:end]  # a view of the array itself: no copy
+        out = self.header[offset : offset + length]
         if end > start:
             out += bytes(self.data[start:end])
         return out
@@ -219,6 +221,14 @@ class Downloader:
     def manifest(self, ref_id: str, receiver: str) -> list[dict[str, Any]]:
         with self._lock:
             return self._get(ref_id).manifest()
+
+    def tensor(self, ref_id: str, item: str) -> tuple[str, np.ndarray[Any, Any]]:
+        """An offered tensor itself, for a receiver in this process."""
+        with self._lock:
+            entry = self._get(ref_id).items.get(item)
+        if not isinstance(entry, TensorItem):
+            raise StreamingError(f"download {ref_id} of {self.owner} has no tensor {item!r}")
+        return entry.name, entry.array
 
     def chunk(
         self, ref_id: str, item: str, offset: int, length: int, receiver: str

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.streaming.downloader import Downloader
 from ember.streaming.errors import StreamingError
 from ember.streaming.layout import parse_header
 
@@ -40,9 +41,11 @@ class Fetcher:
         chunk_size: int,
         per_request_timeout: float,
         max_retries: int,
+        local: Callable[[str], Downloader | None] | None = None,
     ) -> None:
         self.node = node
         self.request = request
+        self.local = local
         self.chunk_size = chunk_size
         self.per_request_timeout = per_request_timeout
         self.max_retries = max_retries
@@ -94,7 +97,11 @@ class Fetcher:
             if not isinstance(reply, dict):
                 return None
             data, crc, size = reply.get("data"), reply.get("crc"), reply.get("size")
-            if not isinstance(data, bytes) or zlib.crc32(data) != crc or not isinstance(size, int):
+            if (
+                not isinstance(data, bytes | memoryview)
+                or zlib.crc32(data) != crc
+                or not isinstance(size, int)
+            ):
                 return None
             if not data and offset < size:
                 return None
@@ -132,8 +139,23 @@ class Fetcher:
         item: str,
         progress: Progress | None = None,
         timeout: float | None = None,
+        copy: bool = True,
     ) -> tuple[str, np.ndarray[Any, Any]]:
-        """One tensor, pulled straight into a fresh writable array."""
+        """One tensor, pulled straight into a fresh writable array.
+
+        When the owner lives in this process (``local``), the tensor is taken from it
+        directly: copied, or with ``copy=False`` a read-only view (what an aggregator that
+        only reads it needs). Otherwise it is pulled in checked chunks.
+        """
+        owner_downloader = self.local(owner) if self.local is not None else None
+        if owner_downloader is not None:
+            name, array = owner_downloader.tensor(ref_id, item)
+            owner_downloader.done(ref_id, self.node, item)
+            if copy:
+                return name, array.copy()
+            view = array.view()
+            view.flags.writeable = False
+            return name, view
         state: dict[str, Any] = {"head": bytearray(), "array": None, "start": 0}
 
         def sink(offset: int, data: bytes) -> None:

@@ -18,8 +18,9 @@ class DeferredTensor:
     dtype: np.dtype[Any]
     shape: tuple[int, ...]
 
-    def fetch(self, keep: bool = True) -> np.ndarray[Any, Any]:
-        """The array (with ``keep``, cached for later calls)."""
+    def fetch(self, keep: bool = True, writable: bool = True) -> np.ndarray[Any, Any]:
+        """The array (with ``keep``, cached for later calls; ``writable=False``: read-only
+        is enough)."""
         raise NotImplementedError
 
     def release(self) -> None:
@@ -37,7 +38,7 @@ class OffloadedTensor(DeferredTensor):
         self.shape = shape
         self.order = order
 
-    def fetch(self, keep: bool = True) -> np.ndarray[Any, Any]:
+    def fetch(self, keep: bool = True, writable: bool = True) -> np.ndarray[Any, Any]:
         from safetensors import safe_open
 
         with safe_open(str(self.path), framework="np") as f:
@@ -82,8 +83,9 @@ class LazyTensor(DeferredTensor):
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
-    def fetch(self, keep: bool = True) -> np.ndarray[Any, Any]:
-        """Pull the array (once; with ``keep`` it is cached for later calls)."""
+    def fetch(self, keep: bool = True, writable: bool = True) -> np.ndarray[Any, Any]:
+        """Pull the array (once; with ``keep`` it is cached for later calls). With
+        ``writable=False`` a read-only array will do, which spares a copy in process."""
         with self._lock:
             if self._value is not None:
                 value = self._value
@@ -91,7 +93,14 @@ class LazyTensor(DeferredTensor):
                     self._value = None
                 return value
             value = pull_array(
-                self.fetcher, self.owner, self.ref_id, self.item, self.dtype, self.shape, self.order
+                self.fetcher,
+                self.owner,
+                self.ref_id,
+                self.item,
+                self.dtype,
+                self.shape,
+                self.order,
+                copy=writable or keep,
             )
             if keep:
                 self._value = value
@@ -113,9 +122,10 @@ def pull_array(
     dtype: np.dtype[Any],
     shape: tuple[int, ...],
     order: str,
+    copy: bool = True,
 ) -> np.ndarray[Any, Any]:
     """Pull one referenced array and check it is what the message said."""
-    _, flat = fetcher.fetch_tensor(owner, ref_id, item)
+    _, flat = fetcher.fetch_tensor(owner, ref_id, item, copy=copy)
     if flat.dtype != dtype or flat.size != (int(np.prod(shape, dtype=np.int64)) if shape else 1):
         raise StreamingError(
             f"tensor {item} of {ref_id} from {owner} is {flat.dtype}{flat.shape}, the message "

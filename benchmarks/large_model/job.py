@@ -1,0 +1,64 @@
+"""One large-model FedAvg job in SimEnv; prints a JSON line with time, peak RSS and checks.
+
+    python job.py --arrays 8 --mib 32 --clients 2 --rounds 3 [--no-streaming] [--gc]
+"""
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ember import SimEnv
+from ember.recipes import NumpyFedAvgRecipe
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--arrays", type=int, default=8)
+    parser.add_argument("--mib", type=int, default=32)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-streaming", action="store_true")
+    parser.add_argument("--gc", action="store_true", help="release memory every round")
+    args = parser.parse_args()
+
+    n = args.mib * (1 << 20) // 4
+    model = {f"layer{i}": np.zeros(n, dtype=np.float32) for i in range(args.arrays)}
+    gc_rounds = 1 if args.gc else 0
+    recipe = NumpyFedAvgRecipe(
+        name="large-model", min_clients=args.clients, num_rounds=args.rounds, model=model,
+        train_script=str(HERE / "client.py"), key_metric=None,
+        server_memory_gc_rounds=gc_rounds, client_memory_gc_rounds=gc_rounds,
+    )
+    del model
+    recipe.set_config("streaming.enabled", not args.no_streaming)
+    with tempfile.TemporaryDirectory() as root:
+        started = time.perf_counter()
+        run = recipe.execute(SimEnv(num_clients=args.clients, workspace_root=root,
+                                    progress=False))
+        elapsed = time.perf_counter() - started
+        result = Path(run.get_result())
+        with np.load(result / "server" / "models" / "global_model.npz") as final:
+            correct = all(bool((final[k] == args.rounds).all()) for k in final.files)
+        rounds = [json.loads(line) for line in
+                  (result / "server" / "round_metrics.jsonl").read_text().splitlines()]
+        status = run.get_status()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({
+        "status": status, "message": run.get_message()[:300], "correct": correct,
+        "job_s": round(elapsed, 3), "peak_rss_bytes": peak,
+        "model_bytes": args.arrays * n * 4,
+        "round_rss_bytes": [r["server_rss_bytes"] for r in rounds],
+    }))
+    sys.exit(0 if status == "FINISHED:COMPLETED" and correct else 1)
+
+
+if __name__ == "__main__":
+    main()
