@@ -250,7 +250,7 @@ BIG = np.arange(300_000, dtype=np.float32).reshape(600, 500)  # 1.2 MB: streamed
     "settings",
     [
         {"streaming.enabled": False},
-        {"streaming.chunk_size": 64 * KIB},
+        {"streaming.inprocess_direct": False, "streaming.chunk_size": 64 * KIB},
         {"streaming.offload_dir": "OFFLOAD"},
     ],
 )
