@@ -1,0 +1,150 @@
+"""``SklearnFedAvgRecipe``: federated averaging of scikit-learn linear models."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from ember.client.model import TransferType
+from ember.job.definition import APP_DIR, JobFile
+from ember.recipes.fedavg import FedAvgRecipe, bundle_checkpoint
+from ember.recipes.validation import RecipeArgumentError, check_choice, check_int
+from ember.runtime.persistors import save_npz
+
+LINEAR_ESTIMATORS = ("SGDClassifier", "SGDRegressor", "LogisticRegression")
+_CLASSIFIERS = ("SGDClassifier", "LogisticRegression")
+_CONTROLLER = "ember_sklearn.linear:LinearFedAvgController"
+_PERSISTOR = "ember_sklearn.linear:LinearPersistor"
+_ZEROS = "zeros"  # the initial model when neither initial_params nor initial_ckpt is given
+
+
+class SklearnFedAvgRecipe(FedAvgRecipe):
+    """FedAvg of a linear model: each round every site warm-starts ``estimator`` from the
+    global ``coef``/``intercept``, fits on its data and sends them back with
+    ``NUM_STEPS_CURRENT_ROUND`` = its sample count; the server averages them weighted by it.
+
+    ``model_params`` are the estimator's hyper-parameters (``warm_start`` is always on).
+    The global model starts at zeros of the right shapes (``n_features``; ``classes`` for
+    classifiers), at ``initial_params`` ({"coef": ..., "intercept": ...}) or at
+    ``initial_ckpt`` (.npz). Every task carries the spec (``ember_sklearn.client.model_spec``).
+    """
+
+    framework = "sklearn"
+
+    def __init__(
+        self,
+        *,
+        name: str = "sklearn-fedavg",
+        min_clients: int,
+        num_rounds: int = 5,
+        estimator: str = "SGDClassifier",
+        model_params: dict[str, Any] | None = None,
+        n_features: int,
+        classes: list[int] | list[str] | None = None,
+        initial_params: dict[str, Any] | None = None,
+        initial_ckpt: str | None = None,
+        train_script: str,
+        train_args: str = "",
+        launch_external_process: bool = False,
+        command: str | None = None,
+        params_transfer_type: str | TransferType = "FULL",
+        aggregation_weights: dict[str, float] | None = None,
+        key_metric: str | None = "accuracy",
+        key_metric_mode: str = "max",
+        stop_cond: str | None = None,
+        patience: int | None = None,
+    ) -> None:
+        from ember_sklearn.spec import check_estimator_params, check_json_params
+
+        estimator = check_choice("estimator", estimator, LINEAR_ESTIMATORS)
+        n_features = check_int("n_features", n_features, 1)
+        params = check_json_params("model_params", model_params)
+        if params.get("warm_start", True) is not True:
+            raise RecipeArgumentError(
+                "model_params['warm_start'] must be True (or left out): each round continues "
+                "from the global model"
+            )
+        params["warm_start"] = True
+        if estimator == "LogisticRegression" and params.get("solver") == "liblinear":
+            raise RecipeArgumentError(
+                "model_params['solver']='liblinear' cannot warm-start; use one of "
+                "['lbfgs', 'newton-cg', 'newton-cholesky', 'sag', 'saga']"
+            )
+        check_estimator_params("model_params", estimator, params)
+        if estimator in _CLASSIFIERS:
+            classes = _check_classes(classes)
+        elif classes is not None:
+            raise RecipeArgumentError(f"classes is for classifiers; {estimator} takes none")
+        if initial_params is not None and initial_ckpt is not None:
+            raise RecipeArgumentError("give initial_params or initial_ckpt, not both")
+        self.model_spec: dict[str, Any] = {
+            "algorithm": "linear",
+            "estimator": estimator,
+            "params": params,
+            "n_features": n_features,
+        }
+        if classes is not None:
+            self.model_spec["classes"] = classes
+        super().__init__(
+            name=name,
+            min_clients=min_clients,
+            num_rounds=num_rounds,
+            model=initial_params if initial_params is not None else _ZEROS,
+            initial_ckpt=initial_ckpt,
+            train_script=train_script,
+            train_args=train_args,
+            launch_external_process=launch_external_process,
+            command=command,
+            params_transfer_type=params_transfer_type,
+            aggregation_weights=aggregation_weights,
+            key_metric=key_metric,
+            key_metric_mode=key_metric_mode,
+            stop_cond=stop_cond,
+            patience=patience,
+        )
+        workflow = self.job.workflows[0]
+        workflow["target"] = _CONTROLLER
+        workflow["args"]["model_spec"] = self.model_spec
+
+    def model_persistor(
+        self, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
+    ) -> dict[str, Any]:
+        from ember_sklearn.linear import check_params
+
+        args: dict[str, Any] = {"model_spec": self.model_spec}
+        if initial_ckpt is not None:
+            args["initial_ckpt"] = bundle_checkpoint(initial_ckpt, (".npz",), files)
+        elif not (isinstance(model, str) and model == _ZEROS):
+            if not isinstance(model, dict):
+                raise RecipeArgumentError(
+                    "initial_params must be a dict {'coef': array, 'intercept': array}, got "
+                    f"{type(model).__name__}"
+                )
+            try:
+                params = {k: np.asarray(v, dtype=np.float64) for k, v in model.items()}
+                check_params(params, self.model_spec, "initial_params")
+            except (TypeError, ValueError) as exc:
+                raise RecipeArgumentError(str(exc)) from None
+            # written when the job is exported, as core's recipes do
+            files[f"{APP_DIR}/initial_model.npz"] = functools.partial(save_npz, params)
+            args["initial_file"] = f"{APP_DIR}/initial_model.npz"
+        return {"target": _PERSISTOR, "args": args}
+
+
+def _check_classes(classes: Any) -> list[Any]:
+    if (
+        not isinstance(classes, list | tuple)
+        or len(classes) < 2
+        or not (
+            all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
+            or all(isinstance(c, str) for c in classes)
+        )
+        or len(set(classes)) != len(classes)
+    ):
+        raise RecipeArgumentError(
+            "classes must list the labels, at least two, all int or all str, no duplicates, "
+            f"e.g. classes=[0, 1]; got {classes!r}"
+        )
+    return sorted(classes)
