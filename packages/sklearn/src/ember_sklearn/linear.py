@@ -7,19 +7,13 @@ at given params; each round the sites warm-start from it and send their fitted p
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from ember.client.model import FLModel
-from ember.runtime.board import Collected, TaskBoard
-from ember.runtime.context import ServerContext
 from ember.runtime.controllers.fedavg import FedAvgController
 from ember.runtime.errors import JobError
-from ember.runtime.messages import TaskResult
 from ember.runtime.persistors import load_numpy_file
 from ember_sklearn.model_io import load_model, save_model
 from ember_sklearn.spec import SPEC_KEY, build_estimator
@@ -114,29 +108,8 @@ class LinearPersistor:
     def save(self, params: dict[str, Any], path: Path) -> None:
         save_model(params, self.spec, path)
 
-
-class _SpecBoard:
-    """The task board, with the model spec added to the meta of every task it broadcasts."""
-
-    def __init__(self, board: TaskBoard, meta: dict[str, Any]) -> None:
-        self._board = board
-        self._meta = meta
-
-    def broadcast(
-        self,
-        name: str,
-        data: FLModel | Callable[[str], FLModel] | None,
-        targets: Sequence[str],
-        min_responses: int,
-        timeout: float,
-        on_result: Callable[[str, TaskResult], None],
-    ) -> Collected:
-        if isinstance(data, FLModel):
-            data = dataclasses.replace(data, meta={**data.meta, **self._meta})
-        return self._board.broadcast(name, data, targets, min_responses, timeout, on_result)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._board, name)
+    def load(self, path: Path) -> dict[str, Any]:
+        return load_model(path)[0]
 
 
 class LinearFedAvgController(FedAvgController):
@@ -144,9 +117,5 @@ class LinearFedAvgController(FedAvgController):
     estimator the recipe describes."""
 
     def __init__(self, model_spec: dict[str, Any], **fedavg_args: Any) -> None:
-        super().__init__(**fedavg_args)
+        super().__init__(**fedavg_args, task_meta={SPEC_KEY: model_spec})
         self.model_spec = model_spec
-
-    def run(self, ctx: ServerContext) -> None:
-        board = cast(TaskBoard, _SpecBoard(ctx.board, {SPEC_KEY: self.model_spec}))
-        super().run(dataclasses.replace(ctx, board=board))

@@ -32,6 +32,15 @@ class SiteState:
 
 
 @dataclass
+class Posted:
+    """Tasks handed out by :meth:`TaskBoard.post`: their ids by site, and the deadline."""
+
+    name: str
+    deadline: float
+    task_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Collected:
     """The outcome of one broadcast: who answered, who failed, who timed out."""
 
@@ -131,29 +140,52 @@ class TaskBoard:
         timeout: float,
         on_result: Callable[[str, TaskResult], None],
     ) -> Collected:
-        """Give ``targets`` a task and feed their results to ``on_result`` in target order.
+        """Give ``targets`` a task and feed their results to ``on_result`` in target order
+        (:meth:`post` then :meth:`collect`)."""
+        return self.collect(self.post(name, data, targets, timeout), min_responses, on_result)
 
-        Returns once every target answered, failed or passed ``timeout``. Raises
-        :class:`InsufficientClients` as soon as fewer than ``min_responses`` can still answer.
-        """
-        tasks: dict[str, Task] = {}
+    def post(
+        self,
+        name: str,
+        data: FLModel | Callable[[str], FLModel] | None,
+        targets: Sequence[str],
+        timeout: float,
+    ) -> Posted:
+        """Queue a task for each target. The board keeps the task data only until each site
+        has taken its task, so a caller that drops its own reference frees the data then."""
+        posted = Posted(name, time.monotonic() + timeout)
         with self._lock:
             for site in targets:
                 payload = data(site) if callable(data) else data
                 task = Task(name, uuid.uuid4().hex, payload, timeout)
-                tasks[site] = task
+                posted.task_ids[site] = task.task_id
                 self._open[task.task_id] = site
                 self._queues[site].append(task)
                 self._site_cond[site].notify_all()
+        return posted
+
+    def collect(
+        self, posted: Posted, min_responses: int, on_result: Callable[[str, TaskResult], None]
+    ) -> Collected:
+        """Feed the results of posted tasks to ``on_result`` in target order.
+
+        Returns once every target answered, failed or passed the timeout. Raises
+        :class:`InsufficientClients` as soon as fewer than ``min_responses`` can still answer.
+        """
         out = Collected()
-        deadline = time.monotonic() + timeout
-        order = list(targets)
+        order = list(posted.task_ids)
         index = 0
         try:
             while index < len(order):
                 site = order[index]
                 result = self._wait_for(
-                    site, tasks[site], deadline, order[index:], out, min_responses
+                    site,
+                    posted.name,
+                    posted.task_ids[site],
+                    posted.deadline,
+                    order[index:],
+                    out,
+                    min_responses,
                 )
                 index += 1
                 if result is None:
@@ -165,17 +197,18 @@ class TaskBoard:
                 out.responded.append(site)
         finally:
             with self._lock:
-                for task in tasks.values():
-                    self._open.pop(task.task_id, None)
-                    self._results.pop(task.task_id, None)
+                for task_id in posted.task_ids.values():
+                    self._open.pop(task_id, None)
+                    self._results.pop(task_id, None)
         if len(out.responded) < min_responses:
-            raise InsufficientClients(self._shortfall(name, min_responses, out))
+            raise InsufficientClients(self._shortfall(posted.name, min_responses, out))
         return out
 
     def _wait_for(
         self,
         site: str,
-        task: Task,
+        name: str,
+        task_id: str,
         deadline: float,
         pending: Sequence[str],
         out: Collected,
@@ -185,7 +218,7 @@ class TaskBoard:
             while True:
                 if self._end_reason is not None:
                     raise (JobAborted if self.aborted else JobError)(self._end_reason)
-                result = self._results.pop(task.task_id, None)
+                result = self._results.pop(task_id, None)
                 if result is not None:
                     return result
                 state = self.sites[site]
@@ -194,7 +227,7 @@ class TaskBoard:
                     return None
                 possible = len(out.responded) + sum(1 for s in pending if self.sites[s].alive)
                 if possible < min_responses:
-                    raise InsufficientClients(self._shortfall(task.name, min_responses, out))
+                    raise InsufficientClients(self._shortfall(name, min_responses, out))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     out.timed_out.append(site)

@@ -29,6 +29,10 @@ class ModelPersistor(Protocol):
         """Write a global model to ``path``."""
         ...
 
+    def load(self, path: Path) -> dict[str, Any]:
+        """Read back what :meth:`save` wrote."""
+        ...
+
 
 def as_numpy_params(model: Any, what: str) -> dict[str, np.ndarray]:
     """Accept an array, a nested list or a dict of arrays; return a dict of arrays."""
@@ -83,6 +87,9 @@ class NumpyPersistor:
 
     def save(self, params: dict[str, Any], path: Path) -> None:
         save_npz(params, path)
+
+    def load(self, path: Path) -> dict[str, Any]:
+        return load_numpy_file(path)
 
 
 def load_numpy_file(path: Path) -> dict[str, np.ndarray]:

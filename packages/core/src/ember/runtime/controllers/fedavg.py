@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 from ember.client.model import FLModel, MetaKey, ParamsType
@@ -30,7 +32,9 @@ class FedAvgController:
         patience: int | None = None,
         exclude_vars: str | None = None,
         server_memory_gc_rounds: int = 0,
+        task_meta: dict[str, Any] | None = None,
     ) -> None:
+        self.task_meta = dict(task_meta or {})
         self.num_rounds = num_rounds
         self.min_clients = min_clients
         self.persistor = load_target(persistor["target"])(**persistor.get("args", {}))
@@ -47,7 +51,11 @@ class FedAvgController:
         params = self.persistor.initial_params(ctx.job_dir)
         models = ctx.server_dir / "models"
         ext = self.persistor.extension
+        global_path, best_path = models / f"global_model{ext}", models / f"best_model{ext}"
         ctx.state["persistor"] = self.persistor
+        # global_model always holds the model the sites are training on: round 0's is the
+        # initial one, and a round's best model is a copy of that file
+        self.persistor.save(params, global_path)
         best_value: float | None = None
         best_round: int | None = None
         rounds_without_improvement = 0
@@ -57,13 +65,23 @@ class FedAvgController:
             started = time.monotonic()
             targets = ctx.board.alive_sites()
             ctx.progress.round_started(rnd, self.num_rounds, len(targets))
-            task_model = FLModel(
-                params_type=ParamsType.FULL,
-                params=params,
-                current_round=rnd,
-                total_rounds=self.num_rounds,
-                meta={},
+            posted = ctx.board.post(
+                TaskName.TRAIN,
+                FLModel(
+                    params_type=ParamsType.FULL,
+                    params=params,
+                    current_round=rnd,
+                    total_rounds=self.num_rounds,
+                    meta=dict(self.task_meta),
+                ),
+                targets,
+                ctx.task_timeout,
             )
+            # Keep only what the update needs: all of it for DIFF, else the excluded keys.
+            # The rest is held by the queued tasks until each site has taken its copy, so
+            # the old global model and the new running sum are not both in memory.
+            kept = params if self.transfer_type == ParamsType.DIFF else self._excluded(params)
+            del params
             average = WeightedAverage(self.exclude_vars)
             site_metrics: dict[str, dict[str, Any]] = {}
 
@@ -80,15 +98,10 @@ class FedAvgController:
                 site_metrics[site] = dict(model.metrics or {})
                 ctx.progress.result_received(site)
 
-            collected = ctx.board.broadcast(
-                TaskName.TRAIN, task_model, targets, self.min_clients, ctx.task_timeout, on_result
-            )
+            collected = ctx.board.collect(posted, self.min_clients, on_result)
             round_metrics = average.metrics()
-            sent_params = params
-            if average.count and average.params_type is not None:
-                params = apply_update(params, average.params(), average.params_type)
-            del average
-            self.persistor.save(params, models / f"global_model{ext}")
+            params = self._updated(kept, average, global_path)
+            del kept, average
             completed = rnd + 1
             if self.key_metric and self.key_metric in round_metrics:
                 value = round_metrics[self.key_metric]
@@ -98,16 +111,17 @@ class FedAvgController:
                 if better:
                     best_value, best_round = value, rnd
                     rounds_without_improvement = 0
-                    # the metric was measured on the model the sites received this round
-                    self.persistor.save(sent_params, models / f"best_model{ext}")
+                    # the metric was measured on the model the sites received this round,
+                    # which global_model still holds
+                    self.persistor.save(self.persistor.load(global_path), best_path)
                 else:
                     rounds_without_improvement += 1
+            self.persistor.save(params, global_path)
             ctx.records.round(
                 rnd, collected, round_metrics, site_metrics, time.monotonic() - started
             )
             ctx.progress.round_done(rnd, round_metrics)
             if self.gc_rounds and completed % self.gc_rounds == 0:
-                del sent_params, task_model
                 release_memory(cuda=True)
             if self.stop_cond is not None and self.stop_cond.met(round_metrics):
                 stopped = f"stop_cond '{self.stop_cond}' met in round {rnd}"
@@ -119,7 +133,7 @@ class FedAvgController:
                 )
                 break
         ctx.state["global_params"] = params
-        ctx.state["global_model_path"] = models / f"global_model{ext}"
+        ctx.state["global_model_path"] = global_path
         ctx.records.summary(
             rounds_completed=completed,
             num_rounds=self.num_rounds,
@@ -129,3 +143,20 @@ class FedAvgController:
         )
         if stopped:
             ctx.log.info("stopping early: %s", stopped)
+
+    def _excluded(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not self.exclude_vars:
+            return {}
+        pattern = re.compile(self.exclude_vars)
+        return {k: v for k, v in params.items() if pattern.search(k)}
+
+    def _updated(
+        self, kept: dict[str, Any], average: WeightedAverage, global_path: Path
+    ) -> dict[str, Any]:
+        """The next global model from this round's average."""
+        full = self.transfer_type == ParamsType.DIFF
+        if not average.count or average.params_type is None:  # nobody sent params
+            return kept if full else self.persistor.load(global_path)
+        if average.params_type == ParamsType.DIFF and not full:
+            kept = self.persistor.load(global_path)  # a site sent a DIFF to a FULL recipe
+        return apply_update(kept, average.params(), average.params_type)
