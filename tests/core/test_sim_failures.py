@@ -136,3 +136,9 @@ def test_sigterm_aborts_the_job_and_leaves_no_subprocess(tmp_path: Path) -> None
         pid = int(re.search(r"\(pid (\d+)\)", log).group(1))  # type: ignore[union-attr]
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_diff_results_for_a_full_recipe_name_the_fix(tmp_path: Path) -> None:
+    run = run_sim(numpy_recipe(train_args="--send-diff"), tmp_path)
+    assert run.get_status() == FAILED
+    assert "set params_transfer_type='DIFF'" in run.get_message()

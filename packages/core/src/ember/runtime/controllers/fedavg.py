@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from ember.client.model import FLModel, MetaKey, ParamsType
 from ember.plugins.entries import load_target
 from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.context import ServerContext
+from ember.runtime.errors import JobError
 from ember.runtime.memory import release_memory
 from ember.runtime.messages import TaskName, TaskResult
 from ember.runtime.stop_condition import StopCondition
@@ -53,9 +53,10 @@ class FedAvgController:
         ext = self.persistor.extension
         global_path, best_path = models / f"global_model{ext}", models / f"best_model{ext}"
         ctx.state["persistor"] = self.persistor
-        # global_model always holds the model the sites are training on: round 0's is the
-        # initial one, and a round's best model is a copy of that file
-        self.persistor.save(params, global_path)
+        if self.key_metric:
+            # global_model holds the model the sites are training on (here the initial one):
+            # when a round's metric is the best, that file becomes best_model
+            self.persistor.save(params, global_path)
         best_value: float | None = None
         best_round: int | None = None
         rounds_without_improvement = 0
@@ -100,7 +101,7 @@ class FedAvgController:
 
             collected = ctx.board.collect(posted, self.min_clients, on_result)
             round_metrics = average.metrics()
-            params = self._updated(kept, average, global_path)
+            params = self._updated(kept, average)
             del kept, average
             completed = rnd + 1
             if self.key_metric and self.key_metric in round_metrics:
@@ -150,13 +151,16 @@ class FedAvgController:
         pattern = re.compile(self.exclude_vars)
         return {k: v for k, v in params.items() if pattern.search(k)}
 
-    def _updated(
-        self, kept: dict[str, Any], average: WeightedAverage, global_path: Path
-    ) -> dict[str, Any]:
+    def _updated(self, kept: dict[str, Any], average: WeightedAverage) -> dict[str, Any]:
         """The next global model from this round's average."""
-        full = self.transfer_type == ParamsType.DIFF
-        if not average.count or average.params_type is None:  # nobody sent params
-            return kept if full else self.persistor.load(global_path)
-        if average.params_type == ParamsType.DIFF and not full:
-            kept = self.persistor.load(global_path)  # a site sent a DIFF to a FULL recipe
+        if not average.count or average.params_type is None:
+            raise JobError(
+                "no site sent params with its result; a training script must "
+                "send FLModel(params=...)"
+            )
+        if average.params_type == ParamsType.DIFF and self.transfer_type != ParamsType.DIFF:
+            raise JobError(
+                "sites sent DIFF params but the recipe has "
+                "params_transfer_type='FULL'; set params_transfer_type='DIFF'"
+            )
         return apply_update(kept, average.params(), average.params_type)
