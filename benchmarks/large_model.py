@@ -14,6 +14,7 @@ import json
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +30,24 @@ def run_job(*args: str, cap_bytes: int | None = None) -> dict[str, Any]:
         if cap_bytes:
             resource.setrlimit(resource.RLIMIT_AS, (cap_bytes, cap_bytes))
 
+    started = time.perf_counter()
     done = subprocess.run([sys.executable, str(JOB), *args], capture_output=True, text=True,
                           preexec_fn=limit, timeout=3600)
+    wall = time.perf_counter() - started
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         return {"status": "CRASHED", "error": " | ".join(tail), "correct": False}
-    return json.loads(lines[-1])
+    return {**json.loads(lines[-1]), "process_s": round(wall, 3)}
 
 
 def describe(label: str, r: dict[str, Any]) -> str:
     if r.get("status") != "FINISHED:COMPLETED":
         return f"{label:<34} failed: {r.get('error') or r.get('message')}"
     model = r["model_bytes"]
-    return (f"{label:<34} {r['job_s']:7.2f} s   peak RSS {r['peak_rss_bytes'] / MIB:8.0f} MiB"
-            f" = {r['peak_rss_bytes'] / model:4.1f}x model   correct={r['correct']}")
+    return (f"{label:<34} {r['job_s']:6.2f} s job, {r['process_s']:6.2f} s process   peak RSS "
+            f"{r['peak_rss_bytes'] / MIB:6.0f} MiB = {r['peak_rss_bytes'] / model:4.1f}x model"
+            f"   correct={r['correct']}")
 
 
 def main() -> None:
@@ -58,13 +62,20 @@ def main() -> None:
 
     w3 = ["--arrays", "8", "--mib", "32", "--clients", "2", "--rounds", "3"]
     on, off = run_job(*w3), run_job(*w3, "--no-streaming")
+    ckpt = run_job(*w3, "--checkpoint")
     print("W3: 2 clients, 3 rounds, 8 x 32 MiB float32 (256 MiB), SimEnv in-process")
     print(describe("  downloader on", on))
     print(describe("  downloader off (baseline)", off))
+    print(describe("  on, model from initial_ckpt", ckpt))
+    ok &= bool(ckpt["correct"])
+    if ckpt["correct"]:
+        out.update(w3_ckpt_process_s=ckpt["process_s"],
+                   w3_ckpt_peak_x_model=round(ckpt["peak_rss_bytes"] / ckpt["model_bytes"], 2))
     ok &= bool(on["correct"] and off["correct"])
     if on["correct"] and off["correct"]:
         out.update(
-            w3_on_s=on["job_s"], w3_off_s=off["job_s"],
+            w3_on_s=on["job_s"], w3_off_s=off["job_s"], w3_on_process_s=on["process_s"],
+            w3_off_process_s=off["process_s"],
             w3_on_peak_x_model=round(on["peak_rss_bytes"] / on["model_bytes"], 2),
             w3_off_peak_x_model=round(off["peak_rss_bytes"] / off["model_bytes"], 2),
             w3_speedup_vs_off=round(off["job_s"] / on["job_s"], 2),

@@ -27,17 +27,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-streaming", action="store_true")
     parser.add_argument("--gc", action="store_true", help="release memory every round")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="give the initial model as a file (initial_ckpt), not as arrays")
     args = parser.parse_args()
 
     n = args.mib * (1 << 20) // 4
     model = {f"layer{i}": np.zeros(n, dtype=np.float32) for i in range(args.arrays)}
     gc_rounds = 1 if args.gc else 0
-    recipe = NumpyFedAvgRecipe(
-        name="large-model", min_clients=args.clients, num_rounds=args.rounds, model=model,
-        train_script=str(HERE / "client.py"), key_metric=None,
-        server_memory_gc_rounds=gc_rounds, client_memory_gc_rounds=gc_rounds,
-    )
+    source: dict[str, object] = {"model": model}
+    scratch = tempfile.TemporaryDirectory()
+    if args.checkpoint:
+        ckpt = Path(scratch.name) / "initial.npz"
+        np.savez(ckpt, **model)
+        source = {"initial_ckpt": str(ckpt)}
     del model
+    recipe = NumpyFedAvgRecipe(
+        name="large-model", min_clients=args.clients, num_rounds=args.rounds,
+        train_script=str(HERE / "client.py"), key_metric=None,
+        server_memory_gc_rounds=gc_rounds, client_memory_gc_rounds=gc_rounds, **source,
+    )
+    del source
     recipe.set_config("streaming.enabled", not args.no_streaming)
     with tempfile.TemporaryDirectory() as root:
         started = time.perf_counter()
@@ -45,11 +54,14 @@ def main() -> None:
                                     progress=False))
         elapsed = time.perf_counter() - started
         result = Path(run.get_result())
-        with np.load(result / "server" / "models" / "global_model.npz") as final:
-            correct = all(bool((final[k] == args.rounds).all()) for k in final.files)
-        rounds = [json.loads(line) for line in
-                  (result / "server" / "round_metrics.jsonl").read_text().splitlines()]
         status = run.get_status()
+        correct = False
+        if status == "FINISHED:COMPLETED":
+            with np.load(result / "server" / "models" / "global_model.npz") as final:
+                correct = all(bool((final[k] == args.rounds).all()) for k in final.files)
+        metrics = result / "server" / "round_metrics.jsonl"
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        rounds = [json.loads(line) for line in lines]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({
         "status": status, "message": run.get_message()[:300], "correct": correct,
@@ -57,6 +69,7 @@ def main() -> None:
         "model_bytes": args.arrays * n * 4,
         "round_rss_bytes": [r["server_rss_bytes"] for r in rounds],
     }))
+    scratch.cleanup()
     sys.exit(0 if status == "FINISHED:COMPLETED" and correct else 1)
 
 
