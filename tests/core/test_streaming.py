@@ -282,3 +282,21 @@ def test_release_memory_trims_on_glibc() -> None:
     done = release_memory()
     assert done["collected"] >= 1
     assert done["cuda_cache_emptied"] is False
+
+
+def test_progress_callbacks_report_each_chunk(tmp_path: Path) -> None:
+    source = tmp_path / "data.bin"
+    source.write_bytes(b"x" * (10 * KIB))
+    owner = Downloader("owner", 60)
+    seen: list[tuple[str, int, int]] = []
+    fetcher_for(Wire(owner)).download_file(
+        "owner",
+        owner.add_file(source),
+        tmp_path / "copy.bin",
+        progress=lambda name, got, size: seen.append((name, got, size)),
+    )
+    assert seen == [
+        ("data.bin", 4 * KIB, 10 * KIB),
+        ("data.bin", 8 * KIB, 10 * KIB),
+        ("data.bin", 10 * KIB, 10 * KIB),
+    ]

@@ -209,9 +209,17 @@ class Fetcher:
         return dict(self.iter_tensors(owner, ref_id, progress, timeout))
 
     def fetch_to_file(
-        self, owner: str, ref_id: str, item: str, dest: Path, timeout: float | None = None
+        self,
+        owner: str,
+        ref_id: str,
+        item: str,
+        dest: Path,
+        timeout: float | None = None,
+        name: str = "",
+        progress: Progress | None = None,
     ) -> Path:
-        """One item's stream written to ``dest`` (a tensor's stream is a .safetensors file)."""
+        """One item's stream written to ``dest``, atomically: a partial file never appears
+        (a tensor's stream is a .safetensors file)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
         with open(tmp, "wb") as f:
@@ -220,7 +228,7 @@ class Fetcher:
                 f.seek(offset)
                 f.write(data)
 
-            self.read_item(owner, ref_id, item, sink, timeout=timeout)
+            self.read_item(owner, ref_id, item, sink, name, progress, timeout)
         os.replace(tmp, dest)
         return dest
 
@@ -234,18 +242,9 @@ class Fetcher:
     ) -> Path:
         """The offered file, written to ``dest`` (atomically: a partial file never appears)."""
         (entry,) = self.manifest(owner, ref_id, timeout)
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        with open(tmp, "wb") as f:
-
-            def sink(offset: int, data: bytes) -> None:
-                f.seek(offset)
-                f.write(data)
-
-            self.read_item(owner, ref_id, entry["item"], sink, entry["name"], progress, timeout)
-        os.replace(tmp, dest)
-        return dest
+        return self.fetch_to_file(
+            owner, ref_id, entry["item"], Path(dest), timeout, entry["name"], progress
+        )
 
     def download_object(self, owner: str, ref_id: str, timeout: float | None = None) -> Any:
         from ember import fobs
