@@ -25,10 +25,8 @@ class SiteState:
 
     name: str
     alive: bool = True
-    started: bool = False
     finished: bool = False
     failure: str | None = None
-    last_seen: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -73,8 +71,6 @@ class TaskBoard:
         deadline = time.monotonic() + wait
         with self._lock:
             state = self._site(site)
-            state.started = True
-            state.last_seen = time.monotonic()
             cond = self._site_cond[site]
             while True:
                 if self._end_reason is not None or not state.alive:
@@ -89,7 +85,7 @@ class TaskBoard:
     def submit(self, result: TaskResult) -> bool:
         """Accept a result; False when its task is no longer awaited (late or unknown)."""
         with self._lock:
-            self._site(result.site).last_seen = time.monotonic()
+            self._site(result.site)
             if self._open.get(result.task_id) != result.site:
                 return False
             del self._open[result.task_id]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ class Task:
     task_id: str
     data: FLModel | None = None
     timeout: float = 0.0
-    props: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

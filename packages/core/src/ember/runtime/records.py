@@ -67,11 +67,9 @@ class MetricSink:
         self.tracking = tracking
         self._writers: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.count = 0
 
     def add(self, records: list[MetricRecord]) -> None:
         with self._lock:
-            self.count += len(records)
             if self.tracking != "tensorboard":
                 return
             for rec in records:
