@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from ember.client.model import TransferType
-from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
+from ember.job.definition import APP_DIR, JobDefinition, JobFile
 from ember.recipes.base import Recipe
+from ember.recipes.client_app import client_app
 from ember.recipes.validation import (
     RecipeArgumentError,
     check_choice,
@@ -32,10 +33,12 @@ class FedAvgRecipe(Recipe):
     averages their results (weighted by ``NUM_STEPS_CURRENT_ROUND`` and
     ``aggregation_weights``) as they arrive.
 
-    Framework packages subclass it and implement :meth:`model_persistor`.
+    Framework packages subclass it and implement :meth:`model_persistor`; they may run
+    another server workflow (:attr:`controller`, :meth:`controller_args`).
     """
 
     framework = "neutral"
+    controller: str = FEDAVG_CONTROLLER
 
     def __init__(
         self,
@@ -62,21 +65,13 @@ class FedAvgRecipe(Recipe):
         name = check_job_name(name)
         min_clients = check_int("min_clients", min_clients, 1)
         num_rounds = check_int("num_rounds", num_rounds, 1)
-        check_str("train_script", train_script)
-        script = Path(train_script).expanduser().resolve()
-        if not script.is_file():
-            raise RecipeArgumentError(
-                f"train_script {train_script!r} does not exist (looked for {script})"
-            )
-        if not isinstance(train_args, str):
-            raise RecipeArgumentError(
-                f"train_args must be a string of arguments, got {train_args!r}"
-            )
-        if not isinstance(launch_external_process, bool):
-            raise RecipeArgumentError("launch_external_process must be True or False")
-        check_str("command", command, allow_none=True)
-        transfer = check_choice(
-            "params_transfer_type", params_transfer_type, [t.value for t in TransferType]
+        app, files = client_app(
+            train_script,
+            train_args,
+            launch_external_process,
+            command,
+            params_transfer_type,
+            client_memory_gc_rounds,
         )
         weights = check_weights(aggregation_weights)
         check_str("key_metric", key_metric, allow_none=True)
@@ -93,17 +88,15 @@ class FedAvgRecipe(Recipe):
             )
         exclude = check_regex("exclude_vars", exclude_vars)
         check_int("server_memory_gc_rounds", server_memory_gc_rounds, 0)
-        check_int("client_memory_gc_rounds", client_memory_gc_rounds, 0)
         if model is None and initial_ckpt is None:
             raise RecipeArgumentError("give the initial model: model=... or initial_ckpt=...")
 
-        files: dict[str, JobFile] = {APP_DIR: script.parent}
         persistor = self.model_persistor(model, initial_ckpt, files)
-        controller_args = {
+        args: dict[str, Any] = {
             "num_rounds": num_rounds,
             "min_clients": min_clients,
             "persistor": persistor,
-            "params_transfer_type": transfer,
+            "params_transfer_type": app.params_transfer_type,
             "aggregation_weights": weights,
             "key_metric": key_metric,
             "key_metric_mode": mode,
@@ -115,18 +108,15 @@ class FedAvgRecipe(Recipe):
         job = JobDefinition(
             name=name,
             min_clients=min_clients,
-            workflows=[{"target": FEDAVG_CONTROLLER, "args": controller_args}],
-            client=ClientApp(
-                script=f"{APP_DIR}/{script.name}",
-                args=train_args,
-                launch_external_process=launch_external_process,
-                command=command,
-                params_transfer_type=transfer,
-                client_memory_gc_rounds=client_memory_gc_rounds,
-            ),
+            workflows=[{"target": self.controller, "args": self.controller_args(args)}],
+            client=app,
             meta={"recipe": type(self).__name__, "framework": self.framework},
         )
         super().__init__(job, files)
+
+    def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of :attr:`controller`, given FedAvg's; subclasses add their own."""
+        return args
 
     def model_persistor(
         self, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
-from ember.recipes.validation import (
-    RecipeArgumentError,
-    check_int,
-    check_job_name,
-    check_str,
-)
+from ember.job.definition import JobDefinition, JobFile
+from ember.recipes.client_app import client_app
+from ember.recipes.validation import RecipeArgumentError, check_int, check_job_name
 
 FRAMEWORK = "sklearn"
 
@@ -44,28 +39,13 @@ def build_job(
     the arguments every recipe has."""
     name = check_job_name(name)
     min_clients = check_int("min_clients", min_clients, 1)
-    check_str("train_script", train_script)
-    script = Path(train_script).expanduser().resolve()
-    if not script.is_file():
-        raise RecipeArgumentError(
-            f"train_script {train_script!r} does not exist (looked for {script})"
-        )
-    if not isinstance(train_args, str):
-        raise RecipeArgumentError(f"train_args must be a string of arguments, got {train_args!r}")
-    if not isinstance(launch_external_process, bool):
-        raise RecipeArgumentError("launch_external_process must be True or False")
-    check_str("command", command, allow_none=True)
+    client, files = client_app(train_script, train_args, launch_external_process, command)
     workflow["args"]["min_clients"] = min_clients
     job = JobDefinition(
         name=name,
         min_clients=min_clients,
         workflows=[workflow],
-        client=ClientApp(
-            script=f"{APP_DIR}/{script.name}",
-            args=train_args,
-            launch_external_process=launch_external_process,
-            command=command,
-        ),
+        client=client,
         meta={"recipe": recipe, "framework": FRAMEWORK},
     )
-    return job, {APP_DIR: script.parent}
+    return job, files

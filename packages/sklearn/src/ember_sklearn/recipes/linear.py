@@ -15,7 +15,6 @@ from ember.runtime.persistors import save_npz
 
 LINEAR_ESTIMATORS = ("SGDClassifier", "SGDRegressor", "LogisticRegression")
 _CLASSIFIERS = ("SGDClassifier", "LogisticRegression")
-_CONTROLLER = "ember_sklearn.linear:LinearFedAvgController"
 _PERSISTOR = "ember_sklearn.linear:LinearPersistor"
 _ZEROS = "zeros"  # the initial model when neither initial_params nor initial_ckpt is given
 
@@ -32,6 +31,7 @@ class SklearnFedAvgRecipe(FedAvgRecipe):
     """
 
     framework = "sklearn"
+    controller = "ember_sklearn.linear:LinearFedAvgController"
 
     def __init__(
         self,
@@ -104,9 +104,10 @@ class SklearnFedAvgRecipe(FedAvgRecipe):
             stop_cond=stop_cond,
             patience=patience,
         )
-        workflow = self.job.workflows[0]
-        workflow["target"] = _CONTROLLER
-        workflow["args"]["model_spec"] = self.model_spec
+
+    def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """FedAvg's arguments plus the model spec, which every task carries."""
+        return {**args, "model_spec": self.model_spec}
 
     def model_persistor(
         self, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
