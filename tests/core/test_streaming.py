@@ -300,3 +300,17 @@ def test_progress_callbacks_report_each_chunk(tmp_path: Path) -> None:
         ("data.bin", 8 * KIB, 10 * KIB),
         ("data.bin", 10 * KIB, 10 * KIB),
     ]
+
+
+def test_subprocess_sites_stream_through_their_site(tmp_path: Path) -> None:
+    """Scripts in their own processes pull and offer tensors through the site's socket."""
+    args = {"model": BIG, "train_args": "--noise", "launch_external_process": True}
+    streamed = run_sim(numpy_recipe(**args), tmp_path / "on")
+    inline = numpy_recipe(**args)
+    inline.set_config("streaming.enabled", False)
+    baseline = run_sim(inline, tmp_path / "off")
+    assert streamed.get_status() == "FINISHED:COMPLETED", streamed.get_message()
+    assert baseline.get_status() == "FINISHED:COMPLETED", baseline.get_message()
+    assert global_model(streamed.get_result()).tobytes() == global_model(
+        baseline.get_result()
+    ).tobytes()

@@ -8,6 +8,7 @@ from ember.config.store import (
     get_setting,
     reset_process_config,
     use_config,
+    use_process_config,
 )
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "get_setting",
     "reset_process_config",
     "use_config",
+    "use_process_config",
 ]

@@ -105,6 +105,12 @@ def use_config(config: Config) -> Iterator[Config]:
         _current.reset(token)
 
 
+def use_process_config(config: Config) -> None:
+    """Make ``config`` this process's default (a script's process takes its job's config)."""
+    global _process
+    _process = config
+
+
 def reset_process_config() -> None:
     """Re-read the environment on next use (tests, after changing ``os.environ``)."""
     global _process

@@ -143,6 +143,12 @@ class NDArrayDecomposer:
         if order not in ("C", "F"):
             raise FOBSError(f"malformed ndarray: order {order!r}")
         if "ref" in data:
+            if ctx.props.get("relay_tensors"):
+                from ember.streaming.lazy import RelayedRef
+
+                return RelayedRef(
+                    {"dtype": data["dtype"], "shape": list(shape), "order": order, "ref": raw}
+                )
             return self._referenced(raw, dtype, shape, order, ctx)
         if not isinstance(raw, memoryview | bytes):
             raise FOBSError("malformed ndarray: data is not a buffer")
@@ -240,4 +246,7 @@ class DeferredTensorDecomposer(NDArrayDecomposer):
         return DeferredTensor
 
     def decompose(self, obj: Any, ctx: Context) -> Any:
+        reference = obj.as_reference()
+        if reference is not None:
+            return reference
         return super().decompose(obj.fetch(keep=True), ctx)

@@ -95,7 +95,9 @@ class Simulation:
         code: CodeType | None = None
         for site in self.sites:
             with use_config(self.config):
-                site_node = transport.add_endpoint(site).stream
+                site_node = transport.add_endpoint(
+                    site, relay_tensors=app.launch_external_process
+                ).stream
             site_dir = self.workspace / site
             site_logs = NodeLogs(
                 f"ember.job.{self.job_id}.{site}", site_dir, self.log_level, hold_open=False
@@ -124,6 +126,9 @@ class Simulation:
                         site_dir,
                         site_dir / "log.txt",
                         site_logs.logger,
+                        transport,
+                        site_node,
+                        self.job.config,
                     )
             else:
                 session = ClientSession(

@@ -1,48 +1,62 @@
-"""The child side of a subprocess site: a ``ServerLink`` over the local socket."""
+"""The child side of a subprocess site: a ``ServerLink`` and a download service over the
+local socket to the site that started this process."""
 
 from __future__ import annotations
 
 import os
 import socket
-import threading
+from collections.abc import Callable
 from typing import Any
 
+from ember import fobs
 from ember.client.session import ClientSession
-from ember.config import get_setting
+from ember.config import Config, get_setting, use_process_config
+from ember.runtime.channel import Channel
 from ember.runtime.ipc import recv_frame, send_frame
 from ember.runtime.messages import MetricRecord, Task, TaskResult
+from ember.streaming import bind_node
+from ember.streaming.lazy import resolve_relayed
+from ember.streaming.node import StreamNode
 
 ENV_ENDPOINT = "EMBER_CLIENT_ENDPOINT"
 ENV_TOKEN = "EMBER_CLIENT_TOKEN"
 
 
 class SocketLink:
-    """Forwards every request to the parent site process, one at a time."""
+    """The script's requests to the server, through its site."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._lock = threading.Lock()
-        self.max_frame = int(get_setting("fobs.max_message_bytes"))
-
-    def _call(self, request: dict[str, Any]) -> Any:
-        with self._lock:
-            send_frame(self.sock, request)
-            return recv_frame(self.sock, self.max_frame)
+    def __init__(self, channel: Channel, node: StreamNode) -> None:
+        self.channel = channel
+        self.node = node
 
     def get_task(self, wait: float) -> Task | str | None:
-        return self._call({"op": "get_task", "wait": wait})  # type: ignore[no-any-return]
+        task = self.channel.request("get_task", {"wait": wait})
+        return resolve_relayed(task, self.node.fetcher)  # type: ignore[no-any-return]
 
     def submit_result(self, result: TaskResult) -> bool:
-        return bool(self._call({"op": "submit_result", "result": result}))
+        return bool(self.channel.request("submit_result", {"result": result}))
 
     def log_metrics(self, records: list[MetricRecord]) -> None:
-        self._call({"op": "metrics", "records": records})
+        self.channel.request("metrics", {"records": records})
 
     def report_failure(self, reason: str) -> None:
-        """The parent reports failures from the exit status; nothing to send."""
+        """The site reports failures from the exit status; nothing to send."""
 
     def report_done(self) -> None:
-        """The parent reports the end from the exit status; nothing to send."""
+        """The site reports the end from the exit status; nothing to send."""
+
+
+def _offering(node: StreamNode) -> Callable[[], tuple[fobs.Context, Callable[[], None]]]:
+    """Encode messages with large arrays offered by this process's download service."""
+
+    def encode() -> tuple[fobs.Context, Callable[[], None]]:
+        if not node.enabled:
+            return fobs.Context(), lambda: None
+        tx = node.downloader.open(receivers=1)
+        ctx = fobs.Context({"stream_tx": tx, "stream_min_bytes": node.min_tensor_bytes})
+        return ctx, lambda: node.downloader.publish(tx) if tx.items else None
+
+    return encode
 
 
 def connect_from_env() -> ClientSession:
@@ -54,6 +68,34 @@ def connect_from_env() -> ClientSession:
     sock.settimeout(None)
     send_frame(sock, {"token": os.environ.get(ENV_TOKEN, "")})
     hello = recv_frame(sock, 1 << 24)
+    use_process_config(Config(hello.get("job_config") or {}))
+    site = hello["site"]
+    holder: dict[str, Any] = {}
+
+    def pull(target: str, topic: str, payload: Any, timeout: float) -> Any:
+        return holder["channel"].request(
+            "stream", {"target": target, "topic": topic, "payload": payload}, timeout
+        )
+
+    # offered under the site's name: the server asks the site, which asks this process
+    node = StreamNode(site, pull)
+
+    def serve(op: str, payload: Any) -> Any:
+        if op != "serve" or not isinstance(payload, dict):
+            raise ValueError(f"unknown op {op!r}")
+        return node.handle(str(payload["sender"]), str(payload["topic"]), payload["payload"])
+
+    channel = Channel(
+        sock,
+        serve,
+        int(get_setting("fobs.max_message_bytes")),
+        encode=_offering(node),
+        # the reader thread keeps references; the thread that asked pulls them
+        decode=lambda: fobs.Context({"relay_tensors": True}),
+        name=f"ember-{site}",
+    )
+    holder["channel"] = channel
+    bind_node(node)
     return ClientSession(
-        hello["site"], hello["job_id"], SocketLink(sock), hello["config"], hello["poll_interval"]
+        site, hello["job_id"], SocketLink(channel, node), hello["config"], hello["poll_interval"]
     )

@@ -20,9 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ember import fobs
 from ember.client.link import ServerLink
 from ember.config import get_setting
+from ember.runtime.channel import Channel
 from ember.runtime.ipc import ConnectionClosed, recv_frame, send_frame
+from ember.streaming.node import StreamNode
 
 ENV_ENDPOINT = "EMBER_CLIENT_ENDPOINT"
 ENV_TOKEN = "EMBER_CLIENT_TOKEN"
@@ -43,8 +46,15 @@ class SubprocessSite:
         cwd: Path,
         log_path: Path,
         log: logging.Logger,
+        transport: Any,
+        node: StreamNode | None,
+        job_config: dict[str, Any],
     ) -> None:
         self.log = log
+        self.transport = transport
+        self.node = node
+        self.job_config = job_config
+        self.channel: Channel | None = None
         self.site = site
         self.job_id = job_id
         self.link = link
@@ -58,7 +68,6 @@ class SubprocessSite:
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self.proc: subprocess.Popen[bytes] | None = None
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self._conn: socket.socket | None = None
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self.max_frame = int(get_setting("fobs.max_message_bytes"))
@@ -121,40 +130,55 @@ class SubprocessSite:
             return
         finally:
             self._listener.close()
-        self._conn = conn
         conn.settimeout(None)
-        with conn:
-            try:
-                hello = recv_frame(conn, 1 << 16)
-                if not isinstance(hello, dict) or hello.get("token") != self.token:
-                    return
-                send_frame(
-                    conn,
-                    {
-                        "site": self.site,
-                        "job_id": self.job_id,
-                        "config": self.config,
-                        "poll_interval": float(get_setting("runtime.task_poll_interval")),
-                    },
-                )
-                while True:
-                    request = recv_frame(conn, self.max_frame)
-                    send_frame(conn, self._dispatch(request))
-            except (ConnectionClosed, OSError):
+        try:
+            hello = recv_frame(conn, 1 << 16)
+            if not isinstance(hello, dict) or hello.get("token") != self.token:
+                conn.close()
                 return
+            send_frame(
+                conn,
+                {
+                    "site": self.site,
+                    "job_id": self.job_id,
+                    "config": self.config,
+                    "job_config": self.job_config,
+                    "poll_interval": float(get_setting("runtime.task_poll_interval")),
+                },
+            )
+        except (ConnectionClosed, OSError):
+            conn.close()
+            return
+        # references in what the script sends stay references: the server pulls the data
+        # from the script's process through this site (node.forward)
+        self.channel = Channel(
+            conn,
+            self._dispatch,
+            self.max_frame,
+            name=f"ember-{self.site}",
+            decode=lambda: fobs.Context({"relay_tensors": True}),
+        )
+        if self.node is not None:
+            channel = self.channel
+            self.node.forward = lambda sender, topic, payload: channel.request(
+                "serve", {"sender": sender, "topic": topic, "payload": payload}
+            )
 
-    def _dispatch(self, request: Any) -> Any:
-        if not isinstance(request, dict):
-            return {"error": "malformed request"}
-        op = request.get("op")
+    def _dispatch(self, op: str, payload: Any) -> Any:
+        if not isinstance(payload, dict):
+            raise ValueError("malformed request")
         if op == "get_task":
-            return self.link.get_task(float(request.get("wait", 1.0)))
+            return self.link.get_task(float(payload.get("wait", 1.0)))
         if op == "submit_result":
-            return self.link.submit_result(request["result"])
+            return self.link.submit_result(payload["result"])
         if op == "metrics":
-            self.link.log_metrics(request["records"])
+            self.link.log_metrics(payload["records"])
             return True
-        return {"error": f"unknown op {op!r}"}
+        if op == "stream":  # the script pulls what another node offers, through this site
+            return self.transport.request(
+                self.site, str(payload["target"]), str(payload["topic"]), payload["payload"]
+            )
+        raise ValueError(f"unknown op {op!r}")
 
     def _watch(self) -> None:
         assert self.proc is not None
@@ -190,5 +214,7 @@ class SubprocessSite:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.channel is not None:
+            self.channel.close()
         for thread in self._threads:
             thread.join(2)

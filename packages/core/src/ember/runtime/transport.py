@@ -39,9 +39,10 @@ class Endpoint:
     aggregate results one tensor at a time.
     """
 
-    def __init__(self, name: str, lazy_tensors: bool = False) -> None:
+    def __init__(self, name: str, lazy_tensors: bool = False, relay_tensors: bool = False) -> None:
         self.name = name
         self.lazy_tensors = lazy_tensors
+        self.relay_tensors = relay_tensors
         self.stream: StreamNode | None = None
         self._handlers: dict[str, Handler] = {}
 
@@ -67,12 +68,18 @@ class InProcessTransport:
         self._endpoints: dict[str, Endpoint] = {}
         self._lock = threading.Lock()
 
-    def add_endpoint(self, name: str, lazy_tensors: bool = False) -> Endpoint:
-        """Create and attach the endpoint ``name``, with its download service."""
+    def add_endpoint(
+        self, name: str, lazy_tensors: bool = False, relay_tensors: bool = False
+    ) -> Endpoint:
+        """Create and attach the endpoint ``name``, with its download service.
+
+        ``relay_tensors``: references in what it receives stay references, to be passed on
+        (a site whose script runs in another process).
+        """
         with self._lock:
             if name in self._endpoints:
                 raise TransportError(f"an endpoint named {name!r} is already attached")
-            endpoint = self._endpoints[name] = Endpoint(name, lazy_tensors)
+            endpoint = self._endpoints[name] = Endpoint(name, lazy_tensors, relay_tensors)
 
         def request(target: str, topic: str, payload: Any, timeout: float) -> Any:
             return self.request(name, target, topic, payload, timeout)
@@ -101,7 +108,13 @@ class InProcessTransport:
         if tx is not None and tx.items:
             source.downloader.publish(tx)
         # decode from a writable buffer: receivers get writable arrays, as over a socket
-        ctx = fobs.Context({"fetcher": target.stream.fetcher, "lazy_tensors": target.lazy_tensors})
+        ctx = fobs.Context(
+            {
+                "fetcher": target.stream.fetcher,
+                "lazy_tensors": target.lazy_tensors,
+                "relay_tensors": target.relay_tensors,
+            }
+        )
         return fobs.loads(bytearray(data), ctx=ctx)
 
     def request(

@@ -222,6 +222,11 @@ class Downloader:
         with self._lock:
             return self._get(ref_id).manifest()
 
+    def has(self, ref_id: str) -> bool:
+        """Whether this downloader holds ``ref_id`` (a relay forwards what it does not)."""
+        with self._lock:
+            return ref_id in self._tx
+
     def tensor(self, ref_id: str, item: str) -> tuple[str, np.ndarray[Any, Any]]:
         """An offered tensor itself, for a receiver in this process."""
         with self._lock:

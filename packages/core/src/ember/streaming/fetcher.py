@@ -148,7 +148,7 @@ class Fetcher:
         only reads it needs). Otherwise it is pulled in checked chunks.
         """
         owner_downloader = self.local(owner) if self.local is not None else None
-        if owner_downloader is not None:
+        if owner_downloader is not None and owner_downloader.has(ref_id):
             name, array = owner_downloader.tensor(ref_id, item)
             owner_downloader.done(ref_id, self.node, item)
             if copy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,25 @@ class DeferredTensor:
 
     def release(self) -> None:
         """Nothing more will be fetched."""
+
+    def as_reference(self) -> dict[str, Any] | None:
+        """The reference to send on instead of the data (a relay), or None to send data."""
+        return None
+
+
+class RelayedRef(DeferredTensor):
+    """A reference passing through a node that does not need the data (a site relaying
+    between the server and its script's process): sent on as the same reference, so the
+    receiver pulls from the owner through the relay, chunk by chunk."""
+
+    def __init__(self, wire: dict[str, Any]) -> None:
+        self.wire = wire
+
+    def fetch(self, keep: bool = True, writable: bool = True) -> np.ndarray[Any, Any]:
+        raise StreamingError("a relayed tensor reference is not pulled by the relay")
+
+    def as_reference(self) -> dict[str, Any]:
+        return self.wire
 
 
 class OffloadedTensor(DeferredTensor):
@@ -158,3 +178,33 @@ def offload(params: dict[str, Any], folder: Path) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def resolve_relayed(value: Any, fetcher: Fetcher) -> Any:
+    """``value`` with every :class:`RelayedRef` inside it pulled (in the calling thread).
+
+    A channel's reader thread decodes references without pulling them (it must stay free to
+    read the replies the pulls wait for); the thread that asked pulls them here.
+    """
+    if isinstance(value, RelayedRef):
+        from ember.fobs.numpy_decomposers import dtype_from_wire
+
+        wire = value.wire
+        owner, ref_id, item = wire["ref"]
+        return pull_array(
+            fetcher,
+            owner,
+            ref_id,
+            item,
+            dtype_from_wire(wire["dtype"]),
+            tuple(wire["shape"]),
+            wire["order"],
+        )
+    if isinstance(value, dict):
+        return {k: resolve_relayed(v, fetcher) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(resolve_relayed(v, fetcher) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            setattr(value, f.name, resolve_relayed(getattr(value, f.name), fetcher))
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ember.config import get_setting
@@ -26,19 +27,39 @@ class StreamNode:
             int(get_setting("streaming.max_retries")),
         )
 
+    forward: Callable[[str, str, Any], Any] | None = None
+    """``forward(sender, topic, payload)``: where requests for downloads this node does not
+    hold go (a site passes them to its script's process)."""
+
     def attach(self, endpoint: Any) -> None:
         """Serve this node's downloads on ``endpoint`` (anything with ``register_handler``)."""
         endpoint.register_handler(MANIFEST, self._manifest)
         endpoint.register_handler(CHUNK, self._chunk)
         endpoint.register_handler(DONE, self._done)
 
+    def _forwarded(self, sender: str, topic: str, payload: Any) -> Any:
+        if self.forward is not None and not self.downloader.has(str(payload.get("ref"))):
+            return self.forward(sender, topic, payload)
+        return None
+
+    def handle(self, sender: str, topic: str, payload: Any) -> Any:
+        """Answer one download request (what a relay forwards here)."""
+        handler = {MANIFEST: self._manifest, CHUNK: self._chunk, DONE: self._done}.get(topic)
+        if handler is None:
+            return {"error": f"unknown download topic {topic!r}"}
+        return handler(sender, payload)
+
     def _manifest(self, sender: str, payload: Any) -> Any:
+        if (reply := self._forwarded(sender, MANIFEST, payload)) is not None:
+            return reply
         try:
             return self.downloader.manifest(str(payload["ref"]), sender)
         except StreamingError as exc:
             return {"error": str(exc)}
 
     def _chunk(self, sender: str, payload: Any) -> Any:
+        if (reply := self._forwarded(sender, CHUNK, payload)) is not None:
+            return reply
         try:
             return self.downloader.chunk(
                 str(payload["ref"]),
@@ -51,6 +72,8 @@ class StreamNode:
             return {"error": str(exc)}
 
     def _done(self, sender: str, payload: Any) -> Any:
+        if (reply := self._forwarded(sender, DONE, payload)) is not None:
+            return reply
         item = payload.get("item")
         self.downloader.done(str(payload["ref"]), sender, None if item is None else str(item))
         return True
