@@ -85,6 +85,27 @@ def main() -> None:
               f"{out['w3_peak_reduction']:.0%} lower; targets <= 4 s and <= 3x model; "
               "NVFlare 2.9 here ~42 s and 2.3 GB in its largest process")
 
+    ext_on, ext_off = run_job(*w3, "--external"), run_job(*w3, "--external", "--no-streaming")
+    print("W3 with each site's script in its own process (launch_external_process)")
+    for label, r in (("  downloader on", ext_on), ("  downloader off (baseline)", ext_off)):
+        print(describe(label, r))
+        if r.get("correct"):
+            summed = r["peak_rss_bytes"] + sum(r["client_peak_rss_bytes"])
+            r["summed"] = summed
+            clients = ", ".join(f"{b / MIB:.0f}" for b in r["client_peak_rss_bytes"])
+            print(f"    server process {r['peak_rss_bytes'] / MIB:.0f} MiB, script processes "
+                  f"{clients} MiB; summed {summed / MIB:.0f} MiB = "
+                  f"{summed / r['model_bytes']:.1f}x model")
+    ok &= bool(ext_on.get("correct"))
+    if ext_on.get("correct") and ext_off.get("correct"):
+        out.update(
+            w3_ext_on_process_s=ext_on["process_s"], w3_ext_off_process_s=ext_off["process_s"],
+            w3_ext_on_server_peak_x_model=round(
+                ext_on["peak_rss_bytes"] / ext_on["model_bytes"], 2),
+            w3_ext_on_summed_peak_x_model=round(ext_on["summed"] / ext_on["model_bytes"], 2),
+            w3_ext_off_summed_peak_x_model=round(ext_off["summed"] / ext_off["model_bytes"], 2),
+        )
+
     long = run_job("--arrays", "8", "--mib", "32", "--clients", "2", "--rounds",
                    str(args.rounds_long), "--gc")
     print(f"W3 for {args.rounds_long} rounds, memory released every round")

@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-streaming", action="store_true")
     parser.add_argument("--gc", action="store_true", help="release memory every round")
+    parser.add_argument("--external", action="store_true",
+                        help="run each site's script in its own process")
     parser.add_argument("--checkpoint", action="store_true",
                         help="give the initial model as a file (initial_ckpt), not as arrays")
     args = parser.parse_args()
@@ -44,7 +46,8 @@ def main() -> None:
     recipe = NumpyFedAvgRecipe(
         name="large-model", min_clients=args.clients, num_rounds=args.rounds,
         train_script=str(HERE / "client.py"), key_metric=None,
-        server_memory_gc_rounds=gc_rounds, client_memory_gc_rounds=gc_rounds, **source,
+        server_memory_gc_rounds=gc_rounds, client_memory_gc_rounds=gc_rounds,
+        launch_external_process=args.external, **source,
     )
     del source
     recipe.set_config("streaming.enabled", not args.no_streaming)
@@ -62,12 +65,14 @@ def main() -> None:
         metrics = result / "server" / "round_metrics.jsonl"
         lines = metrics.read_text().splitlines() if metrics.exists() else []
         rounds = [json.loads(line) for line in lines]
+        client_peaks = [int(p.read_text()) for p in sorted(result.glob("site-*/peak_rss_bytes"))]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({
         "status": status, "message": run.get_message()[:300], "correct": correct,
         "job_s": round(elapsed, 3), "peak_rss_bytes": peak,
         "model_bytes": args.arrays * n * 4,
         "round_rss_bytes": [r["server_rss_bytes"] for r in rounds],
+        "client_peak_rss_bytes": client_peaks,
     }))
     scratch.cleanup()
     sys.exit(0 if status == "FINISHED:COMPLETED" and correct else 1)

@@ -48,6 +48,8 @@ class Channel:
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self.sock = sock
+        # small requests must not wait for Nagle's algorithm (40 ms per round trip)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.handler = handler
         self.max_frame = max_frame
         self._encode = encode
