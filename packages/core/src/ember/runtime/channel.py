@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ember import fobs
-from ember.runtime.ipc import ConnectionClosed, recv_frame, send_frame
+from ember.runtime.ipc import ConnectionClosed, recv_frame, write_frame
 
 Handler = Callable[[str, Any], Any]
 
@@ -73,8 +73,7 @@ class Channel:
         if publish is not None:
             publish()
         with self._send_lock:
-            self.sock.sendall(len(data).to_bytes(8, "little"))
-            self.sock.sendall(data)
+            write_frame(self.sock, data)
 
     def request(self, op: str, payload: Any, timeout: float | None = None) -> Any:
         """Ask the peer; returns its answer, raises :class:`ChannelError` with its error."""
@@ -99,7 +98,7 @@ class Channel:
         try:
             while True:
                 ctx = self._decode() if self._decode is not None else fobs.Context()
-                frame = _recv(self.sock, self.max_frame, ctx)
+                frame = recv_frame(self.sock, self.max_frame, ctx)
                 if not isinstance(frame, dict):
                     continue
                 if "re" in frame:
@@ -143,26 +142,3 @@ class Channel:
         self._pool.shutdown(wait=False)
         if self._on_close is not None:
             self._on_close()
-
-
-def _recv(sock: socket.socket, max_frame: int, ctx: fobs.Context) -> Any:
-    head = bytearray(8)
-    _fill(sock, memoryview(head))
-    length = int.from_bytes(head, "little")
-    if length > max_frame:
-        raise fobs.FOBSError(f"frame of {length} bytes exceeds fobs.max_message_bytes")
-    buf = bytearray(length)
-    _fill(sock, memoryview(buf))
-    return fobs.loads(buf, ctx=ctx)
-
-
-def _fill(sock: socket.socket, view: memoryview) -> None:
-    got = 0
-    while got < len(view):
-        n = sock.recv_into(view[got:])
-        if n == 0:
-            raise ConnectionClosed("the peer closed the connection")
-        got += n
-
-
-__all__ = ["Channel", "ChannelError", "recv_frame", "send_frame"]

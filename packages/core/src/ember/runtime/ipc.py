@@ -17,7 +17,11 @@ class ConnectionClosed(ConnectionError):
 
 def send_frame(sock: socket.socket, obj: Any) -> None:
     """Send one object as an 8-byte length and a FOBS frame."""
-    data = fobs.dumps(obj)
+    write_frame(sock, fobs.dumps(obj))
+
+
+def write_frame(sock: socket.socket, data: bytes) -> None:
+    """Send an already encoded FOBS frame, length first."""
     sock.sendall(_LEN.pack(len(data)))
     sock.sendall(data)
 
@@ -31,7 +35,7 @@ def _recv_into(sock: socket.socket, view: memoryview) -> None:
         got += n
 
 
-def recv_frame(sock: socket.socket, max_bytes: int) -> Any:
+def recv_frame(sock: socket.socket, max_bytes: int, ctx: fobs.Context | None = None) -> Any:
     """Receive one frame; arrays in it are writable. Frames over ``max_bytes`` are refused."""
     head = bytearray(_LEN.size)
     _recv_into(sock, memoryview(head))
@@ -40,4 +44,4 @@ def recv_frame(sock: socket.socket, max_bytes: int) -> Any:
         raise fobs.FOBSError(f"frame of {length} bytes exceeds fobs.max_message_bytes={max_bytes}")
     buf = bytearray(length)
     _recv_into(sock, memoryview(buf))
-    return fobs.loads(buf)
+    return fobs.loads(buf, ctx=ctx)
