@@ -78,6 +78,7 @@ def ember_cli_commands() -> list[CommandEntry]:
         CommandEntry(
             "simulate", "ember.cli.simulate_cmd:simulate", help="Run an exported job in SimEnv."
         ),
+        CommandEntry("migrate-nvflare", "ember.cli.migrate_cmd:migrate", help="Port NVFlare code."),
     ]
 
 

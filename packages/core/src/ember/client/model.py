@@ -29,12 +29,14 @@ class MetaKey:
 
     NUM_STEPS_CURRENT_ROUND = "NUM_STEPS_CURRENT_ROUND"
     """Weight of this result in the average (for example, the number of samples trained on)."""
-    JOB_ID = "JOB_ID"
-    SITE_NAME = "SITE_NAME"
-    CURRENT_ROUND = "CURRENT_ROUND"
-    TOTAL_ROUNDS = "TOTAL_ROUNDS"
-    SUBMIT_MODEL_NAME = "SUBMIT_MODEL_NAME"
-    MODEL_OWNER = "MODEL_OWNER"
+    # the same strings as NVFlare's FLMetaKey, so meta written with literals keeps working
+    JOB_ID = "job_id"
+    SITE_NAME = "site_name"
+    CURRENT_ROUND = "current_round"
+    TOTAL_ROUNDS = "total_rounds"
+    START_ROUND = "start_round"
+    SUBMIT_MODEL_NAME = "submit_model_name"
+    MODEL_OWNER = "model_owner"
 
 
 @dataclass
