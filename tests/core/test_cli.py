@@ -70,12 +70,12 @@ def test_recipe_list_and_show_a_plugin_recipe(demo_plugin_path: Path) -> None:
 
 
 def test_recipe_show_unknown_name_fails_with_hint(demo_plugin_path: Path) -> None:
-    result = run_ember("recipe", "show", "pytorch-fedavg", pythonpath=[demo_plugin_path])
+    result = run_ember("recipe", "show", "tensorflow-fedavg", pythonpath=[demo_plugin_path])
     assert result.returncode == 1
-    assert "no recipe named 'pytorch-fedavg'" in result.stderr
+    assert "no recipe named 'tensorflow-fedavg'" in result.stderr
     assert "Installed recipes: demo-fedavg, " in result.stderr
     assert "numpy-fedavg" in result.stderr
-    assert "pip install ember-pt" in result.stderr
+    assert "pip install ember-tf" in result.stderr
 
 
 def test_plugins_text_output_lists_registrations(demo_plugin_path: Path) -> None:
