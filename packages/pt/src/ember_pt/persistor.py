@@ -7,7 +7,6 @@ models as ``.safetensors`` files (readable by ``safetensors.torch.load_file``).
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from ember.runtime.errors import JobError
+from ember.runtime.persistors import InitialModelPersistor
 
 
-class TorchPersistor:
+class TorchPersistor(InitialModelPersistor):
     """Initial model from a bundled safetensors file (an ``nn.Module`` given to the recipe),
     a ``{"path", "args"}`` factory, or a ``.pt``/``.pth``/``.safetensors`` checkpoint."""
 
@@ -30,31 +30,15 @@ class TorchPersistor:
         initial_ckpt: str | None = None,
         model_class: str | None = None,
     ) -> None:
-        self.initial_file = initial_file
-        self.factory = factory
-        self.initial_ckpt = initial_ckpt
+        super().__init__(initial_file, factory, initial_ckpt)
         self.model_class = model_class  # recorded for sites; not needed here
 
-    def initial_params(self, job_dir: Path) -> dict[str, Any]:
-        if self.initial_ckpt:
-            path = Path(self.initial_ckpt)
-            return load_checkpoint(path if path.is_absolute() else job_dir / path)
-        if self.initial_file:
-            return load_checkpoint(job_dir / self.initial_file)
-        if self.factory:
-            from ember.plugins.entries import load_target
-            from ember_pt.convert import from_state_dict
+    def from_built(self, built: Any, target: str) -> dict[str, Any]:
+        from ember_pt.convert import from_state_dict
 
-            app_dir = str(job_dir / "app")
-            if app_dir not in sys.path:
-                sys.path.insert(0, app_dir)  # the model class may live beside the script
-            target = self.factory["path"]
-            module, _, attr = target.rpartition(".")
-            built = load_target(f"{module}:{attr}")(**self.factory.get("args", {}))
-            if not hasattr(built, "state_dict"):
-                raise JobError(f"model {target} built a {type(built).__name__}, not an nn.Module")
-            return from_state_dict(built.state_dict())
-        raise JobError("the job has no initial model: give the recipe a model or initial_ckpt")
+        if not hasattr(built, "state_dict"):
+            raise JobError(f"model {target} built a {type(built).__name__}, not an nn.Module")
+        return from_state_dict(built.state_dict())
 
     def save(self, params: dict[str, Any], path: Path) -> None:
         save_safetensors(params, path)

@@ -49,10 +49,14 @@ def as_numpy_params(model: Any, what: str) -> dict[str, np.ndarray]:
     return {NUMPY_KEY: array}
 
 
-class NumpyPersistor:
-    """Numpy models: initial from inline params, an importable factory or an .npy/.npz file."""
+class InitialModelPersistor:
+    """Where a job's initial model comes from, in order: ``initial_ckpt`` (absolute: on the
+    server at run time; relative: bundled in the job), a file the recipe bundled, or a
+    ``{"path": "pkg.Class", "args": {...}}`` factory built on the server. Subclasses say how
+    their format is read (:meth:`load`) and how a built model becomes params (:meth:`from_built`).
+    """
 
-    extension = ".npz"
+    extension = ""
 
     def __init__(
         self,
@@ -67,9 +71,9 @@ class NumpyPersistor:
     def initial_params(self, job_dir: Path) -> dict[str, Any]:
         if self.initial_ckpt:
             path = Path(self.initial_ckpt)
-            return load_numpy_file(path if path.is_absolute() else job_dir / path)
+            return self.load(path if path.is_absolute() else job_dir / path)
         if self.initial_file:
-            return load_numpy_file(job_dir / self.initial_file)
+            return self.load(job_dir / self.initial_file)
         if self.factory:
             import sys
 
@@ -81,9 +85,26 @@ class NumpyPersistor:
             target = self.factory["path"]
             module, _, attr = target.rpartition(".")
             built = load_target(f"{module}:{attr}")(**self.factory.get("args", {}))
-            params = built.get_params() if hasattr(built, "get_params") else built
-            return as_numpy_params(params, f"model {target}")
+            return self.from_built(built, target)
         raise JobError("the job has no initial model: give the recipe a model or initial_ckpt")
+
+    def load(self, path: Path) -> dict[str, Any]:
+        """Read a model file of this format."""
+        raise NotImplementedError
+
+    def from_built(self, built: Any, target: str) -> dict[str, Any]:
+        """The params of a model the factory ``target`` built."""
+        raise NotImplementedError
+
+
+class NumpyPersistor(InitialModelPersistor):
+    """Numpy models: initial from inline params, an importable factory or an .npy/.npz file."""
+
+    extension = ".npz"
+
+    def from_built(self, built: Any, target: str) -> dict[str, Any]:
+        params = built.get_params() if hasattr(built, "get_params") else built
+        return as_numpy_params(params, f"model {target}")
 
     def save(self, params: dict[str, Any], path: Path) -> None:
         save_npz(params, path)
