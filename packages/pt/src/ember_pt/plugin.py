@@ -6,6 +6,45 @@ from ember.plugins import DecomposerEntry, RecipeEntry, hookimpl
 
 _DECOMPOSERS = "ember_pt.decomposers"
 
+# recipe name -> (class in ember_pt.recipes, algorithm, description)
+_RECIPES = {
+    "pytorch-fedavg": (
+        "FedAvgRecipe",
+        "FedAvg",
+        "Federated averaging of a torch.nn.Module's state_dict",
+    ),
+    "pytorch-fedprox": (
+        "FedProxRecipe",
+        "FedProx",
+        "FedAvg with a proximal term (fedprox_mu) in every site's loss",
+    ),
+    "pytorch-fedopt": (
+        "FedOptRecipe",
+        "FedOpt",
+        "FedAvg whose server applies the averaged update with a torch optimizer",
+    ),
+    "pytorch-scaffold": (
+        "ScaffoldRecipe",
+        "SCAFFOLD",
+        "FedAvg with control variates that correct client drift",
+    ),
+    "pytorch-cyclic": (
+        "CyclicRecipe",
+        "Cyclic",
+        "The model travels from site to site, each trains it in turn",
+    ),
+    "pytorch-fedeval": (
+        "FedEvalRecipe",
+        "FedEval",
+        "Evaluate one checkpoint on every site",
+    ),
+    "pytorch-swarm": (
+        "SwarmLearningRecipe",
+        "Swarm",
+        "Client-controlled learning: sites aggregate peer to peer, the server orchestrates",
+    ),
+}
+
 
 @hookimpl
 def ember_fobs_decomposers() -> list[DecomposerEntry]:
@@ -21,10 +60,11 @@ def ember_fobs_decomposers() -> list[DecomposerEntry]:
 def ember_recipes() -> list[RecipeEntry]:
     return [
         RecipeEntry(
-            name="pytorch-fedavg",
-            target="ember_pt.recipes:FedAvgRecipe",
+            name=name,
+            target=f"ember_pt.recipes:{cls}",
             framework="pytorch",
-            algorithm="FedAvg",
-            description="Federated averaging of a torch.nn.Module's state_dict",
+            algorithm=algorithm,
+            description=description,
         )
+        for name, (cls, algorithm, description) in _RECIPES.items()
     ]

@@ -73,7 +73,7 @@ class FedAvgController:
                     params=params,
                     current_round=rnd,
                     total_rounds=self.num_rounds,
-                    meta=dict(self.task_meta),
+                    meta=self.round_task_meta(rnd),
                 ),
                 targets,
                 ctx.task_timeout,
@@ -81,7 +81,7 @@ class FedAvgController:
             # Keep only what the update needs: all of it for DIFF, else the excluded keys.
             # The rest is held by the queued tasks until each site has taken its copy, so
             # the old global model and the new running sum are not both in memory.
-            kept = params if self.transfer_type == ParamsType.DIFF else self._excluded(params)
+            kept = self.kept_for_update(params)
             del params
             average = WeightedAverage(self.exclude_vars)
             site_metrics: dict[str, dict[str, Any]] = {}
@@ -95,14 +95,16 @@ class FedAvgController:
                 model = result.data or FLModel()
                 steps = model.meta.get(MetaKey.NUM_STEPS_CURRENT_ROUND, 1.0)
                 weight = float(self.weights.get(site, 1.0)) * float(steps)
+                self.result_received(site, model, weight)
                 average.add(site, model.params, model.params_type, weight, model.metrics)
                 site_metrics[site] = dict(model.metrics or {})
                 ctx.progress.result_received(site)
 
             collected = ctx.board.collect(posted, self.min_clients, on_result)
             round_metrics = average.metrics()
-            params = self._updated(kept, average)
+            params = self.next_global(kept, average)
             del kept, average
+            self.round_finished(rnd, collected.responded)
             completed = rnd + 1
             if self.key_metric and self.key_metric in round_metrics:
                 value = round_metrics[self.key_metric]
@@ -144,6 +146,26 @@ class FedAvgController:
         )
         if stopped:
             ctx.log.info("stopping early: %s", stopped)
+
+    # -- hooks for algorithms built on FedAvg (FedOpt, SCAFFOLD, ...) ---------------------
+    def round_task_meta(self, rnd: int) -> dict[str, Any]:
+        """The ``meta`` of round ``rnd``'s train tasks."""
+        return dict(self.task_meta)
+
+    def kept_for_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What of the round's global model :meth:`next_global` needs: all of it for DIFF,
+        else only the excluded keys (the rest is freed once every site has its copy)."""
+        return params if self.transfer_type == ParamsType.DIFF else self._excluded(params)
+
+    def result_received(self, site: str, model: FLModel, weight: float) -> None:
+        """Called with each result, in site order, before its params are averaged."""
+
+    def next_global(self, kept: dict[str, Any], average: WeightedAverage) -> dict[str, Any]:
+        """The next global model from what :meth:`kept_for_update` kept and the average."""
+        return self._updated(kept, average)
+
+    def round_finished(self, rnd: int, responded: list[str]) -> None:
+        """Called after the new global model of round ``rnd`` is computed."""
 
     def _excluded(self, params: dict[str, Any]) -> dict[str, Any]:
         if not self.exclude_vars:
