@@ -8,7 +8,6 @@ from model import DigitsMLP
 
 import ember.client as flare
 from ember.client import FLModel
-from ember_pt.client import to_state_dict
 
 
 def main() -> None:
@@ -34,7 +33,7 @@ def main() -> None:
         input_model = flare.receive()
         if input_model is None:
             break
-        model.load_state_dict(to_state_dict(input_model.params))  # numpy in, tensors out
+        model.load_state_dict(input_model.params)  # a state_dict of CPU tensors
         metrics = {"accuracy": accuracy(model, x_test, y_test)}  # of the received model
         if flare.is_evaluate():
             flare.send(FLModel(metrics=metrics))
@@ -51,7 +50,7 @@ def main() -> None:
         )
         flare.send(
             FLModel(
-                params=model.state_dict(),  # torch tensors: the server receives numpy
+                params=model.state_dict(),
                 metrics=metrics,
                 current_round=input_model.current_round,
                 meta={flare.NUM_STEPS_CURRENT_ROUND: len(x)},

@@ -33,9 +33,27 @@ def run(tmp_path: Path, script: str, **kwargs: Any) -> Path:
     return Path(result.get_result())
 
 
-@pytest.mark.parametrize("external", [False, True], ids=["in-process", "external-process"])
-def test_global_model_is_the_hand_computed_average(tmp_path: Path, external: bool) -> None:
-    result = run(tmp_path, "pt_add_client.py", launch_external_process=external)
+@pytest.mark.parametrize(
+    ("external", "transfer", "server_format"),
+    [
+        (False, "FULL", "numpy"),
+        (True, "FULL", "numpy"),
+        (False, "DIFF", "numpy"),
+        (True, "DIFF", "pytorch"),
+        (False, "FULL", "pytorch"),
+    ],
+)
+def test_global_model_is_the_hand_computed_average(
+    tmp_path: Path, external: bool, transfer: str, server_format: str
+) -> None:
+    # the script checks it receives tensors; a DIFF is computed from them at the site
+    result = run(
+        tmp_path,
+        "pt_add_client.py",
+        launch_external_process=external,
+        params_transfer_type=transfer,
+        server_expected_format=server_format,
+    )
     initial = {k: v.numpy() for k, v in TinyNet(3).state_dict().items()}
     # site-k sends params + k with weight k: each round adds (1*1 + 2*2) / 3 = 5/3
     expected = dict(initial)
@@ -96,6 +114,31 @@ def test_initial_checkpoint_is_bundled_and_loaded(
     assert (result / "job" / "app" / "ckpt" / f"init{suffix}").is_file()
     saved = load_file(str(result / "server" / "models" / "global_model.safetensors"))
     np.testing.assert_allclose(saved["fc.bias"], state["fc.bias"].numpy() + 5 / 3, rtol=1e-6)
+
+
+def test_server_expected_format_must_be_a_known_format(tmp_path: Path) -> None:
+    from ember.recipes.validation import RecipeArgumentError
+
+    with pytest.raises(RecipeArgumentError, match=r"server_expected_format='tensorflow'.*ember-tf"):
+        FedAvgRecipe(
+            min_clients=1,
+            model=TinyNet(3),
+            train_script=str(SCRIPTS / "pt_add_client.py"),
+            server_expected_format="tensorflow",
+        )
+
+
+def test_params_converters_share_memory_with_the_arrays() -> None:
+    from ember.client.formats import convert_params
+
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    tensors = convert_params(arrays, "numpy", "pytorch")
+    assert isinstance(tensors["w"], torch.Tensor)
+    tensors["w"] += 1  # a view, not a copy
+    assert arrays["w"][0, 0] == 1
+    back = convert_params(tensors, "pytorch", "numpy")
+    assert isinstance(back["w"], np.ndarray)
+    assert np.shares_memory(back["w"], arrays["w"])
 
 
 def test_pickled_objects_in_a_checkpoint_are_refused(tmp_path: Path) -> None:

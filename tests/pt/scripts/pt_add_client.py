@@ -1,8 +1,9 @@
 """Deterministic: site-k sends the received model + k as torch tensors, weighted by k."""
 
+import torch
+
 import ember.client as flare
 from ember.client import FLModel
-from ember_pt.client import to_state_dict
 
 flare.init()
 k = int(flare.get_site_name().rsplit("-", 1)[-1])
@@ -12,7 +13,9 @@ while flare.is_running():
         break
     if model.meta.get("model_class") != {"path": "pt_tiny.TinyNet", "args": {"width": 3}}:
         raise RuntimeError(f"unexpected model_class {model.meta.get('model_class')!r}")
-    state = to_state_dict(model.params)
+    state = model.params  # a pytorch recipe's script receives a state_dict of tensors
+    if not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise RuntimeError(f"expected tensors, got {[type(t) for t in state.values()]}")
     flare.send(
         FLModel(
             params={name: t + k for name, t in state.items()},

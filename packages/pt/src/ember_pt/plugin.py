@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ember.plugins import DecomposerEntry, RecipeEntry, hookimpl
+from ember.plugins import DecomposerEntry, ParamsConverterEntry, RecipeEntry, hookimpl
 
 _DECOMPOSERS = "ember_pt.decomposers"
 
@@ -67,4 +67,22 @@ def ember_recipes() -> list[RecipeEntry]:
             description=description,
         )
         for name, (cls, algorithm, description) in _RECIPES.items()
+    ]
+
+
+@hookimpl
+def ember_params_converters() -> list[ParamsConverterEntry]:
+    return [
+        ParamsConverterEntry(
+            name="pytorch-from-numpy",
+            target="ember_pt.convert:to_state_dict",
+            from_format="numpy",
+            to_format="pytorch",
+        ),
+        ParamsConverterEntry(
+            name="pytorch-to-numpy",
+            target="ember_pt.convert:from_state_dict",
+            from_format="pytorch",
+            to_format="numpy",
+        ),
     ]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.client.formats import NUMPY, Converter, get_converter
 from ember.client.link import ServerLink
 from ember.client.model import FLModel, ParamsType
 from ember.runtime.messages import MetricRecord, Task, TaskName, TaskResult
@@ -44,6 +45,8 @@ class ClientSession:
         self._slots = slots
         self.logger = log or logging.getLogger(f"ember.site.{site}")
         self._holding_slot = False
+        self._to_script: Converter | None = None
+        self.params_format = str(config.get("params_format") or NUMPY)
 
     def _acquire_slot(self) -> None:
         """Hold one of ``num_threads`` work slots while a task is in hand."""
@@ -87,6 +90,11 @@ class ClientSession:
             return None
         assert self.task is not None
         model = self.task.data or FLModel()
+        if model.params and self.params_format != NUMPY:
+            if self._to_script is None:
+                self._to_script = get_converter(NUMPY, self.params_format)
+            if self._to_script is not None:
+                model.params = self._to_script(model.params)
         self._received_params = model.params
         return model
 
@@ -128,7 +136,7 @@ class ClientSession:
                     f"{self.site}: cannot send a DIFF for {key!r}, which the "
                     "received model did not have"
                 )
-            diff[key] = np.subtract(value, base)
+            diff[key] = _subtract(value, base)
         return FLModel(
             params_type=ParamsType.DIFF,
             params=diff,
@@ -146,3 +154,10 @@ class ClientSession:
 
     def log(self, kind: str, tag: str, value: Any, step: int | None) -> None:
         self.link.log_metrics([MetricRecord(self.site, kind, tag, value, step)])
+
+
+def _subtract(value: Any, base: Any) -> Any:
+    """``value - base`` for arrays or tensors alike (mixed: as numpy)."""
+    if type(value) is type(base):
+        return value - base
+    return np.subtract(np.asarray(value), np.asarray(base))

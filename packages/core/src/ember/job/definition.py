@@ -35,6 +35,7 @@ class ClientApp:
     command: str | None = None
     params_transfer_type: str = "FULL"
     client_memory_gc_rounds: int = 0
+    params_format: str = "numpy"  # what the script receives (a registered params converter)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.client.formats import NUMPY
 from ember.client.model import TransferType
 from ember.job.definition import APP_DIR, JobDefinition, JobFile
 from ember.recipes.base import Recipe
@@ -18,6 +19,7 @@ from ember.recipes.validation import (
     check_int,
     check_job_name,
     check_optional_int,
+    check_params_format,
     check_regex,
     check_str,
     check_weights,
@@ -39,6 +41,8 @@ class FedAvgRecipe(Recipe):
 
     framework = "neutral"
     controller: str = FEDAVG_CONTROLLER
+    #: what training scripts receive as ``FLModel.params`` (a registered params format)
+    params_format: str = NUMPY
 
     def __init__(
         self,
@@ -61,6 +65,7 @@ class FedAvgRecipe(Recipe):
         exclude_vars: str | list[str] | None = None,
         server_memory_gc_rounds: int = 0,
         client_memory_gc_rounds: int = 0,
+        server_expected_format: str = NUMPY,
     ) -> None:
         name = check_job_name(name)
         min_clients = check_int("min_clients", min_clients, 1)
@@ -73,6 +78,8 @@ class FedAvgRecipe(Recipe):
             params_transfer_type,
             client_memory_gc_rounds,
         )
+        app.params_format = self.params_format
+        server_format = check_params_format("server_expected_format", server_expected_format)
         weights = check_weights(aggregation_weights)
         check_str("key_metric", key_metric, allow_none=True)
         mode = check_choice("key_metric_mode", key_metric_mode, ["max", "min"])
@@ -105,6 +112,8 @@ class FedAvgRecipe(Recipe):
             "exclude_vars": exclude,
             "server_memory_gc_rounds": server_memory_gc_rounds,
         }
+        if server_format != NUMPY:
+            args["server_expected_format"] = server_format
         job = JobDefinition(
             name=name,
             min_clients=min_clients,

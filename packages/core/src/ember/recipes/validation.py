@@ -78,3 +78,19 @@ def check_weights(value: Any) -> dict[str, float] | None:
             f"{{'site-1': 1.0, 'site-2': 2.0}}, got {value!r}"
         )
     return {k: float(v) for k, v in value.items()}
+
+
+def check_params_format(name: str, value: Any) -> str:
+    """``numpy`` or a format some installed plugin converts numpy to (``pytorch``, ...)."""
+    from ember.client.formats import NUMPY, get_converter
+
+    fmt = check_str(name, value)
+    assert fmt is not None
+    if fmt != NUMPY:
+        try:
+            get_converter(NUMPY, fmt)
+        except Exception as exc:
+            raise RecipeArgumentError(
+                f"{name}={fmt!r} is not a params format this installation knows: {exc}"
+            ) from None
+    return fmt

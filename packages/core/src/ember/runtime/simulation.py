@@ -111,6 +111,7 @@ class Simulation:
                 "train_args": app.args,
                 "params_transfer_type": app.params_transfer_type,
                 "client_memory_gc_rounds": app.client_memory_gc_rounds,
+                "params_format": app.params_format,
             }
             runner: InProcessSite | SubprocessSite
             if app.launch_external_process:

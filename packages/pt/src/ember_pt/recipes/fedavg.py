@@ -26,10 +26,14 @@ class FedAvgRecipe(CoreFedAvgRecipe):
 
     Every task carries the model's class in ``meta["model_class"]`` (``{"path", "args"}``,
     when known) so a site may rebuild it. The server holds and averages numpy arrays: sites
-    receive numpy params (``ember_pt.client.to_state_dict``) and may send tensors back.
+    receive a state_dict of CPU tensors (sharing memory with what arrived) and may send
+    tensors or numpy arrays back. ``server_expected_format="pytorch"`` makes the server hold,
+    save and send the global model as tensors (zero-copy views of the averaged arrays), for
+    server-side code written for torch.
     """
 
     framework = "pytorch"
+    params_format = "pytorch"
 
     def model_persistor(
         self, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]

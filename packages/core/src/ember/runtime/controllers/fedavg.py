@@ -6,6 +6,7 @@ import re
 import time
 from typing import Any
 
+from ember.client.formats import NUMPY, convert_params
 from ember.client.model import FLModel, MetaKey, ParamsType
 from ember.plugins.entries import load_target
 from ember.runtime.aggregation import WeightedAverage, apply_update
@@ -33,7 +34,9 @@ class FedAvgController:
         exclude_vars: str | None = None,
         server_memory_gc_rounds: int = 0,
         task_meta: dict[str, Any] | None = None,
+        server_expected_format: str = NUMPY,
     ) -> None:
+        self.server_format = server_expected_format
         self.task_meta = dict(task_meta or {})
         self.num_rounds = num_rounds
         self.min_clients = min_clients
@@ -48,7 +51,9 @@ class FedAvgController:
         self.gc_rounds = server_memory_gc_rounds
 
     def run(self, ctx: ServerContext) -> None:
-        params = self.persistor.initial_params(ctx.job_dir)
+        params = convert_params(
+            self.persistor.initial_params(ctx.job_dir), NUMPY, self.server_format
+        )
         models = ctx.server_dir / "models"
         ext = self.persistor.extension
         global_path, best_path = models / f"global_model{ext}", models / f"best_model{ext}"
@@ -185,4 +190,6 @@ class FedAvgController:
                 "sites sent DIFF params but the recipe has "
                 "params_transfer_type='FULL'; set params_transfer_type='DIFF'"
             )
-        return apply_update(kept, average.params(), average.params_type)
+        kept = convert_params(kept, self.server_format, NUMPY)
+        new = apply_update(kept, average.params(), average.params_type)
+        return convert_params(new, NUMPY, self.server_format)  # type: ignore[no-any-return]
