@@ -36,6 +36,12 @@ class RelayedTensor:
     def __repr__(self) -> str:
         return f"RelayedTensor({self.dtype}, {self.ref!r})"
 
+    def resolve_relayed(self, fetcher: Any) -> torch.Tensor:
+        """Pull the data after all (a relay that needs it: a swarm aggregator)."""
+        from ember.streaming.lazy import resolve_relayed
+
+        return tensor_from_wire(self.dtype, resolve_relayed(self.ref, fetcher))
+
 
 class WidenedTensor(DeferredTensor):
     """A lazy reference to a tensor of a dtype numpy lacks (bfloat16, float8): the server

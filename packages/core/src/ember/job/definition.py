@@ -36,6 +36,9 @@ class ClientApp:
     params_transfer_type: str = "FULL"
     client_memory_gc_rounds: int = 0
     params_format: str = "numpy"  # what the script receives (a registered params converter)
+    # a site-side runtime wrapping the site's link to the server ({"target", "args"}): the
+    # client-controlled part of a workflow (swarm learning)
+    site_workflow: dict[str, Any] | None = None
 
 
 @dataclass

@@ -11,12 +11,14 @@ from pathlib import Path
 from types import CodeType
 from typing import Any
 
-from ember.client.link import SERVER, TransportLink
+from ember.client.link import SERVER, ServerLink, TransportLink
 from ember.client.session import ClientSession
 from ember.config import Config, use_config
 from ember.job.definition import JobDefinition
+from ember.plugins.entries import load_target
 from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.logs import NodeLogs, forget_logger_tree
+from ember.runtime.peers import PeerLink
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob, Status
 from ember.runtime.subprocess_site import SubprocessSite
@@ -95,15 +97,28 @@ class Simulation:
         code: CodeType | None = None
         for site in self.sites:
             with use_config(self.config):
-                site_node = transport.add_endpoint(
+                site_endpoint = transport.add_endpoint(
                     site, relay_tensors=app.launch_external_process
-                ).stream
+                )
+            site_node = site_endpoint.stream
+            assert site_node is not None
             site_dir = self.workspace / site
             site_logs = NodeLogs(
                 f"ember.job.{self.job_id}.{site}", site_dir, self.log_level, hold_open=False
             )
             self._logs.append(site_logs)
-            link = TransportLink(transport, site)
+            link: ServerLink = TransportLink(transport, site)
+            if app.site_workflow is not None:
+                link = load_target(app.site_workflow["target"])(
+                    link,
+                    peers=PeerLink(site, site_endpoint, transport),
+                    site=site,
+                    site_dir=site_dir,
+                    job_dir=self.job_dir,
+                    fetcher=site_node.fetcher,
+                    params_format=app.params_format,
+                    **app.site_workflow.get("args", {}),
+                )
             client_config = {
                 "site_name": site,
                 "job_id": self.job_id,

@@ -200,6 +200,9 @@ def resolve_relayed(value: Any, fetcher: Fetcher) -> Any:
             tuple(wire["shape"]),
             wire["order"],
         )
+    resolve = getattr(value, "resolve_relayed", None)
+    if callable(resolve):  # a framework's relayed type (ember_pt's RelayedTensor)
+        return resolve(fetcher)
     if isinstance(value, dict):
         return {k: resolve_relayed(v, fetcher) for k, v in value.items()}
     if isinstance(value, list | tuple):

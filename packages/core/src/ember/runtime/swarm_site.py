@@ -1,0 +1,231 @@
+"""Swarm learning, site side: the runtime between a site's script and the server.
+
+:class:`SwarmSiteLink` wraps the site's :class:`~ember.client.link.ServerLink`. The script
+uses the plain Client API; the link
+
+- fills each swarm ``train`` task with the current global model: the initial one (loaded by
+  the job's persistor at the site) or the one pulled from the peer that aggregated it;
+- sends the script's result to the round's aggregator peer, and the server only its metrics;
+- when it is the aggregator, handles ``swarm_aggregate``: averages the contributions the
+  server lists (weighted by ``NUM_STEPS_CURRENT_ROUND``, in the listed order), keeps the new
+  global model, saves it under ``<site workspace>/models/`` and answers its peers' requests
+  for it. The script never sees that task.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember.client.formats import NUMPY, convert_params
+from ember.client.link import ServerLink
+from ember.client.model import FLModel, MetaKey, ParamsType
+from ember.plugins.entries import load_target
+from ember.runtime.aggregation import WeightedAverage, apply_update
+from ember.runtime.controllers.swarm import SWARM_AGGREGATE, SWARM_META
+from ember.runtime.errors import JobError
+from ember.runtime.messages import MetricRecord, ResultStatus, Task, TaskName, TaskResult
+from ember.runtime.peers import PeerLink
+from ember.streaming.lazy import resolve_relayed
+
+CONTRIBUTE = "swarm.contribute"
+GET_GLOBAL = "swarm.get_global"
+
+
+class SwarmSiteLink:
+    """A :class:`ServerLink` that runs the site's part of swarm learning."""
+
+    def __init__(
+        self,
+        inner: ServerLink,
+        peers: PeerLink,
+        site: str,
+        site_dir: Path,
+        job_dir: Path,
+        persistor: dict[str, Any],
+        exclude_vars: str | None = None,
+        fetcher: Any = None,
+        params_format: str = NUMPY,
+    ) -> None:
+        self.inner = inner
+        self.peers = peers
+        self.site = site
+        self.models_dir = Path(site_dir) / "models"
+        self.job_dir = Path(job_dir)
+        self.persistor = load_target(persistor["target"])(**persistor.get("args", {}))
+        self.exclude_vars = exclude_vars
+        self.fetcher = fetcher
+        self.params_format = params_format
+        self._lock = threading.Lock()
+        self._global: tuple[int, dict[str, Any]] | None = None  # (round, params)
+        self._contributions: dict[int, dict[str, FLModel]] = {}
+        self._tasks: dict[str, dict[str, Any]] = {}  # task id -> its swarm meta
+        peers.register(CONTRIBUTE, self._on_contribution)
+        peers.register(GET_GLOBAL, self._on_get_global)
+
+    # -- the ServerLink the script's session uses ------------------------------------------
+    def get_task(self, wait: float) -> Task | str | None:
+        deadline = time.monotonic() + wait
+        while True:
+            got = self.inner.get_task(max(0.0, deadline - time.monotonic()))
+            if not isinstance(got, Task):
+                return got
+            swarm = (got.data.meta.get(SWARM_META) if got.data is not None else None) or None
+            if got.name == SWARM_AGGREGATE and isinstance(swarm, dict):
+                try:
+                    self._aggregate(got, swarm)
+                except Exception as exc:  # the server hears of it; the script goes on
+                    self._refuse(
+                        got, f"{self.site} could not aggregate: {type(exc).__name__}: {exc}"
+                    )
+            elif got.name == TaskName.TRAIN and isinstance(swarm, dict):
+                assert got.data is not None
+                got.data.params = self._global_params(swarm, got.timeout)
+                got.data.params_type = ParamsType.FULL
+                self._tasks[got.task_id] = {**swarm, "timeout": got.timeout}
+                return got
+            else:
+                return got
+            if time.monotonic() >= deadline:
+                return None
+
+    def submit_result(self, result: TaskResult) -> bool:
+        swarm = self._tasks.pop(result.task_id, None)
+        if swarm is None or result.status != ResultStatus.OK:
+            return self.inner.submit_result(result)
+        model = result.data or FLModel()
+        if not model.params:
+            raise JobError(
+                f"{self.site}: a swarm training script must send FLModel(params=...) "
+                f"(round {swarm['round']})"
+            )
+        try:
+            reply = self.peers.request(
+                swarm["aggregator"],
+                CONTRIBUTE,
+                {"round": swarm["round"], "model": model},
+                float(swarm["timeout"] or 600.0),
+            )
+        except Exception as exc:  # the server hears of it (and may pick another aggregator)
+            reply = f"{type(exc).__name__}: {exc}"
+        if reply is not True:
+            return self.inner.submit_result(
+                TaskResult(
+                    task_id=result.task_id,
+                    site=result.site,
+                    status=ResultStatus.EXECUTION_EXCEPTION,
+                    message=f"{self.site} could not send its result to aggregator "
+                    f"{swarm['aggregator']}: {reply}",
+                )
+            )
+        summary = FLModel(
+            metrics=model.metrics,
+            current_round=model.current_round,
+            meta={
+                MetaKey.NUM_STEPS_CURRENT_ROUND: model.meta.get(
+                    MetaKey.NUM_STEPS_CURRENT_ROUND, 1.0
+                )
+            },
+        )
+        return self.inner.submit_result(
+            TaskResult(task_id=result.task_id, site=result.site, data=summary)
+        )
+
+    def log_metrics(self, records: list[MetricRecord]) -> None:
+        self.inner.log_metrics(records)
+
+    def report_failure(self, reason: str) -> None:
+        self.inner.report_failure(reason)
+
+    def report_done(self) -> None:
+        self.inner.report_done()
+
+    # -- the global model -------------------------------------------------------------------
+    def _global_params(self, swarm: dict[str, Any], timeout: float) -> dict[str, Any]:
+        wanted = int(swarm["global_round"])
+        with self._lock:
+            if self._global is not None and self._global[0] == wanted:
+                # its own copy: peers pull the held one while the script trains
+                return {k: np.array(v, copy=True) for k, v in self._global[1].items()}
+        if wanted < 0:
+            params = self.persistor.initial_params(self.job_dir)
+        else:
+            holder = swarm["global_from"]
+            params = self.peers.request(holder, GET_GLOBAL, {"round": wanted}, timeout or 600.0)
+            if not isinstance(params, dict):
+                raise JobError(f"{self.site}: {holder} sent no global model for round {wanted}")
+            params = resolve_relayed(params, self.fetcher) if self.fetcher else params
+        with self._lock:
+            self._global = (wanted, params)
+        return dict(params)
+
+    def _on_get_global(self, sender: str, payload: Any) -> Any:
+        wanted = payload.get("round") if isinstance(payload, dict) else None
+        with self._lock:
+            if self._global is None or self._global[0] != wanted:
+                held = None if self._global is None else self._global[0]
+                raise JobError(
+                    f"{self.site} holds the global model of round {held}, not {wanted!r}"
+                )
+            return self._global[1]
+
+    # -- aggregation --------------------------------------------------------------------------
+    def _on_contribution(self, sender: str, payload: Any) -> bool:
+        if not isinstance(payload, dict) or not isinstance(payload.get("model"), FLModel):
+            raise JobError(f"{self.site}: malformed swarm contribution from {sender}")
+        model = payload["model"]
+        if self.fetcher is not None:
+            model.params = resolve_relayed(model.params, self.fetcher)
+        # peers may send tensors (the script's format): aggregated as numpy, no copy
+        model.params = convert_params(model.params, self.params_format, NUMPY)
+        with self._lock:
+            self._contributions.setdefault(int(payload["round"]), {})[sender] = model
+        return True
+
+    def _aggregate(self, task: Task, swarm: dict[str, Any]) -> None:
+        rnd = int(swarm["round"])
+        with self._lock:
+            received = self._contributions.pop(rnd, {})
+            for old in [r for r in self._contributions if r < rnd]:
+                del self._contributions[old]  # from sites the server left out of a round
+            base = self._global[1] if self._global is not None else None
+        contributors = [s for s in swarm["contributors"] if s in received]
+        missing = sorted(set(swarm["contributors"]) - set(received))
+        if missing or not contributors:
+            self._refuse(
+                task,
+                f"{self.site} has no contribution from {missing or 'any site'} for round {rnd}",
+            )
+            return
+        average = WeightedAverage(self.exclude_vars)  # in the server's order: deterministic
+        for site in contributors:
+            model = received.pop(site)
+            weight = float(model.meta.get(MetaKey.NUM_STEPS_CURRENT_ROUND, 1.0))
+            average.add(site, model.params, model.params_type, weight, model.metrics)
+        if average.params_type == ParamsType.DIFF and base is None:
+            raise JobError(f"{self.site}: DIFF contributions but no global model to add them to")
+        params = apply_update(base or {}, average.params(), average.params_type)
+        with self._lock:
+            self._global = (rnd, params)
+        self.persistor.save(params, self.models_dir / f"global_model{self.persistor.extension}")
+        self.inner.submit_result(
+            TaskResult(
+                task_id=task.task_id,
+                site=self.site,
+                data=FLModel(metrics=average.metrics(), current_round=rnd),
+            )
+        )
+
+    def _refuse(self, task: Task, message: str) -> None:
+        self.inner.submit_result(
+            TaskResult(
+                task_id=task.task_id,
+                site=self.site,
+                status=ResultStatus.EXECUTION_EXCEPTION,
+                message=message,
+            )
+        )
