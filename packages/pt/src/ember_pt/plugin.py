@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ember.plugins import DecomposerEntry, ParamsConverterEntry, RecipeEntry, hookimpl
+from ember.plugins import (
+    DecomposerEntry,
+    ParamsConverterEntry,
+    RecipeEntry,
+    TensorAdapterEntry,
+    hookimpl,
+)
 
 _DECOMPOSERS = "ember_pt.decomposers"
 
@@ -86,3 +92,8 @@ def ember_params_converters() -> list[ParamsConverterEntry]:
             to_format="numpy",
         ),
     ]
+
+
+@hookimpl
+def ember_tensor_adapters() -> list[TensorAdapterEntry]:
+    return [TensorAdapterEntry("pytorch", "ember_pt.tensor_downloader:TorchTensorAdapter")]

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.streaming.adapters import get_adapter, iter_adapted, offer_tensors
 from ember.streaming.downloader import Downloader, Transaction
 from ember.streaming.errors import StreamingError
 from ember.streaming.fetcher import Fetcher, Progress
@@ -45,12 +46,13 @@ def current_node() -> StreamNode:
 
 def add_tensors(
     downloader: Downloader,
-    tensors: Mapping[str, np.ndarray[Any, Any]],
+    tensors: Mapping[str, Any],
     receivers: int | None = 1,
     timeout: float | None = None,
 ) -> str:
-    """Offer ``tensors`` (name -> array) for download; returns their ref id."""
-    return downloader.add_tensors(tensors, receivers, timeout)
+    """Offer ``tensors`` (name -> numpy array, or a framework's tensor through its tensor
+    adapter) for download; returns their ref id."""
+    return offer_tensors(downloader, tensors, receivers, timeout)
 
 
 def download_tensors(
@@ -59,11 +61,15 @@ def download_tensors(
     per_request_timeout: float | None = None,
     progress: Progress | None = None,
     fetcher: Fetcher | None = None,
-) -> dict[str, np.ndarray[Any, Any]]:
-    """Pull every tensor of ``ref_id`` from ``from_site``."""
-    return (fetcher or current_node().fetcher).download_tensors(
-        from_site, ref_id, progress, per_request_timeout
-    )
+    tensor_format: str | None = None,
+) -> dict[str, Any]:
+    """Pull every tensor of ``ref_id`` from ``from_site``: numpy arrays, or with
+    ``tensor_format`` (``"pytorch"``) that framework's tensors through its adapter."""
+    fetcher = fetcher or current_node().fetcher
+    if tensor_format is None:
+        return fetcher.download_tensors(from_site, ref_id, progress, per_request_timeout)
+    adapter = get_adapter(tensor_format)
+    return dict(iter_adapted(fetcher, from_site, ref_id, adapter, progress, per_request_timeout))
 
 
 def iter_tensors(

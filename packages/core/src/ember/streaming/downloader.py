@@ -45,10 +45,11 @@ class TensorItem(_Item):
 
     kind = "tensor"
 
-    def __init__(self, name: str, array: np.ndarray[Any, Any]) -> None:
+    def __init__(self, name: str, array: np.ndarray[Any, Any], code: str | None = None) -> None:
         super().__init__(name)
         self.array = array
-        self.header = tensor_header(name, array)
+        self.code = code
+        self.header = tensor_header(name, array, code)
         self.data = memoryview(array.reshape(-1).view(np.uint8)) if array.nbytes else b""
 
     @property
@@ -136,15 +137,19 @@ class Transaction:
         self.items[key] = item
         return key
 
-    def add_tensor(self, name: str, array: np.ndarray[Any, Any]) -> str:
-        """Offer one array (C-contiguous; the caller must not change it until pulled)."""
-        return self.add(TensorItem(name, array))
+    def add_tensor(self, name: str, array: np.ndarray[Any, Any], code: str | None = None) -> str:
+        """Offer one array (C-contiguous; the caller must not change it until pulled);
+        ``code``: the safetensors dtype of a tensor whose bits ``array`` holds (``BF16``)."""
+        return self.add(TensorItem(name, array, code))
 
     def manifest(self) -> list[dict[str, Any]]:
-        return [
-            {"item": k, "kind": i.kind, "name": i.name, "size": i.size}
-            for k, i in self.items.items()
-        ]
+        out = []
+        for key, item in self.items.items():
+            entry = {"item": key, "kind": item.kind, "name": item.name, "size": item.size}
+            if isinstance(item, TensorItem) and item.code is not None:
+                entry["dtype"] = item.code
+            out.append(entry)
+        return out
 
     @property
     def complete(self) -> bool:

@@ -32,7 +32,14 @@ _CODES: dict[str, str] = {
     "uint8": "U8",
     "bool": "BOOL",
 }
-_DTYPES = {code: np.dtype(name) for name, code in _CODES.items()}
+# safetensors dtypes numpy lacks: a framework's tensor adapter serves their bits as unsigned
+# integers of the same size; a plain receiver gets those bits, an adapter the values
+BITS_CODES: dict[str, np.dtype[Any]] = {
+    "BF16": np.dtype("uint16"),
+    "F8_E4M3": np.dtype("uint8"),
+    "F8_E5M2": np.dtype("uint8"),
+}
+_DTYPES = {code: np.dtype(name) for name, code in _CODES.items()} | BITS_CODES
 
 
 def streamable(dtype: np.dtype[Any]) -> bool:
@@ -40,11 +47,16 @@ def streamable(dtype: np.dtype[Any]) -> bool:
     return dtype.name in _CODES and dtype.byteorder in ("=", "<", "|")
 
 
-def tensor_header(name: str, array: np.ndarray[Any, Any]) -> bytes:
-    """The safetensors header (length prefix included) for one C-ordered tensor."""
+def tensor_header(name: str, array: np.ndarray[Any, Any], code: str | None = None) -> bytes:
+    """The safetensors header (length prefix included) for one C-ordered tensor; ``code``
+    names a dtype numpy lacks (``BF16``...) whose bits ``array`` holds."""
+    if code is None:
+        code = _CODES[array.dtype.name]
+    elif _DTYPES.get(code) != array.dtype:
+        raise StreamingError(f"a {code} tensor is served as {_DTYPES.get(code)}, not {array.dtype}")
     meta = {
         name: {
-            "dtype": _CODES[array.dtype.name],
+            "dtype": code,
             "shape": list(array.shape),
             "data_offsets": [0, array.nbytes],
         }
