@@ -1,0 +1,1 @@
+"""ember-pt's server workflows, loaded by a job's target on the server."""
