@@ -1,0 +1,36 @@
+"""``ScaffoldRecipe``: SCAFFOLD (Karimireddy et al. 2020) for PyTorch models."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ember_pt.recipes.fedavg import FedAvgRecipe
+
+SCAFFOLD_CONTROLLER = "ember_pt.controllers.scaffold:ScaffoldController"
+
+
+class ScaffoldRecipe(FedAvgRecipe):
+    """SCAFFOLD of a PyTorch model: FedAvg whose sites correct their drift with control
+    variates (option II). Takes :class:`ember_pt.recipes.FedAvgRecipe`'s arguments.
+
+    Every train task carries the global control variates in ``meta["scaffold_c_global"]``
+    (numpy arrays; zeros in round 0) and every result must carry the site's change
+    ``meta["scaffold_c_diff"]``: use ``ember_pt.scaffold.PTScaffoldHelper`` in the training
+    script. The server averages the models as FedAvg does (server learning rate 1) and sets
+    ``c += sum(c_diff) / N``, N being the job's number of sites; it saves ``c`` as
+    ``server/models/scaffold_c_global.safetensors``.
+    """
+
+    controller = SCAFFOLD_CONTROLLER
+
+    def __init__(self, *, name: str = "scaffold", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
+    # `ember recipe show` lists FedAvgRecipe's parameters, with this recipe's default name
+    __init__.__signature__ = inspect.signature(FedAvgRecipe.__init__).replace(  # type: ignore[attr-defined]
+        parameters=[
+            p.replace(default="scaffold") if p.name == "name" else p
+            for p in inspect.signature(FedAvgRecipe.__init__).parameters.values()
+        ]
+    )
