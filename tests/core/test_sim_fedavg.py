@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ember.recipes import add_cross_site_evaluation, add_experiment_tracking
-from support.sim import INITIAL, global_model, numpy_recipe, round_records, run_sim
+from support.sim import INITIAL, SCRIPTS, global_model, numpy_recipe, round_records, run_sim
 
 COMPLETED = "FINISHED:COMPLETED"
 
@@ -143,7 +143,6 @@ def _read_scalars(event_file: Path) -> list[tuple[str, float, int]]:
 
 
 def test_experiment_tracking_writes_tensorboard_events(tmp_path: Path) -> None:
-    from support.sim import SCRIPTS
 
     recipe = numpy_recipe(
         train_script=str(
@@ -242,3 +241,18 @@ def test_hello_numpy_example_runs(tmp_path: Path) -> None:
     assert "status: FINISHED:COMPLETED" in done.stdout
     final = np.arange(1, 10, dtype=np.float32).reshape(3, 3) + 3
     np.testing.assert_array_equal(global_model(tmp_path / "hello-numpy"), final)
+
+
+def test_a_workspace_inside_the_script_folder_is_not_bundled(tmp_path: Path) -> None:
+    # python job.py --workspace_root ./ws, next to the training script
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "np_client.py").write_text((SCRIPTS / "np_client.py").read_text())
+    (app / "ws" / "old-job").mkdir(parents=True)
+    (app / "ws" / "old-job" / "big.bin").write_bytes(b"x" * 1000)
+    recipe = numpy_recipe(train_script=str(app / "np_client.py"), num_rounds=1)
+    run = run_sim(recipe, app)  # workspace = app/ws
+    assert run.get_status() == "FINISHED:COMPLETED", run.get_message()
+    bundled = Path(run.get_result()) / "job" / "app"
+    assert (bundled / "np_client.py").is_file()
+    assert not (bundled / "ws").exists()

@@ -88,6 +88,23 @@ class JobDefinition:
         return job
 
 
+def _ignoring(job_dir: Path) -> Callable[[str, list[str]], set[str]]:
+    """What a folder copy leaves out: caches and VCS folders, and the job folder itself
+    (a workspace inside the script's folder would otherwise be copied into itself)."""
+    inside = job_dir.resolve()
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skipped = set(_IGNORED(folder, names))
+        base = Path(folder).resolve()
+        for name in names:
+            path = base / name
+            if path == inside or path in inside.parents:
+                skipped.add(name)
+        return skipped
+
+    return ignore
+
+
 def write_job(job: JobDefinition, files: dict[str, JobFile], job_dir: Path) -> Path:
     """Write ``job.json`` and ``files`` (job-relative destination -> source folder, source
     file or the bytes to write) into ``job_dir``, replacing what was there."""
@@ -103,7 +120,7 @@ def write_job(job: JobDefinition, files: dict[str, JobFile], job_dir: Path) -> P
         elif callable(src):
             src(target)
         elif src.is_dir():
-            shutil.copytree(src, target, ignore=_IGNORED, dirs_exist_ok=True)
+            shutil.copytree(src, target, ignore=_ignoring(job_dir), dirs_exist_ok=True)
         else:
             shutil.copy2(src, target)
     (job_dir / JOB_FILE).write_text(job.to_json() + "\n", encoding="utf-8")
