@@ -62,10 +62,16 @@ class SwarmController:
             while True:
                 alive = ctx.board.alive_sites()
                 if len(alive) < self.min_clients:
+                    dead = [
+                        f"{state.name}: {state.failure or 'ended its script'}"
+                        for state in ctx.board.sites.values()
+                        if not state.alive
+                    ]
                     raise InsufficientClients(
                         f"swarm round {rnd} needs min_clients={self.min_clients} sites, "
                         f"only {len(alive)} are alive: {alive}"
                         + (f"; failed aggregators: {failed}" if failed else "")
+                        + "".join(f"; {d}" for d in dead)
                     )
                 aggregator = self._aggregator(rnd + len(failed), alive)
                 ctx.progress.round_started(rnd, self.num_rounds, len(alive))
