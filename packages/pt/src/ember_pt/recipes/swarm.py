@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.job.definition import JobDefinition, JobFile
+from ember.job.definition import JobDefinition
 from ember.recipes.base import Recipe
 from ember.recipes.client_app import client_app
 from ember.recipes.validation import (
@@ -14,7 +14,7 @@ from ember.recipes.validation import (
     check_job_name,
     check_regex,
 )
-from ember_pt.recipes.fedavg import FedAvgRecipe
+from ember_pt.recipes.fedavg import torch_model
 
 SWARM_CONTROLLER = "ember.runtime.controllers.swarm:SwarmController"
 SWARM_SITE = "ember.runtime.swarm_site:SwarmSiteLink"
@@ -66,12 +66,12 @@ class SwarmLearningRecipe(Recipe):
         exclude = check_regex("exclude_vars", exclude_vars)
         if model is None and initial_ckpt is None:
             raise RecipeArgumentError("give the initial model: model=... or initial_ckpt=...")
-        persistor = self.model_persistor(model, initial_ckpt, files)
+        persistor, model_class = torch_model(model, initial_ckpt, files)
         app.site_workflow = {
             "target": SWARM_SITE,
             "args": {"persistor": persistor, "exclude_vars": exclude},
         }
-        task_meta = {"model_class": self.model_class} if self.model_class else {}
+        task_meta = {"model_class": model_class} if model_class else {}
         job = JobDefinition(
             name=name,
             min_clients=min_clients,
@@ -91,10 +91,3 @@ class SwarmLearningRecipe(Recipe):
             meta={"recipe": type(self).__name__, "framework": self.framework},
         )
         super().__init__(job, files)
-
-    def model_persistor(
-        self, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
-    ) -> dict[str, Any]:
-        """The persistor every site builds to load the initial model and save global ones
-        (the same as the PyTorch FedAvg recipe's)."""
-        return FedAvgRecipe.model_persistor(self, model, initial_ckpt, files)  # type: ignore[arg-type]
