@@ -272,31 +272,205 @@ def _plan(collector: _Collector) -> tuple[dict[cst.CSTNode, str], list[Change], 
     return replace, changes, problems
 
 
-def _import_codes(bindings: list[_Binding], seen: set[_Need]) -> list[str]:
-    """The Ember import statements for one NVFlare import, plus what of it must stay."""
-    plain: list[str] = []
-    froms: dict[str, list[str]] = {}
+@dataclass
+class _Notes:
+    """The comments inside one import's parentheses, by where they sit.
+
+    ``leading`` holds the comment lines above an alias, ``trailing`` the comments on its
+    line; ``opening`` is the comment after ``(``, ``closing`` the lines above ``)``.
+    """
+
+    leading: dict[int, list[str]] = field(default_factory=dict)
+    trailing: dict[int, list[str]] = field(default_factory=dict)
+    opening: str | None = None
+    closing: list[str] = field(default_factory=list)
+    indent: str = "    "
+    multiline: bool = False
+
+
+@dataclass
+class _Item:
+    """One name in a generated import, with the comments that travel with it."""
+
+    text: str
+    leading: list[str] = field(default_factory=list)
+    trailing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Stmt:
+    """A generated import: ``import <item>`` or ``from <module> import <items>``."""
+
+    module: str | None
+    items: list[_Item]
+    opening: str | None = None
+    closing: list[str] = field(default_factory=list)
+    indent: str = "    "
+    multiline: bool = False  # the original spread its names over lines in parentheses
+
+    def flat(self) -> str:
+        names = ", ".join(i.text for i in self.items)
+        return f"import {names}" if self.module is None else f"from {self.module} import {names}"
+
+    def has_comments(self) -> bool:
+        return bool(
+            self.opening or self.closing or any(i.leading or i.trailing for i in self.items)
+        )
+
+
+def _ws_comments(ws: cst.CSTNode | None) -> tuple[str | None, list[str]]:
+    """(the comment ending the line, the comment lines below it) of a whitespace node."""
+    if not isinstance(ws, cst.ParenthesizedWhitespace):
+        return None, []
+    first = ws.first_line.comment.value if ws.first_line.comment else None
+    return first, [e.comment.value for e in ws.empty_lines if e.comment]
+
+
+class _CommentFinder(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def visit_Comment(self, node: cst.Comment) -> None:
+        self.found.append(node.value)
+
+
+def _all_comments(node: cst.CSTNode) -> list[str]:
+    finder = _CommentFinder()
+    node.visit(finder)
+    return finder.found
+
+
+def _notes(stmt: _Import) -> _Notes:
+    """Where the comments inside ``from x import (...)`` sit (none elsewhere: no parentheses)."""
+    notes = _Notes()
+    if not isinstance(stmt, cst.ImportFrom) or stmt.lpar is None or stmt.rpar is None:
+        return notes
+    assert not isinstance(stmt.names, cst.ImportStar)
+    opening = stmt.lpar.whitespace_after
+    if isinstance(opening, cst.ParenthesizedWhitespace):
+        notes.multiline = True
+        notes.indent = opening.last_line.value or notes.indent
+    notes.opening, notes.leading[0] = _ws_comments(opening)
+    last = len(stmt.names) - 1
+    for i, alias in enumerate(stmt.names):
+        # comments within the alias itself (``X as  # c`` on two lines) stay on its line
+        inner = _all_comments(alias.with_changes(comma=cst.MaybeSentinel.DEFAULT))
+        after: list[cst.CSTNode] = []
+        if isinstance(alias.comma, cst.Comma):
+            inner += _all_comments(alias.comma.whitespace_before)
+            after.append(alias.comma.whitespace_after)
+        if i == last:
+            after.append(stmt.rpar.whitespace_before)
+        below: list[str] = []
+        for ws in after:
+            first, lines = _ws_comments(ws)
+            if first is not None and not below:
+                inner.append(first)
+            elif first is not None:
+                below.append(first)
+            below += lines
+        notes.trailing[i] = inner
+        if i < last:
+            notes.leading[i + 1] = below
+        else:
+            notes.closing = below
+    return notes
+
+
+def _flat(stmt: _Import) -> str:
+    """An import on one line, without comments: how the report shows it."""
+    if isinstance(stmt, cst.Import):
+        return "import " + ", ".join(_alias_text(a) for a in stmt.names)
+    module = "." * len(stmt.relative) + (_dotted(stmt.module) if stmt.module else "")
+    if isinstance(stmt.names, cst.ImportStar):
+        return f"from {module} import *"
+    return f"from {module} import " + ", ".join(_alias_text(a) for a in stmt.names)
+
+
+def _alias_text(alias: cst.ImportAlias) -> str:
+    name = _dotted(alias.name)
+    if alias.asname is None:
+        return name
+    return f"{name} as {_dotted(alias.asname.name)}"  # type: ignore[arg-type]
+
+
+def _import_stmts(stmt: _Import, bindings: list[_Binding], seen: set[_Need]) -> list[_Stmt]:
+    """The Ember imports one NVFlare import becomes, plus what of it must stay.
+
+    Comments inside the original's parentheses go with the name they annotate (to that
+    name's first replacement), or to the next name when it has none.
+    """
+    notes = _notes(stmt)
+    aliases = list(stmt.names) if not isinstance(stmt.names, cst.ImportStar) else []
+    plain: list[_Stmt] = []
+    froms: dict[str, _Stmt] = {}
+    kept: list[_Item] = []
+    pending: list[str] = []
     for b in bindings:
+        index = next((i for i, a in enumerate(aliases) if a is b.alias), -1)
+        items: list[_Item] = []
         for need in b.needs:
             if need in seen:
                 continue
             seen.add(need)
             if need[0] == "import":
                 _, module, asname = need
-                plain.append(f"import {module} as {asname}" if asname else f"import {module}")
+                item = _Item(f"{module} as {asname}" if asname else module)
+                plain.append(_Stmt(None, [item]))
             else:
                 _, module, name, asname = need
-                froms.setdefault(module, []).append(f"{name} as {asname}" if asname else name)
-    codes = plain + [f"from {m} import {', '.join(names)}" for m, names in froms.items()]
-    kept = [b for b in bindings if b.keep]
-    if kept:
-        stmt = kept[0].stmt
-        aliases = ", ".join(_code(b.alias).rstrip(",").strip() for b in kept)
-        if isinstance(stmt, cst.ImportFrom) and stmt.module is not None:
-            codes.append(f"from {_dotted(stmt.module)} import {aliases}")
+                item = _Item(f"{name} as {asname}" if asname else name)
+                froms.setdefault(module, _Stmt(module, [])).items.append(item)
+            items.append(item)
+        if b.keep:
+            item = _Item(_alias_text(b.alias))
+            kept.append(item)
+            items.append(item)
+        pending += notes.leading.get(index, [])
+        if items:
+            items[0].leading = pending
+            items[0].trailing = notes.trailing.get(index, [])
+            pending = []
         else:
-            codes.append(f"import {aliases}")
-    return codes
+            pending += notes.trailing.get(index, [])
+    stmts = plain + list(froms.values())
+    if kept:
+        module = stmt.module if isinstance(stmt, cst.ImportFrom) else None
+        stmts.append(_Stmt(_dotted(module) if module is not None else None, kept))
+    pending += notes.closing
+    if stmts:
+        first_from = next((s for s in stmts if s.module is not None), None)
+        if notes.opening is not None and first_from is not None:
+            first_from.opening = notes.opening
+        elif notes.opening is not None:
+            stmts[0].items[0].leading.insert(0, notes.opening)
+        stmts[-1].closing = pending
+    elif pending or notes.opening:
+        # nothing left of the import: its comments stay, on a ``pass``
+        stmts.append(_Stmt(None, [], closing=[*filter(None, [notes.opening]), *pending]))
+    for s in stmts:
+        s.indent, s.multiline = notes.indent, notes.multiline
+    return stmts
+
+
+def _render(stmt: _Stmt) -> str:
+    """Source for one generated import (comment lines above it included)."""
+    if not stmt.items:
+        return "".join(f"{c}\n" for c in stmt.closing) + "pass"
+    if stmt.module is None or not (stmt.multiline or stmt.has_comments()):
+        # no parentheses to hold comments: lines above, the rest at the end of the line
+        above = [c for i in stmt.items for c in i.leading] + stmt.closing
+        after = [c for i in stmt.items for c in i.trailing]
+        if stmt.opening:
+            above.insert(0, stmt.opening)
+        code = stmt.flat() + "".join(f"  {c}" for c in after)
+        return "".join(f"{c}\n" for c in above) + code
+    lines = [f"from {stmt.module} import (" + (f"  {stmt.opening}" if stmt.opening else "")]
+    for item in stmt.items:
+        lines += [f"{stmt.indent}{c}" for c in item.leading]
+        lines.append(f"{stmt.indent}{item.text}," + "".join(f"  {c}" for c in item.trailing))
+    lines += [f"{stmt.indent}{c}" for c in stmt.closing]
+    return "\n".join([*lines, ")"])
 
 
 class _Rewriter(cst.CSTTransformer):
@@ -341,8 +515,17 @@ class _Rewriter(cst.CSTTransformer):
             else:
                 return cst.RemovalSentinel.REMOVE
         lines = [cst.parse_statement(code + "\n") for code in codes]
-        lines[0] = lines[0].with_changes(leading_lines=original_node.leading_lines)
-        lines[0] = lines[0].with_changes(trailing_whitespace=original_node.trailing_whitespace)
+        first = lines[0]
+        leading = [*original_node.leading_lines, *first.leading_lines]
+        trailing = original_node.trailing_whitespace
+        if first.trailing_whitespace.comment is not None:  # the generated line has its own
+            comments = [first.trailing_whitespace.comment.value]
+            if trailing.comment is not None:
+                comments.append(trailing.comment.value)
+            trailing = trailing.with_changes(
+                whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment("  ".join(comments))
+            )
+        lines[0] = first.with_changes(leading_lines=leading, trailing_whitespace=trailing)
         return cst.FlattenSentinel(lines)
 
 
@@ -359,10 +542,11 @@ def migrate_source(source: str) -> MigrationResult:
     imports: dict[cst.CSTNode, list[str]] = {}
     import_changes: list[Change] = []
     for stmt, bindings in by_stmt.items():
-        imports[stmt] = _import_codes(bindings, seen)
-        old = _code(stmt)
-        new = "; ".join(imports[stmt]) or "(removed)"
-        if new != old:
+        stmts = _import_stmts(stmt, bindings, seen)
+        old = _flat(stmt)
+        new = "; ".join(s.flat() for s in stmts if s.items) or "(removed)"
+        if new != old:  # else all of it stays: left as it was written
+            imports[stmt] = [_render(s) for s in stmts]
             import_changes.append(Change(bindings[0].line, old, new))
     code = wrapper.module.visit(_Rewriter(replace, collector.keywords, imports)).code
     all_changes = sorted([*import_changes, *changes, *collector.changes], key=lambda c: c.line)
