@@ -409,3 +409,17 @@ def test_pytorch_hello_pt_job(tmp_path: Path, external: bool) -> None:
     assert {tuple(map(tuple, r["params"])) for r in records} == {
         (("linear.bias", tensor), ("linear.weight", tensor))
     }
+
+
+def test_every_mapped_target_exists() -> None:
+    """Each Ember name the migrator writes can be imported (ember-pt is installed here)."""
+    from ember.migrate.mapping import NAMES, Unmapped, module_of
+
+    for nvflare_name, target in NAMES.items():
+        if isinstance(target, Unmapped):
+            continue
+        module_name, path = module_of(target)
+        value: object = importlib.import_module(module_name)
+        for attr in path.split(".") if path else []:
+            assert hasattr(value, attr), f"{nvflare_name} -> {target}: no {attr}"
+            value = getattr(value, attr)

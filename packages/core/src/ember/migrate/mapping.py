@@ -38,6 +38,14 @@ _CLIENT_MODEL = {
 _META = ("NUM_STEPS_CURRENT_ROUND", "CURRENT_ROUND", "TOTAL_ROUNDS", "JOB_ID", "SITE_NAME")
 _SAME_MODULE = ("nvflare.app_common.np.recipes", "nvflare.app_common.np.recipes.fedavg")
 _PT_RECIPES = ("nvflare.app_opt.pt.recipes", "nvflare.app_opt.pt.recipes.fedavg")
+_PT_MORE = (
+    ("cyclic", "CyclicRecipe"),
+    ("fedeval", "FedEvalRecipe"),
+    ("fedopt", "FedOptRecipe"),
+    ("fedprox", "FedProxRecipe"),
+    ("scaffold", "ScaffoldRecipe"),
+    ("swarm", "SwarmLearningRecipe"),
+)
 
 NAMES: dict[str, Target] = {
     # Client API, its tracking writers and config enums.
@@ -86,6 +94,21 @@ NAMES: dict[str, Target] = {
     "nvflare.app_common.np.constants.NPConstants.NUMPY_KEY": "ember.client:NUMPY_KEY",
     # PyTorch recipes: ember-pt (see docs/migrating-from-nvflare.md).
     **{f"{m}.FedAvgRecipe": "ember_pt.recipes:FedAvgRecipe" for m in _PT_RECIPES},
+    **{
+        f"nvflare.app_opt.pt.recipes{sub}.{cls}": f"ember_pt.recipes:{cls}"
+        for module, cls in _PT_MORE
+        for sub in ("", f".{module}")
+    },
+    "nvflare.app_opt.pt.recipes.FedAvgRecipeWithHE": Unmapped(
+        "Ember has no homomorphic-encryption recipe"
+    ),
+    "nvflare.app_opt.pt.fedproxloss.PTFedProxLoss": "ember_pt.fedprox:PTFedProxLoss",
+    "nvflare.app_opt.pt.scaffold.PTScaffoldHelper": "ember_pt.scaffold:PTScaffoldHelper",
+    "nvflare.app_opt.pt.scaffold.get_lr_values": "ember_pt.scaffold:get_lr_values",
+    "nvflare.app_opt.pt.tensor_downloader.add_tensors": "ember_pt.tensor_downloader:add_tensors",
+    "nvflare.app_opt.pt.tensor_downloader.download_tensors": (
+        "ember_pt.tensor_downloader:download_tensors"
+    ),
 }
 
 # Keyword arguments renamed on calls to these (Ember) targets: {old: new}.
