@@ -1,0 +1,1 @@
+"""Provisioning: the project's certificate authority and participants' certificates."""
