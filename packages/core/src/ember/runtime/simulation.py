@@ -11,16 +11,14 @@ from pathlib import Path
 from types import CodeType
 from typing import Any
 
-from ember.client.link import SERVER, ServerLink, TransportLink
-from ember.client.session import ClientSession
+from ember.client.link import SERVER
 from ember.config import Config, use_config
 from ember.job.definition import JobDefinition
-from ember.plugins.entries import load_target
 from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.logs import NodeLogs, forget_logger_tree
-from ember.runtime.peers import PeerLink
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob, Status
+from ember.runtime.site_runner import build_site_runner
 from ember.runtime.subprocess_site import SubprocessSite
 from ember.runtime.transport import InProcessTransport
 from ember.streaming import FileReceiver, bind_node
@@ -100,58 +98,27 @@ class Simulation:
                 site_endpoint = transport.add_endpoint(
                     site, relay_tensors=app.launch_external_process
                 )
-            site_node = site_endpoint.stream
-            assert site_node is not None
             site_dir = self.workspace / site
             site_logs = NodeLogs(
                 f"ember.job.{self.job_id}.{site}", site_dir, self.log_level, hold_open=False
             )
             self._logs.append(site_logs)
-            link: ServerLink = TransportLink(transport, site)
-            if app.site_workflow is not None:
-                link = load_target(app.site_workflow["target"])(
-                    link,
-                    peers=PeerLink(site, site_endpoint, transport),
-                    site=site,
-                    site_dir=site_dir,
-                    job_dir=self.job_dir,
-                    fetcher=site_node.fetcher,
-                    params_format=app.params_format,
-                    **app.site_workflow.get("args", {}),
+            if code is None and not app.launch_external_process:
+                code = compile_script(script)
+            with use_config(self.config):
+                runner = build_site_runner(
+                    site,
+                    self.job,
+                    self.job_id,
+                    self.job_dir,
+                    site_dir,
+                    transport,
+                    site_endpoint,
+                    poll,
+                    site_logs.logger,
+                    slots,
+                    code,
                 )
-            client_config = {
-                "site_name": site,
-                "job_id": self.job_id,
-                "workspace": str(site_dir),
-                "train_args": app.args,
-                "params_transfer_type": app.params_transfer_type,
-                "client_memory_gc_rounds": app.client_memory_gc_rounds,
-                "params_format": app.params_format,
-            }
-            runner: InProcessSite | SubprocessSite
-            if app.launch_external_process:
-                with use_config(self.config):
-                    runner = SubprocessSite(
-                        site,
-                        self.job_id,
-                        link,
-                        client_config,
-                        script,
-                        app.args,
-                        app.command,
-                        site_dir,
-                        site_dir / "log.txt",
-                        site_logs.logger,
-                        transport,
-                        site_node,
-                        self.job.config,
-                    )
-            else:
-                session = ClientSession(
-                    site, self.job_id, link, client_config, poll, slots, site_logs.logger
-                )
-                code = code or compile_script(script)
-                runner = InProcessSite(session, script, app.args, code, site_node)
             self._site_runners.append(runner)
         for runner in self._site_runners:
             with use_config(self.config):

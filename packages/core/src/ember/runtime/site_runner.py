@@ -1,0 +1,84 @@
+"""Build the runner of one site of a job: its link to the server (wrapped by the job's site
+workflow, if any), its Client API config, and the script in a thread or a subprocess.
+
+SimEnv builds every site of a job in one process; a networked env's client builds its one
+site in the job's process. Both go through :func:`build_site_runner`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from types import CodeType
+from typing import Any
+
+from ember.client.link import ServerLink, TransportLink
+from ember.client.session import ClientSession
+from ember.job.definition import JobDefinition
+from ember.plugins.entries import load_target
+from ember.runtime.inprocess_site import InProcessSite, compile_script
+from ember.runtime.peers import PeerLink
+from ember.runtime.subprocess_site import SubprocessSite
+from ember.runtime.transport import Endpoint
+
+
+def build_site_runner(
+    site: str,
+    job: JobDefinition,
+    job_id: str,
+    job_dir: Path,
+    site_dir: Path,
+    transport: Any,
+    endpoint: Endpoint,
+    poll_interval: float,
+    log: logging.Logger,
+    slots: threading.Semaphore | None = None,
+    code: CodeType | None = None,
+) -> InProcessSite | SubprocessSite:
+    """The runner of ``site``'s script (not started). ``transport`` and ``endpoint`` are the
+    site's messaging API (the endpoint relays tensors when the script has its own process);
+    ``code``: the script compiled once for all in-process sites of this process."""
+    app = job.client
+    script = (job_dir / app.script).resolve()
+    stream = endpoint.stream
+    assert stream is not None
+    link: ServerLink = TransportLink(transport, site)
+    if app.site_workflow is not None:
+        link = load_target(app.site_workflow["target"])(
+            link,
+            peers=PeerLink(site, endpoint, transport),
+            site=site,
+            site_dir=site_dir,
+            job_dir=job_dir,
+            fetcher=stream.fetcher,
+            params_format=app.params_format,
+            **app.site_workflow.get("args", {}),
+        )
+    client_config = {
+        "site_name": site,
+        "job_id": job_id,
+        "workspace": str(site_dir),
+        "train_args": app.args,
+        "params_transfer_type": app.params_transfer_type,
+        "client_memory_gc_rounds": app.client_memory_gc_rounds,
+        "params_format": app.params_format,
+    }
+    if app.launch_external_process:
+        return SubprocessSite(
+            site,
+            job_id,
+            link,
+            client_config,
+            script,
+            app.args,
+            app.command,
+            site_dir,
+            site_dir / "log.txt",
+            log,
+            transport,
+            stream,
+            job.config,
+        )
+    session = ClientSession(site, job_id, link, client_config, poll_interval, slots, log)
+    return InProcessSite(session, script, app.args, code or compile_script(script), stream)
