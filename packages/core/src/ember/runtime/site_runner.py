@@ -76,7 +76,6 @@ def build_site_runner(
             site_dir,
             site_dir / "log.txt",
             log,
-            transport,
             stream,
             job.config,
         )

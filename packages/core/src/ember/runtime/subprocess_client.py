@@ -78,7 +78,7 @@ def connect_from_env() -> ClientSession:
         )
 
     # offered under the site's name: the server asks the site, which asks this process
-    node = StreamNode(site, pull)
+    node = StreamNode(str(hello.get("stream_owner") or site), pull)
 
     def serve(op: str, payload: Any) -> Any:
         if op != "serve" or not isinstance(payload, dict):

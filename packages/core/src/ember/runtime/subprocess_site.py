@@ -46,12 +46,10 @@ class SubprocessSite:
         cwd: Path,
         log_path: Path,
         log: logging.Logger,
-        transport: Any,
         node: StreamNode | None,
         job_config: dict[str, Any],
     ) -> None:
         self.log = log
-        self.transport = transport
         self.node = node
         self.job_config = job_config
         self.channel: Channel | None = None
@@ -140,6 +138,8 @@ class SubprocessSite:
                 conn,
                 {
                     "site": self.site,
+                    # the name the script offers downloads under: this site's node
+                    "stream_owner": self.node.name if self.node is not None else self.site,
                     "job_id": self.job_id,
                     "config": self.config,
                     "job_config": self.job_config,
@@ -175,8 +175,9 @@ class SubprocessSite:
             self.link.log_metrics(payload["records"])
             return True
         if op == "stream":  # the script pulls what another node offers, through this site
-            return self.transport.request(
-                self.site, str(payload["target"]), str(payload["topic"]), payload["payload"]
+            assert self.node is not None
+            return self.node.fetcher.request(
+                str(payload["target"]), str(payload["topic"]), payload["payload"], None
             )
         raise ValueError(f"unknown op {op!r}")
 
