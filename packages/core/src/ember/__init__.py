@@ -16,6 +16,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 if TYPE_CHECKING:
+    from ember.envs.poc import PocEnv
     from ember.envs.run import Run
     from ember.envs.sim import SimEnv
     from ember.recipes.base import Recipe
@@ -24,6 +25,7 @@ _LAZY = {
     "Recipe": "ember.recipes.base",
     "Run": "ember.envs.run",
     "SimEnv": "ember.envs.sim",
+    "PocEnv": "ember.envs.poc",
 }
 
 
@@ -36,4 +38,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["Recipe", "Run", "SimEnv", "__version__"]
+__all__ = ["PocEnv", "Recipe", "Run", "SimEnv", "__version__"]

@@ -58,6 +58,11 @@ def ember_envs() -> list[EnvEntry]:
             "ember.envs.sim:SimEnv",
             description="All sites in one process (threads or subprocesses)",
         ),
+        EnvEntry(
+            "PocEnv",
+            "ember.envs.poc:PocEnv",
+            description="A server and clients as processes on this machine, gRPC + mutual TLS",
+        ),
     ]
 
 
@@ -79,9 +84,15 @@ def ember_cli_commands() -> list[CommandEntry]:
             "simulate", "ember.cli.simulate_cmd:simulate", help="Run an exported job in SimEnv."
         ),
         CommandEntry("migrate-nvflare", "ember.cli.migrate_cmd:migrate", help="Port NVFlare code."),
+        CommandEntry(
+            "poc", "ember.cli.poc_cmd:poc", help="Run a local PoC system (server, clients)."
+        ),
+        CommandEntry("job", "ember.cli.job_cmd:job", help="Submit and follow jobs (admin API)."),
     ]
 
 
 @hookimpl
 def ember_config_settings() -> list[Setting]:
-    return list(CORE_SETTINGS)
+    from ember.system.settings import SYSTEM_SETTINGS
+
+    return [*CORE_SETTINGS, *SYSTEM_SETTINGS]

@@ -117,6 +117,17 @@ class TaskBoard:
         with self._lock:
             return [s.name for s in self.sites.values() if s.alive]
 
+    def wait_sites_done(self, timeout: float) -> bool:
+        """After :meth:`end`: wait until every site has finished its script or is dead."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while any(s.alive for s in self.sites.values()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._ctrl_cond.wait(remaining)
+        return True
+
     def end(self, reason: str, aborted: bool = False) -> None:
         """Stop handing out tasks; every waiting site gets ``END``."""
         with self._lock:

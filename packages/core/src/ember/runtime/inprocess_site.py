@@ -98,6 +98,6 @@ class InProcessSite:
         except Exception:  # the job is already over; nothing is listening
             pass
 
-    def join(self, timeout: float) -> bool:
+    def join(self, timeout: float | None) -> bool:
         self.thread.join(timeout)
         return not self.thread.is_alive()

@@ -200,6 +200,19 @@ class SubprocessSite:
         tail = "\n".join(self.tail)
         self.link.report_failure(f"{reason}; last output:\n{tail}" if tail else reason)
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the script's process to end (and its exit to be reported)."""
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        for thread in self._threads:
+            if thread.name.endswith("_watch"):
+                thread.join(timeout)
+        return True
+
     def stop(self, timeout: float) -> None:
         """Wait for the child to end after the job ended; terminate, then kill, if it will not."""
         self._stopping = True

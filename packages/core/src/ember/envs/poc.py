@@ -1,0 +1,130 @@
+"""``PocEnv``: the job runs on a real server and real clients on this machine, over gRPC
+with mutual TLS, submitted through the admin API.
+
+``recipe.execute(PocEnv(num_clients=2))`` prepares the PoC workspace if there is none
+(``ember poc prepare``), starts its daemons if they are not running (``ember poc start``),
+exports the job and submits it as the workspace's admin. The returned :class:`PocRun`
+follows the job on the server; ``get_result`` waits for the end and downloads the result.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ember.envs.run import RunTimeout
+from ember.system import daemon
+from ember.system.admin import AdminClient
+from ember.system.jobstore import FINISHED
+from ember.system.poc import DEFAULT_WORKSPACE, PocError, PocWorkspace, client_names, prepare
+
+if TYPE_CHECKING:
+    from ember.recipes.base import Recipe
+
+
+def start_workspace(ws: PocWorkspace) -> None:
+    """Start the server, then every client, unless they run already."""
+    daemon.start("server", ws.server.folder)
+    for kit in ws.clients:
+        daemon.start("client", kit.folder)
+
+
+def stop_workspace(ws: PocWorkspace) -> list[str]:
+    """Stop every daemon of the workspace (clients first); the names of those that ran."""
+    stopped = [k.name for k in ws.clients if daemon.stop(k.folder)]
+    if daemon.stop(ws.server.folder):
+        stopped.append(ws.server.name)
+    return stopped
+
+
+class PocRun:
+    """A job submitted to a PoC (or any) server."""
+
+    def __init__(self, admin: AdminClient, job_id: str, result_dir: Path) -> None:
+        self.admin = admin
+        self.job_id = job_id
+        self.result_dir = result_dir
+        self._record: dict[str, Any] = {}
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def _refresh(self, wait: float = 0.0) -> dict[str, Any]:
+        if self._record.get("status") not in FINISHED:
+            self._record = self.admin.status(self.job_id, wait=wait)
+        return self._record
+
+    def get_status(self) -> str:
+        return str(self._refresh()["status"])
+
+    def get_message(self) -> str:
+        """Why the job failed or was aborted; empty when it completed."""
+        return str(self._refresh().get("message", ""))
+
+    def get_result(self, timeout: float | None = None) -> str:
+        """Wait for the job to finish, download its result; returns the result folder."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._refresh().get("status") not in FINISHED:
+            remaining = 60.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunTimeout(
+                    f"job {self.job_id} did not finish within {timeout}s "
+                    f"(status {self._record.get('status')})"
+                )
+            self._refresh(wait=min(remaining, 60.0))  # the server answers when it ends
+        if not (self.result_dir / "server").is_dir():
+            self.admin.download(self.job_id, self.result_dir)
+        return str(self.result_dir)
+
+    def abort(self) -> None:
+        self._record = self.admin.abort(self.job_id)
+
+
+class PocEnv:
+    """Run jobs on a local proof-of-concept system: a server and ``num_clients`` clients
+    (``site-1`` ...) or the named ``clients``, each its own process, over mutual TLS.
+
+    ``workspace``: the PoC workspace (default ``/tmp/ember/poc``); an existing one is used as
+    it is (its clients must include the ones asked for). Results are downloaded to
+    ``<workspace>/results/<job name>-<job id>/``.
+    """
+
+    def __init__(
+        self,
+        num_clients: int = 2,
+        clients: list[str] | None = None,
+        workspace: str | Path | None = None,
+    ) -> None:
+        self.names = client_names(num_clients, clients)
+        self.workspace = Path(workspace or DEFAULT_WORKSPACE).expanduser().resolve()
+
+    def system(self) -> PocWorkspace:
+        """The prepared workspace (made now if missing), with its daemons running."""
+        try:
+            ws = PocWorkspace.load(self.workspace)
+        except PocError:
+            ws = prepare(self.workspace, clients=self.names)
+        missing = sorted(set(self.names) - {k.name for k in ws.clients})
+        if missing:
+            raise PocError(
+                f"the PoC workspace {ws.root} has clients {[k.name for k in ws.clients]}, not "
+                f"{missing}; prepare it again (`ember poc clean` then "
+                f"`ember poc prepare --clients {','.join(self.names)}`)"
+            )
+        start_workspace(ws)
+        return ws
+
+    def deploy(self, recipe: Recipe) -> PocRun:
+        ws = self.system()
+        tmp = Path(tempfile.mkdtemp(prefix="ember-poc-job-"))
+        try:
+            job_dir = recipe.export(tmp / recipe.name)
+            admin = AdminClient(ws.admin).connect()
+            record = admin.submit(job_dir, sites=self.names)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        result = ws.root / "results" / f"{recipe.name}-{record['id']}"
+        return PocRun(admin, str(record["id"]), result)

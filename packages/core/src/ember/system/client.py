@@ -1,0 +1,145 @@
+"""The client daemon: one site's standing connection to the server.
+
+It dials out (a site opens no port), takes job deployments — downloads the job's files and
+starts the job's process (:mod:`ember.system.client_job_process`), one per job — aborts
+jobs, and answers for their logs. Connection loss is the net layer's business: the node
+reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ember.config import get_setting
+from ember.runtime.logs import NodeLogs
+from ember.system.archive import temp_zip, unpack
+from ember.system.client_job_process import job_root
+from ember.system.kit import Kit
+
+SERVER = "server"
+
+
+class ClientDaemon:
+    """One site of a project."""
+
+    def __init__(self, folder: Path) -> None:
+        self.kit = Kit.load(folder)
+        if self.kit.kind != "client":
+            raise ValueError(f"{folder} holds a {self.kit.kind} kit, not a client kit")
+        self.site = self.kit.name
+        self.logs = NodeLogs(f"ember.client.{self.site}", self.kit.folder, logging.INFO)
+        self.log = self.logs.logger
+        self._lock = threading.Lock()
+        self._jobs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, timeout: float) -> None:
+        """Connect to the server (raises ConnectError after ``timeout``)."""
+        from ember.net import NetNode, NetTransport
+
+        self.node = NetNode(self.site, self.kit.address, self.kit.tls, server_name=self.kit.host)
+        self.transport = NetTransport(self.node)
+        self.endpoint = self.transport.add_endpoint(self.site)
+        self.endpoint.register_handler("job.deploy", self._deploy)
+        self.endpoint.register_handler("job.abort", self._abort)
+        self.endpoint.register_handler("job.logs", self._logs)
+        self.node.start(timeout)
+        self.log.info("client %s connected to %s", self.site, self.kit.address)
+
+    def stop(self) -> None:
+        with self._lock:
+            jobs = dict(self._jobs)
+        for job_id, proc in jobs.items():
+            self._kill(job_id, proc)
+        self.transport.close()
+        self.node.close()
+        self.logs.close()
+
+    def _deploy(self, sender: str, payload: Any) -> dict[str, Any]:
+        if sender != SERVER or not isinstance(payload, dict):
+            raise ValueError(f"{sender} cannot deploy jobs here")
+        job_id = str(payload["job_id"])
+        root = job_root(self.kit.folder, job_id)
+        if root.exists():
+            shutil.rmtree(root)
+        tmp = temp_zip(f"ember-deploy-{job_id}-")
+        try:
+            assert self.endpoint.stream is not None
+            self.endpoint.stream.fetcher.download_file(
+                str(payload["owner"]), str(payload["ref"]), tmp
+            )
+            unpack(tmp, root / "job")
+        finally:
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+        workspace = root / "workspace"
+        workspace.mkdir(parents=True, exist_ok=True)
+        with open(workspace / "process.log", "ab") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "ember.system.client_job_process",
+                    str(self.kit.folder),
+                    job_id,
+                    str(os.getpid()),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # abort kills the job's process group: its scripts too
+            )
+        with self._lock:
+            self._jobs[job_id] = proc
+        threading.Thread(
+            target=self._watch, args=(job_id, proc), name=f"ember-job-{job_id}", daemon=True
+        ).start()
+        self.log.info("job %s: process %d started", job_id, proc.pid)
+        return {"pid": proc.pid}
+
+    def _watch(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
+        code = proc.wait()
+        with self._lock:
+            self._jobs.pop(job_id, None)
+        self.log.info("job %s: process ended with code %d", job_id, code)
+
+    def _kill(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(float(get_setting("system.stop_timeout")))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def _abort(self, sender: str, payload: Any) -> bool:
+        if sender != SERVER or not isinstance(payload, dict):
+            raise ValueError(f"{sender} cannot abort jobs here")
+        with self._lock:
+            proc = self._jobs.get(str(payload.get("job_id")))
+        if proc is None:
+            return False
+        threading.Thread(
+            target=self._kill, args=(str(payload["job_id"]), proc), daemon=True
+        ).start()
+        return True
+
+    def _logs(self, sender: str, payload: Any) -> dict[str, str]:
+        if sender != SERVER or not isinstance(payload, dict):
+            raise ValueError(f"{sender} cannot read logs here")
+        workspace = job_root(self.kit.folder, str(payload.get("job_id"))) / "workspace"
+        parts = []
+        for name in ("log.txt", "process.log"):
+            path = workspace / name
+            if path.is_file():
+                parts.append(
+                    f"==> {name} <==\n{path.read_text(encoding='utf-8', errors='replace')}"
+                )
+        return {"text": "\n".join(parts)}

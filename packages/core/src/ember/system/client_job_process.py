@@ -1,0 +1,75 @@
+"""A job's site side in its own process: ``python -m ember.system.client_job_process
+CLIENT_FOLDER JOB_ID``.
+
+It connects to the server's hub as ``<site>.job.<id>`` with the site's certificate and runs
+the site's training script exactly as SimEnv does (in a thread, or in its own process with
+``launch_external_process``), talking to the job's server process. It ends when the job
+does, and with its daemon: if the client daemon dies, the job's processes go too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ember.config import Config, get_setting, use_process_config
+from ember.job.definition import JobDefinition
+from ember.runtime.logs import NodeLogs
+from ember.runtime.site_runner import build_site_runner
+from ember.system.kit import Kit
+from ember.system.lifeline import watch_parent
+from ember.system.scoped import JobTransport, net_name
+
+
+def job_root(folder: Path, job_id: str) -> Path:
+    """Where a client keeps one job: ``job/`` (its files) and ``workspace/`` (its outputs)."""
+    return folder / "jobs" / job_id
+
+
+def run(folder: Path, job_id: str) -> int:
+    kit = Kit.load(folder)
+    site = kit.name
+    root = job_root(kit.folder, job_id)
+    job = JobDefinition.from_dir(root / "job")
+    use_process_config(Config(job.config))
+    site_dir = root / "workspace"
+    logs = NodeLogs(f"ember.job.{job_id}.{site}", site_dir, logging.INFO)
+
+    from ember.net import NetNode, NetTransport
+
+    node = NetNode(net_name(site, job_id), kit.address, kit.tls, server_name=kit.host)
+    node.start(float(get_setting("system.start_timeout")))
+    transport = NetTransport(node)
+    jobs = JobTransport(transport, job_id)
+    endpoint = jobs.add_endpoint(site, relay_tensors=job.client.launch_external_process)
+    runner = build_site_runner(
+        site,
+        job,
+        job_id,
+        root / "job",
+        site_dir,
+        jobs,
+        endpoint,  # type: ignore[arg-type]
+        float(get_setting("runtime.task_poll_interval")),
+        logs.logger,
+    )
+    try:
+        runner.start()
+        runner.join(None)
+    finally:
+        logs.close()
+        transport.close()
+        node.close()
+    return 0
+
+
+def main() -> None:
+    folder, job_id = sys.argv[1], sys.argv[2]
+    watch_parent(int(sys.argv[3]) if len(sys.argv) > 3 else os.getppid())
+    sys.exit(run(Path(folder), job_id))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,445 @@
+"""The server daemon: the hub every participant dials, the job store, the scheduler and the
+admin API.
+
+Jobs queue in the store; a job starts when the sites it needs are connected and fewer than
+``system.max_running_jobs`` run. Each job's server side runs in its own process
+(:mod:`ember.system.server_job_process`) and each site's in a process its client daemon
+starts, so a crashed job cannot take the daemon down: the daemon sees the process end and
+fails the job with the reason. Admin commands arrive as requests from ``admin:<name>:*``
+nodes, authenticated by the admin's certificate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ember.config import get_setting
+from ember.job.definition import JobDefinition, JobDefinitionError
+from ember.runtime.logs import NodeLogs
+from ember.system import jobstore
+from ember.system.archive import pack, temp_zip, unpack
+from ember.system.jobstore import JobRecord, JobStore
+from ember.system.kit import Kit
+from ember.system.scoped import net_name, split_job_name
+
+SERVER = "server"
+ADMIN_PREFIX = "admin:"
+
+
+class AdminError(RuntimeError):
+    """An admin command cannot be done (unknown job, wrong state, ...); its message says why."""
+
+
+class ServerDaemon:
+    """One project's server."""
+
+    def __init__(self, folder: Path) -> None:
+        self.kit = Kit.load(folder)
+        if self.kit.kind != "server":
+            raise AdminError(f"{folder} holds a {self.kit.kind} kit, not a server kit")
+        self.logs = NodeLogs("ember.server", self.kit.folder, logging.INFO)
+        self.log = self.logs.logger
+        self.store = JobStore(self.kit.folder)
+        self._cond = threading.Condition()
+        self._sites: set[str] = set()  # connected client daemons
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._reported: dict[str, tuple[str, str]] = {}
+        self._job_nodes: set[str] = set()  # connected job processes
+        self._stopping = False
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ember-server")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        from ember.net import Hub, NetTransport
+
+        for job_id in self.store.fail_unfinished("the server stopped while the job ran"):
+            self.log.warning("job %s was running when the server stopped: marked failed", job_id)
+        self.hub = Hub(SERVER, f"{self.kit.host}:{self.kit.port}", self.kit.tls, self._authorize)
+        self.hub.on_connect = self._connected
+        self.hub.on_disconnect = self._disconnected
+        self.transport = NetTransport(self.hub.local)
+        self.endpoint = self.transport.add_endpoint(SERVER)
+        handlers = {
+            "job.finished": self._job_finished,
+            "admin.submit": self._submit,
+            "admin.list": self._list,
+            "admin.status": self._status,
+            "admin.abort": self._abort,
+            "admin.download": self._download,
+            "admin.logs": self._logs,
+            "admin.system": self._system,
+        }
+        for topic, handler in handlers.items():
+            self.endpoint.register_handler(topic, self._guarded(topic, handler))
+        self.hub.start()
+        self._scheduler = threading.Thread(
+            target=self._schedule, name="ember-scheduler", daemon=True
+        )
+        self._scheduler.start()
+        self.log.info("server %s listening on %s", self.kit.project, self.kit.address)
+
+    def stop(self) -> None:
+        """Abort running jobs (their processes end), stop listening, close the store."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            procs = dict(self._procs)
+        for job_id, proc in procs.items():
+            self._terminate(job_id, proc, "the server stopped")
+        self.hub.stop(1.0)
+        self.transport.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+        self.logs.close()
+
+    # -- identities -----------------------------------------------------------------------------
+    def _authorize(self, common_name: str | None, requested: str) -> str | None:
+        """Which node names a certificate may take: the server's own certificate its job
+        processes, a site its name and its job processes, an admin ``admin:<name>:*``."""
+        if not common_name:
+            return "no client certificate"
+        if common_name == self.kit.host:
+            parts = split_job_name(requested)
+            if parts is not None and parts[0] == SERVER:
+                return None
+            return f"the server's certificate may only connect job processes, not {requested!r}"
+        if requested.startswith(ADMIN_PREFIX):
+            if requested.startswith(f"{ADMIN_PREFIX}{common_name}:"):
+                return None
+            return f"certificate {common_name!r} cannot act as admin {requested!r}"
+        parts = split_job_name(requested)
+        if requested == common_name or (parts is not None and parts[0] == common_name):
+            return None
+        return f"certificate of {common_name!r} cannot connect as {requested!r}"
+
+    def _connected(self, name: str) -> None:
+        with self._cond:
+            if split_job_name(name) is None and not name.startswith(ADMIN_PREFIX):
+                self._sites.add(name)
+                self.log.info("client %s connected", name)
+            elif split_job_name(name) is not None:
+                self._job_nodes.add(name)
+            self._cond.notify_all()
+
+    def _disconnected(self, name: str, reason: str) -> None:
+        parts = split_job_name(name)
+        with self._cond:
+            self._sites.discard(name)
+            self._job_nodes.discard(name)
+            self._cond.notify_all()
+        if parts is None:
+            if not name.startswith(ADMIN_PREFIX):
+                self.log.warning("client %s disconnected: %s", name, reason)
+            return
+        site, job_id = parts
+        record = self.store.get(job_id)
+        if site == SERVER or record is None or record.status != jobstore.RUNNING:
+            return
+        self.log.warning("job %s: %s's job process disconnected: %s", job_id, site, reason)
+        try:  # the job's server process counts the site out (if it still runs)
+            self.transport.request(
+                SERVER,
+                net_name(SERVER, job_id),
+                "job.site_lost",
+                {"site": site, "reason": f"{site}'s job process disconnected ({reason})"},
+                10.0,
+            )
+        except Exception as exc:
+            self.log.info("job %s: could not tell its server process: %s", job_id, exc)
+
+    def _guarded(self, topic: str, handler: Any) -> Any:
+        def call(sender: str, payload: Any) -> Any:
+            if topic.startswith("admin.") and not sender.startswith(ADMIN_PREFIX):
+                raise AdminError(f"{sender} is not an admin; {topic} is refused")
+            return handler(sender, payload if isinstance(payload, dict) else {})
+
+        return call
+
+    # -- scheduling -----------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        while True:
+            with self._cond:
+                job = None
+                while not self._stopping:
+                    job = self._startable()
+                    if job is not None:
+                        break
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                assert job is not None
+                sites = job.sites or sorted(self._sites)
+                self.store.set_status(job.id, jobstore.RUNNING)
+                self._procs[job.id] = self._spawn(job.id, sites)
+            self._pool.submit(self._launch, job, sites)
+
+    def _startable(self) -> JobRecord | None:
+        """The oldest queued job whose sites are connected, if a slot is free."""
+        if len(self._procs) >= int(get_setting("system.max_running_jobs")):
+            return None
+        for job in self.store.list(jobstore.SUBMITTED):
+            if job.sites and set(job.sites) <= self._sites:
+                return job
+            if not job.sites and len(self._sites) >= job.min_clients:
+                return job
+        return None
+
+    def _spawn(self, job_id: str, sites: list[str]) -> subprocess.Popen[bytes]:
+        self.store.set_sites(job_id, sites)
+        workspace = self.store.workspace(job_id)
+        workspace.mkdir(parents=True, exist_ok=True)
+        with open(workspace / "server_process.log", "ab") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "ember.system.server_job_process",
+                    str(self.kit.folder),
+                    job_id,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.log.info("job %s: server process %d started for %s", job_id, proc.pid, sites)
+        threading.Thread(
+            target=self._watch, args=(job_id, proc), name=f"ember-watch-{job_id}", daemon=True
+        ).start()
+        return proc
+
+    def _launch(self, job: JobRecord, sites: list[str]) -> None:
+        """Wait for the job's server process to connect, then deploy the job to its sites."""
+        node = net_name(SERVER, job.id)
+        deadline = time.monotonic() + float(get_setting("system.start_timeout"))
+        with self._cond:
+            while node not in self._job_nodes and job.id in self._procs:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            ready = node in self._job_nodes
+        if not ready:
+            self._fail_start(
+                job.id, "the job's server process did not connect within system.start_timeout"
+            )
+            return
+        tmp = temp_zip(f"ember-job-{job.id}-")
+        try:
+            archive = pack(self.store.job_dir(job.id), tmp)
+            assert self.endpoint.stream is not None
+            ref = self.endpoint.stream.downloader.add_file(
+                archive, receivers=len(sites), timeout=float(get_setting("system.deploy_timeout"))
+            )
+            payload = {"job_id": job.id, "owner": SERVER, "ref": ref}
+            futures = {
+                site: self._pool.submit(
+                    self.transport.request,
+                    SERVER,
+                    site,
+                    "job.deploy",
+                    payload,
+                    float(get_setting("system.deploy_timeout")),
+                )
+                for site in sites
+            }
+            problems = []
+            for site, future in futures.items():
+                try:
+                    future.result()
+                except Exception as exc:
+                    problems.append(f"{site}: {exc}")
+            if problems:
+                self._fail_start(job.id, "sites could not start the job: " + "; ".join(problems))
+            else:
+                self.log.info("job %s deployed to %s", job.id, sites)
+        finally:
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+
+    def _fail_start(self, job_id: str, reason: str) -> None:
+        self.log.error("job %s: %s", job_id, reason)
+        with self._cond:
+            self._reported[job_id] = (jobstore.FAILED, reason)
+            proc = self._procs.get(job_id)
+        if proc is not None:
+            self._terminate(job_id, proc, reason)
+
+    def _watch(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
+        code = proc.wait()
+        with self._cond:
+            status, message = self._reported.pop(job_id, (None, ""))
+            self._procs.pop(job_id, None)
+        if status is None:
+            how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            status = jobstore.FAILED
+            message = (
+                f"the job's server process ended ({how}) without reporting an outcome; see "
+                f"jobs/{job_id}/workspace/server_process.log"
+            )
+        self.store.set_status(job_id, status, message)
+        self.log.info("job %s ended %s %s", job_id, status, message)
+        record = self.store.get(job_id)
+        for site in record.sites if record else []:
+            # leftovers (a site still running a script) stop; a gone site has nothing left
+            with contextlib.suppress(Exception):
+                self.transport.request(SERVER, site, "job.abort", {"job_id": job_id}, 10.0)
+        with self._cond:
+            self._cond.notify_all()
+
+    def _terminate(self, job_id: str, proc: subprocess.Popen[bytes], reason: str) -> None:
+        """Ask the job's server process to abort; kill its process group if it lingers."""
+        with contextlib.suppress(Exception):  # not connected (yet, or any more)
+            self.transport.request(
+                SERVER, net_name(SERVER, job_id), "job.abort", {"reason": reason}, 5.0
+            )
+        try:
+            proc.wait(float(get_setting("system.stop_timeout")))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    # -- handlers -------------------------------------------------------------------------------
+    def _job_finished(self, sender: str, payload: dict[str, Any]) -> bool:
+        job_id = str(payload.get("job_id"))
+        if sender != net_name(SERVER, job_id):
+            raise AdminError(f"{sender} cannot report the outcome of job {job_id}")
+        with self._cond:
+            self._reported.setdefault(
+                job_id, (str(payload.get("status")), str(payload.get("message") or ""))
+            )
+        return True
+
+    def _record(self, payload: dict[str, Any]) -> JobRecord:
+        job_id = str(payload.get("job_id", ""))
+        record = self.store.get(job_id)
+        if record is None:
+            raise AdminError(f"no job {job_id!r} on this server (see `ember job list`)")
+        return record
+
+    def _submit(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
+        admin = sender.split(":")[1]
+        tmp = temp_zip("ember-submit-")
+        try:
+            assert self.endpoint.stream is not None
+            self.endpoint.stream.fetcher.download_file(
+                str(payload["owner"]), str(payload["ref"]), tmp
+            )
+            folder = unpack(tmp, tmp.parent / "job")
+            try:
+                job = JobDefinition.from_dir(folder)
+            except JobDefinitionError as exc:
+                raise AdminError(f"the submitted folder is not a job: {exc}") from None
+            sites = [str(s) for s in payload.get("sites") or []]
+            if sites and len(sites) < job.min_clients:
+                raise AdminError(
+                    f"job {job.name!r} needs min_clients={job.min_clients} sites, "
+                    f"{len(sites)} named: {sites}"
+                )
+            record = self.store.add(job.name, admin, sites, job.min_clients)
+            dest = self.store.job_dir(record.id)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(folder), dest)
+        finally:
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+        self.log.info(
+            "job %s (%s) submitted by %s for %s",
+            record.id,
+            job.name,
+            admin,
+            sites or "every connected site",
+        )
+        with self._cond:
+            self._cond.notify_all()
+        return record.describe()
+
+    def _list(self, sender: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        return [j.describe() for j in self.store.list()]
+
+    def _status(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The job's record; with ``wait`` seconds, once it finished or the wait is over."""
+        record = self._record(payload)
+        deadline = time.monotonic() + float(payload.get("wait") or 0.0)
+        with self._cond:
+            while record.status not in jobstore.FINISHED:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    break
+                self._cond.wait(remaining)
+                record = self._record(payload)
+        return self._with_progress(record)
+
+    def _with_progress(self, record: JobRecord) -> dict[str, Any]:
+        info = record.describe()
+        rounds = self.store.workspace(record.id) / SERVER / "round_metrics.jsonl"
+        if rounds.is_file():
+            info["rounds_completed"] = len(rounds.read_text(encoding="utf-8").splitlines())
+        return info
+
+    def _abort(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
+        record = self._record(payload)
+        admin = sender.split(":")[1]
+        reason = f"aborted by {admin}"
+        if record.status == jobstore.SUBMITTED:
+            self.store.set_status(record.id, jobstore.ABORTED, reason + " before it started")
+        elif record.status == jobstore.RUNNING:
+            with self._cond:
+                proc = self._procs.get(record.id)
+                self._reported.setdefault(record.id, (jobstore.ABORTED, reason))
+            if proc is not None:
+                self._terminate(record.id, proc, reason)
+        with self._cond:
+            self._cond.notify_all()
+        return self._record(payload).describe()
+
+    def _download(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
+        record = self._record(payload)
+        workspace = self.store.workspace(record.id)
+        if not workspace.is_dir():
+            raise AdminError(f"job {record.id} has no results yet (it is {record.status})")
+        archive = pack(workspace, self.kit.folder / "downloads" / f"{record.id}.zip")
+        assert self.endpoint.stream is not None
+        ref = self.endpoint.stream.downloader.add_file(archive, receivers=1)
+        return {"owner": SERVER, "ref": ref, "job": record.describe()}
+
+    def _logs(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
+        record = self._record(payload)
+        site = payload.get("site")
+        if not site:
+            path = self.store.workspace(record.id) / SERVER / "log.txt"
+            return {
+                "site": SERVER,
+                "text": path.read_text(encoding="utf-8") if path.is_file() else "",
+            }
+        if site not in record.sites:
+            raise AdminError(f"job {record.id} ran on {record.sites}, not on {site!r}")
+        reply = self.transport.request(
+            SERVER,
+            str(site),
+            "job.logs",
+            {"job_id": record.id},
+            float(get_setting("system.admin_timeout")),
+        )
+        return {"site": site, "text": str(reply.get("text", ""))}
+
+    def _system(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
+        with self._cond:
+            clients = sorted(self._sites)
+            running = sorted(self._procs)
+        return {
+            "project": self.kit.project,
+            "address": self.kit.address,
+            "clients": clients,
+            "running_jobs": running,
+            "queued_jobs": [j.id for j in self.store.list(jobstore.SUBMITTED)],
+        }

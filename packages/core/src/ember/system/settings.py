@@ -1,0 +1,57 @@
+"""Settings of a running Ember system (server and client daemons, admin API)."""
+
+from __future__ import annotations
+
+from ember.config.setting import Setting
+
+SYSTEM_SETTINGS: list[Setting] = [
+    Setting(
+        name="system.start_timeout",
+        type=float,
+        default=60.0,
+        unit="seconds",
+        bounds="How long `ember poc start` (and PocEnv) waits for a daemon to be up: the server "
+        "listening, a client connected. Past it the start fails with the daemon's log tail.",
+        advice="Raise it on slow or loaded machines.",
+        minimum=0.1,
+    ),
+    Setting(
+        name="system.stop_timeout",
+        type=float,
+        default=20.0,
+        unit="seconds",
+        bounds="How long a stop waits for a daemon (or a job process) after SIGTERM before it is "
+        "killed with its whole process group.",
+        advice="Raise it when scripts need longer to clean up.",
+        minimum=0.1,
+    ),
+    Setting(
+        name="system.max_running_jobs",
+        type=int,
+        default=4,
+        unit="jobs",
+        bounds="How many jobs the server runs at once; later submissions wait in the queue.",
+        advice="Lower it to 1 to run jobs strictly one after another.",
+        minimum=1,
+    ),
+    Setting(
+        name="system.deploy_timeout",
+        type=float,
+        default=300.0,
+        unit="seconds",
+        bounds="How long the server waits for a client to take a job (download its files and "
+        "start its process); a client past it fails the job's start with its name.",
+        advice="Raise it for jobs that carry very large files to slow sites.",
+        minimum=0.1,
+    ),
+    Setting(
+        name="system.admin_timeout",
+        type=float,
+        default=60.0,
+        unit="seconds",
+        bounds="How long an admin command (submit, status, abort, download...) waits for the "
+        "server's answer.",
+        advice="Raise it for submissions and downloads of very large jobs over slow links.",
+        minimum=0.1,
+    ),
+]
