@@ -161,4 +161,82 @@ CORE_SETTINGS: list[Setting] = [
         advice="Set it for very large models when sites must be freed early, on a disk with "
         "room for one model per site.",
     ),
+    Setting(
+        name="net.connect_timeout",
+        type=float,
+        default=30.0,
+        unit="seconds",
+        bounds="How long a node tries to reach and register with its hub when it starts (an "
+        "unreachable hub is tried again with backoff meanwhile), how long one reconnect "
+        "attempt may take, and how long a request made while the node is reconnecting waits "
+        "for the connection before failing.",
+        advice="Raise it when sites may start well before the server; lower it to fail fast "
+        "in tests.",
+        minimum=0.001,
+    ),
+    Setting(
+        name="net.heartbeat_interval",
+        type=float,
+        default=15.0,
+        unit="seconds",
+        bounds="A connection on which nothing arrived for this long is declared dead and "
+        "closed: requests waiting on it fail and the node reconnects. Each side pings every "
+        "third of it, so a live idle connection is never silent that long.",
+        advice="Lower it to notice dead peers sooner (more pings); raise it on links that "
+        "stall for long stretches.",
+        minimum=0.01,
+    ),
+    Setting(
+        name="net.reconnect_backoff_min",
+        type=float,
+        default=0.1,
+        unit="seconds",
+        bounds="The first wait before a node dials its hub again after losing it; each failed "
+        "attempt doubles the wait, up to net.reconnect_backoff_max.",
+        advice="Rarely changed.",
+        minimum=0.001,
+    ),
+    Setting(
+        name="net.reconnect_backoff_max",
+        type=float,
+        default=10.0,
+        unit="seconds",
+        bounds="The longest wait between a node's attempts to reach its hub again.",
+        advice="Raise it for thousands of nodes, so a restarted server is not hit by all of "
+        "them at once; lower it for faster recovery of a few.",
+        minimum=0.001,
+    ),
+    Setting(
+        name="net.fragment_size",
+        type=int,
+        default=4 << 20,
+        unit="bytes",
+        bounds="The largest gRPC message: a larger frame is sent in several fragments and "
+        "reassembled (message sizes are otherwise unlimited). Fragments of different "
+        "messages take turns on a connection, so small messages never wait behind a large "
+        "one for more than a fragment.",
+        advice="Keep it above streaming.chunk_size, so a chunk travels in one message without "
+        "a copy; lower it on slow links where heartbeats must not wait long.",
+        minimum=16 * 1024,
+    ),
+    Setting(
+        name="net.handler_threads",
+        type=int,
+        default=256,
+        unit="threads",
+        bounds="How many requests a node (or the hub) handles at once; more wait in a queue. "
+        "A long-polling request (a site waiting for its next task) holds one while it waits.",
+        advice="Raise it on a server with more sites than this (each polls for tasks).",
+        minimum=1,
+    ),
+    Setting(
+        name="net.hub_max_connections",
+        type=int,
+        default=4096,
+        unit="connections",
+        bounds="How many nodes a hub serves at once (each connection holds a thread); more "
+        "are refused with a clear error.",
+        advice="Raise it for very large federations.",
+        minimum=1,
+    ),
 ]

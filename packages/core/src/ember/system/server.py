@@ -115,9 +115,12 @@ class ServerDaemon:
                 return None
             return f"the server's certificate may only connect job processes, not {requested!r}"
         if requested.startswith(ADMIN_PREFIX):
-            if requested.startswith(f"{ADMIN_PREFIX}{common_name}:"):
+            # admins are named by e-mail; site names cannot hold '@'
+            if "@" in common_name and requested.startswith(f"{ADMIN_PREFIX}{common_name}:"):
                 return None
-            return f"certificate {common_name!r} cannot act as admin {requested!r}"
+            return f"certificate {common_name!r} is not an admin's; admin commands are refused"
+        if "@" in common_name:
+            return f"an admin's certificate ({common_name}) cannot connect as {requested!r}"
         parts = split_job_name(requested)
         if requested == common_name or (parts is not None and parts[0] == common_name):
             return None
