@@ -188,6 +188,16 @@ def test_num_threads_limits_concurrency_and_completes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(global_model(run.get_result()), INITIAL + 3)
 
 
+def test_sites_waiting_for_a_slot_pull_their_model_once_they_have_it(tmp_path: Path) -> None:
+    # every array streamed: a waiting site holds references, pulled once it may work
+    recipe = numpy_recipe(train_args="--noise")
+    recipe.set_config("streaming.min_tensor_bytes", 1)
+    capped = run_sim(recipe, tmp_path / "capped", num_clients=4, num_threads=1)
+    assert capped.get_status() == COMPLETED, capped.get_message()
+    free = run_sim(numpy_recipe(train_args="--noise"), tmp_path / "free", num_clients=4)
+    assert global_model(capped.get_result()).tobytes() == global_model(free.get_result()).tobytes()
+
+
 def test_export_then_ember_simulate(tmp_path: Path) -> None:
     job_dir = numpy_recipe().export(tmp_path / "exported")
     assert json.loads((job_dir / "job.json").read_text())["name"] == "test-job"

@@ -13,6 +13,7 @@ from ember.client.formats import NUMPY, Converter, get_converter
 from ember.client.link import ServerLink
 from ember.client.model import FLModel, ParamsType
 from ember.runtime.messages import MetricRecord, Task, TaskName, TaskResult
+from ember.streaming.lazy import resolve_deferred
 
 
 class ClientAPIError(RuntimeError):
@@ -76,6 +77,11 @@ class ClientSession:
                 round_ = got.data.current_round if got.data is not None else None
                 self.logger.info("received task %s (round %s)", got.name, round_)
                 self._acquire_slot()
+                if got.data is not None:
+                    # a site that waits for a work slot receives references: the data is
+                    # pulled now that it may work, so waiting sites hold no model copies
+                    got.data.params = resolve_deferred(got.data.params)
+                    got.data.meta = resolve_deferred(got.data.meta)
                 return got
         return None
 

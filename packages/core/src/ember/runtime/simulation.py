@@ -95,8 +95,12 @@ class Simulation:
         code: CodeType | None = None
         for site in self.sites:
             with use_config(self.config):
+                # with a cap on sites at work, a site pulls its task's data once it has a
+                # slot (ClientSession), not as the task arrives
                 site_endpoint = transport.add_endpoint(
-                    site, relay_tensors=app.launch_external_process
+                    site,
+                    lazy_tensors=slots is not None and not app.launch_external_process,
+                    relay_tensors=app.launch_external_process,
                 )
             site_dir = self.workspace / site
             site_logs = NodeLogs(

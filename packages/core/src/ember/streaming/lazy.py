@@ -166,6 +166,17 @@ def release_all(params: dict[str, Any] | None) -> None:
             value.release()
 
 
+def resolve_deferred(value: Any) -> Any:
+    """``value`` (dicts, lists and tuples of it) with every deferred tensor pulled now."""
+    if isinstance(value, DeferredTensor):
+        return value.fetch(keep=False)
+    if isinstance(value, dict):
+        return {k: resolve_deferred(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(resolve_deferred(v) for v in value)
+    return value
+
+
 def offload(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Pull every lazy tensor of ``params`` into a safetensors file under ``folder`` now."""
     out: dict[str, Any] = {}
