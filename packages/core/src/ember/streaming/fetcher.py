@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +47,8 @@ class Fetcher:
     ) -> None:
         self.node = node
         self.request = request
+        self._stats: dict[str, list[Any]] = {}
+        self._stats_lock = threading.Lock()
         self.local = local
         self.chunk_size = chunk_size
         self.per_request_timeout = per_request_timeout
@@ -122,15 +126,31 @@ class Fetcher:
     ) -> int:
         """Pull a whole item, giving each chunk to ``sink(offset, data)``; returns its size."""
         offset, size = 0, None
+        started = time.perf_counter()
         while size is None or offset < size:
             data, size = self._chunk(owner, ref_id, item, offset, self.chunk_size, timeout)
             sink(offset, data)
             offset += len(data)
             if progress is not None:
                 progress(name or item, offset, size)
+        elapsed = time.perf_counter() - started
+        with self._stats_lock:
+            pulled = self._stats.setdefault(owner, [0, 0, 0.0])
+            pulled[0] += 1
+            pulled[1] += offset
+            pulled[2] += elapsed
         with contextlib.suppress(Exception):  # the owner's expiry cleans up if this is lost
             self._call(owner, DONE, {"ref": ref_id, "item": item}, self.per_request_timeout)
         return offset
+
+    def transfer_stats(self) -> dict[str, dict[str, float]]:
+        """What this node pulled in chunks, by owner: items, bytes, and seconds spent pulling
+        (summed over items: concurrent pulls add up)."""
+        with self._stats_lock:
+            return {
+                owner: {"items": n, "bytes": b, "seconds": round(t, 6)}
+                for owner, (n, b, t) in self._stats.items()
+            }
 
     def fetch_tensor(
         self,

@@ -9,6 +9,7 @@ does, and with its daemon: if the client daemon dies, the job's processes go too
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -58,6 +59,8 @@ def run(folder: Path, job_id: str) -> int:
     try:
         runner.start()
         runner.join(None)
+        assert endpoint.stream is not None
+        logs.logger.info("transfers: %s", json.dumps(endpoint.stream.fetcher.transfer_stats()))
     finally:
         logs.close()
         transport.close()

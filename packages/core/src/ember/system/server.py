@@ -438,7 +438,7 @@ class ServerDaemon:
     def _system(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
         with self._cond:
             clients = sorted(self._sites)
-            running = sorted(self._procs)
+            running = {job_id: proc.pid for job_id, proc in sorted(self._procs.items())}
         return {
             "project": self.kit.project,
             "address": self.kit.address,

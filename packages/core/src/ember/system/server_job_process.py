@@ -106,6 +106,7 @@ def run(folder: Path, job_id: str) -> int:
             plot_round_metrics(server.records.rounds, server_dir / "round_metrics.png")
         except Exception as exc:  # a missing plot must not fail a finished job
             log.warning("could not plot round metrics: %s", exc)
+        log.info("transfers: %s", json.dumps(endpoint.stream.fetcher.transfer_stats()))
         transport.request(
             node.name,
             SERVER,

@@ -1,0 +1,192 @@
+"""PocEnv transfers: per-client download and upload throughput, and per-job overhead.
+
+    python benchmarks/poc_transfer.py [--mib 256] [--clients 2] [--rounds 3] [--w1-repeat 3]
+
+A fresh PoC workspace (server + clients as processes, gRPC with mutual TLS over loopback)
+is prepared and started once. Then:
+
+- W3: FedAvg of a float32 model of ``--mib`` MiB (8 arrays), ``--clients`` clients, ``--rounds``
+  rounds; each client adds 1 in place. Throughput comes from each job process's own count
+  of what it pulled in chunks (``transfers:`` in its log): a client's download is what it
+  pulled from the server, its upload what the server pulled from it; MB/s = bytes / seconds
+  spent pulling. Target >= 500 MB/s per client (NVFlare 2.7.1's GPT-2 benchmark: 56-76 MB/s).
+  Baseline measured in the same run: one process copying the same bytes over a raw loopback
+  TCP socket (the ceiling of this machine's loopback).
+- W1: a 3x3 model, 2 clients, 3 rounds, the system already started: wall time of
+  ``recipe.execute(env)`` + ``get_result()`` (submit, run, download). Target <= 3 s per job.
+
+Every job is checked (status, final model = initial + rounds). Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).parent / "poc_transfer"
+MB = 1e6
+
+
+def loopback_mbps(nbytes: int) -> float:
+    """Raw TCP over loopback, one connection, 2 MiB sends: this machine's ceiling."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    chunk = bytes(2 << 20)
+    done = threading.Event()
+
+    def sink() -> None:
+        conn, _ = server.accept()
+        got = 0
+        buf = bytearray(4 << 20)
+        while got < nbytes:
+            n = conn.recv_into(buf)
+            if not n:
+                break
+            got += n
+        conn.close()
+        done.set()
+
+    threading.Thread(target=sink, daemon=True).start()
+    client = socket.create_connection(("127.0.0.1", port))
+    started = time.perf_counter()
+    sent = 0
+    while sent < nbytes:
+        client.sendall(chunk)
+        sent += len(chunk)
+    client.close()
+    done.wait(60)
+    elapsed = time.perf_counter() - started
+    server.close()
+    return sent / elapsed / MB
+
+
+def transfers(log_text: str) -> dict[str, dict[str, float]]:
+    found = re.findall(r"transfers: (\{.*\})", log_text)
+    return json.loads(found[-1]) if found else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--w1-repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    from ember import PocEnv
+    from ember.envs.poc import start_workspace, stop_workspace
+    from ember.recipes import NumpyFedAvgRecipe
+    from ember.system.admin import AdminClient
+    from ember.system.poc import prepare
+
+    out: dict[str, Any] = {"benchmark": "poc_transfer"}
+    root = Path(tempfile.mkdtemp(prefix="ember-poc-bench-"))
+    ws = prepare(root / "ws", num_clients=args.clients)
+    t0 = time.perf_counter()
+    start_workspace(ws)
+    out["system_start_s"] = round(time.perf_counter() - t0, 3)
+    print(f"PoC system ({args.clients} clients) started in {out['system_start_s']} s")
+    names = [k.name for k in ws.clients]
+    ok = True
+    try:
+        # -- W3 --------------------------------------------------------------------------------
+        per = args.mib * (1 << 20) // 8 // 4
+        model = {f"w{i}": np.zeros(per, dtype=np.float32) for i in range(8)}
+        model_bytes = sum(a.nbytes for a in model.values())
+        recipe = NumpyFedAvgRecipe(
+            name="poc-w3",
+            min_clients=args.clients,
+            num_rounds=args.rounds,
+            model=model,
+            train_script=str(HERE / "client.py"),
+            key_metric=None,
+        )
+        started = time.perf_counter()
+        run = recipe.execute(PocEnv(clients=names, workspace=ws.root))
+        result = Path(run.get_result(timeout=1800))
+        w3_s = time.perf_counter() - started
+        status = run.get_status()
+        with np.load(result / "server" / "models" / "global_model.npz") as saved:
+            correct = status == "FINISHED:COMPLETED" and all(
+                np.all(saved[k] == args.rounds) for k in model
+            )
+        ok &= correct
+        server_pulls = transfers((result / "server" / "log.txt").read_text())
+        with AdminClient(ws.admin) as admin:
+            site_pulls = {s: transfers(admin.logs(run.get_job_id(), s)) for s in names}
+        print(
+            f"W3: {args.clients} clients, {args.rounds} rounds, {model_bytes / MB:.0f} MB model: "
+            f"{w3_s:.2f} s, {status}, correct={correct}"
+        )
+        down, up = [], []
+        for site in names:
+            d = next((v for k, v in site_pulls[site].items() if k.startswith("server")), None)
+            u = next((v for k, v in server_pulls.items() if k.startswith(f"{site}.")), None)
+            d_mbps = d["bytes"] / d["seconds"] / MB if d and d["seconds"] else 0.0
+            u_mbps = u["bytes"] / u["seconds"] / MB if u and u["seconds"] else 0.0
+            down.append(d_mbps)
+            up.append(u_mbps)
+            print(
+                f"  {site}: download {d_mbps:7.1f} MB/s ({(d or {}).get('bytes', 0) / MB:.0f} MB), "
+                f"upload {u_mbps:7.1f} MB/s ({(u or {}).get('bytes', 0) / MB:.0f} MB)"
+            )
+        raw = loopback_mbps(model_bytes)
+        low = min(down + up) if down else 0.0
+        print(f"  raw loopback TCP (same bytes, one socket): {raw:.0f} MB/s")
+        print(
+            f"  slowest direction {low:.0f} MB/s per client = {low / raw:.2f}x raw loopback; "
+            f"target >= 500 MB/s: {'PASS' if low >= 500 else 'MISS'}"
+        )
+        out.update(
+            w3_s=round(w3_s, 3),
+            w3_correct=correct,
+            model_mb=round(model_bytes / MB, 1),
+            download_mbps=[round(x, 1) for x in down],
+            upload_mbps=[round(x, 1) for x in up],
+            raw_loopback_mbps=round(raw, 1),
+            slowest_vs_raw=round(low / raw, 3) if raw else None,
+        )
+        # -- W1 --------------------------------------------------------------------------------
+        times = []
+        for i in range(args.w1_repeat):
+            recipe = NumpyFedAvgRecipe(
+                name=f"poc-w1-{i}",
+                min_clients=2,
+                num_rounds=3,
+                model=np.zeros((3, 3), dtype=np.float32),
+                train_script=str(HERE / "client.py"),
+                key_metric=None,
+            )
+            started = time.perf_counter()
+            run = recipe.execute(PocEnv(clients=names[:2], workspace=ws.root))
+            result = Path(run.get_result(timeout=300))
+            times.append(time.perf_counter() - started)
+            with np.load(result / "server" / "models" / "global_model.npz") as saved:
+                good = run.get_status() == "FINISHED:COMPLETED" and np.all(saved["numpy_key"] == 3)
+            ok &= bool(good)
+        best, median = min(times), statistics.median(times)
+        print(
+            f"W1 (system started): best {best:.2f} s, median {median:.2f} s per job; "
+            f"target <= 3 s: {'PASS' if median <= 3 else 'MISS'}"
+        )
+        out.update(w1_best_s=round(best, 3), w1_median_s=round(median, 3), w1_runs_s=times)
+    finally:
+        stop_workspace(ws)
+    out["correct"] = ok
+    print(json.dumps(out))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
