@@ -1,0 +1,29 @@
+"""Networked messaging: nodes connected to a hub over gRPC with mutual TLS.
+
+A :class:`Hub` is a gRPC server that registers named nodes and routes their frames by
+name; it is a node itself (``hub.local``). A :class:`NetNode` dials out to the hub (a site
+behind a firewall opens no port), registers, then sends requests to other nodes and serves
+theirs. Bodies of any size travel in fragments; many requests share one stream. The
+:class:`NetTransport` puts the runtime's messaging API (FOBS payloads, pulled tensors) on
+top. Importing this package does not import grpc; starting a hub or node does.
+"""
+
+from ember.net.errors import ConnectError, TransportError, UnknownTopicError
+from ember.net.hub import Hub, HubLocal
+from ember.net.messenger import Messenger, RemoteError
+from ember.net.node import NetNode
+from ember.net.tls import TlsFiles
+from ember.net.transport import NetTransport
+
+__all__ = [
+    "ConnectError",
+    "Hub",
+    "HubLocal",
+    "Messenger",
+    "NetNode",
+    "NetTransport",
+    "RemoteError",
+    "TlsFiles",
+    "TransportError",
+    "UnknownTopicError",
+]

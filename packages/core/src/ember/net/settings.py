@@ -1,0 +1,51 @@
+"""The ``net.*`` settings, read once when a hub or node is made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ember.config import get_setting
+from ember.net.frames import FRAGMENT_OVERHEAD
+
+
+@dataclass(frozen=True)
+class NetSettings:
+    connect_timeout: float
+    heartbeat_interval: float
+    backoff_min: float
+    backoff_max: float
+    fragment_size: int
+    handler_threads: int
+    max_connections: int
+
+    @classmethod
+    def current(cls) -> NetSettings:
+        """The values in the current config (the job's, or the process's)."""
+        return cls(
+            connect_timeout=float(get_setting("net.connect_timeout")),
+            heartbeat_interval=float(get_setting("net.heartbeat_interval")),
+            backoff_min=float(get_setting("net.reconnect_backoff_min")),
+            backoff_max=max(
+                float(get_setting("net.reconnect_backoff_min")),
+                float(get_setting("net.reconnect_backoff_max")),
+            ),
+            fragment_size=int(get_setting("net.fragment_size")),
+            handler_threads=int(get_setting("net.handler_threads")),
+            max_connections=int(get_setting("net.hub_max_connections")),
+        )
+
+    @property
+    def max_message(self) -> int:
+        """gRPC's message size limit: a fragment and its headers."""
+        return self.fragment_size + FRAGMENT_OVERHEAD + 1024
+
+    @property
+    def forward_buffer(self) -> int:
+        """Bytes a hub queues for one slow receiver before the senders wait."""
+        return max(64 << 20, 8 * self.fragment_size)
+
+    def grpc_options(self) -> list[tuple[str, int | str]]:
+        return [
+            ("grpc.max_send_message_length", self.max_message),
+            ("grpc.max_receive_message_length", self.max_message),
+        ]
