@@ -1,6 +1,7 @@
 """hello-numpy: federated averaging of a 3x3 numpy model over two simulated sites.
 
 python job.py                  # run in SimEnv
+python job.py --env poc        # run on a local PoC system (server + clients, mutual TLS)
 python job.py --export         # write the job folder instead (see --export-dir)
 """
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ember import SimEnv
+from ember import PocEnv, SimEnv
 from ember.client import NUMPY_KEY
 from ember.recipes import NumpyFedAvgRecipe, add_cross_site_evaluation, add_experiment_tracking
 
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument("--num-rounds", type=int, default=3)
     parser.add_argument("--launch-external-process", action="store_true")
     parser.add_argument("--workspace-root", default="/tmp/ember/simulation")
+    parser.add_argument("--env", choices=["sim", "poc"], default="sim")
     args, _ = parser.parse_known_args()
 
     recipe = NumpyFedAvgRecipe(
@@ -36,9 +38,14 @@ def main() -> None:
     add_experiment_tracking(recipe, tracking_type="tensorboard")
     add_cross_site_evaluation(recipe)
 
-    run = recipe.execute(SimEnv(num_clients=args.n_clients, workspace_root=args.workspace_root))
-    print(f"status: {run.get_status()}")
+    env = (
+        PocEnv(num_clients=args.n_clients)
+        if args.env == "poc"
+        else SimEnv(num_clients=args.n_clients, workspace_root=args.workspace_root)
+    )
+    run = recipe.execute(env)
     result = Path(run.get_result())
+    print(f"status: {run.get_status()}")
     print(f"result: {result}")
     if run.get_status() == "FINISHED:COMPLETED":
         with np.load(result / "server" / "models" / "global_model.npz") as model:

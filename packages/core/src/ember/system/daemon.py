@@ -24,6 +24,7 @@ from ember.config import get_setting
 
 PID_FILE = "daemon.pid"
 LOG_FILE = "daemon.log"
+_children: dict[int, subprocess.Popen[bytes]] = {}  # daemons this process started: reaped here
 
 
 class DaemonError(RuntimeError):
@@ -77,6 +78,10 @@ def pid_of(folder: Path) -> int | None:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:  # ours, and dead (reaped now)
+        del _children[pid]
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -104,6 +109,7 @@ def start(kind: str, folder: Path, timeout: float | None = None) -> int:
             start_new_session=True,
         )
     os.close(write_fd)
+    _children[proc.pid] = proc
     (folder / PID_FILE).write_text(f"{proc.pid}\n")
     try:
         ready, _, _ = select.select([read_fd], [], [], timeout)
@@ -149,11 +155,13 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 def _kill_group(pid: int, grace: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    if grace and _wait_gone(pid, grace):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    _wait_gone(pid, 5.0)
+    if not (grace and _wait_gone(pid, grace)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        _wait_gone(pid, 5.0)
+    child = _children.pop(pid, None)
+    if child is not None:  # started by this process: reap it (no zombie left behind)
+        child.wait(5.0)
 
 
 def stop(folder: Path, timeout: float | None = None) -> bool:

@@ -85,8 +85,10 @@ def run(folder: Path, job_id: str) -> int:
     bind_node(endpoint.stream)
     try:
         server.run()
-        # the sites learn the end on their next request; wait for them to leave
-        server.board.wait_sites_done(float(get_setting("runtime.site_stop_timeout")))
+        if not server.board.aborted:
+            # the sites learn the end on their next request; wait for them to leave (an
+            # aborted job's sites are stopped by their daemons instead)
+            server.board.wait_sites_done(float(get_setting("runtime.site_stop_timeout")))
         (workspace / "meta.json").write_text(
             json.dumps(
                 {

@@ -1,0 +1,180 @@
+"""PocEnv: a real server and real clients as processes on loopback, gRPC with mutual TLS.
+
+One PoC system (3 clients) serves every test of this module; each test bounds its waits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ember.envs.poc import PocEnv, PocRun, start_workspace, stop_workspace
+from ember.system import daemon
+from ember.system.admin import AdminClient
+from ember.system.poc import PocWorkspace, prepare
+from support.sim import global_model, numpy_recipe, run_sim
+
+COMPLETED = "FINISHED:COMPLETED"
+FAILED = "FINISHED:EXECUTION_EXCEPTION"
+SITES3 = ["site-1", "site-2", "site-3"]
+
+
+@pytest.fixture(scope="module")
+def poc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocWorkspace]:
+    ws = prepare(tmp_path_factory.mktemp("poc") / "ws", num_clients=3)
+    start_workspace(ws)
+    try:
+        yield ws
+    finally:
+        pids = [daemon.pid_of(k.folder) for k in ws.participants]
+        stop_workspace(ws)
+        for pid in pids:  # nothing outlives `poc stop`
+            if pid is not None:
+                with pytest.raises(ProcessLookupError):
+                    os.kill(pid, 0)
+
+
+def wait_for(path: Path, timeout: float = 60.0) -> None:
+    """Wait for a script to reach a point (it writes ``path``)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout}s"
+        time.sleep(0.05)
+
+
+def submit(ws: PocWorkspace, recipe, sites: list[str]) -> PocRun:  # type: ignore[no-untyped-def]
+    env = PocEnv(clients=sites, workspace=ws.root)
+    return env.deploy(recipe)
+
+
+def test_same_recipe_same_bits_in_simenv_and_pocenv(poc: PocWorkspace, tmp_path: Path) -> None:
+    recipe = numpy_recipe(num_rounds=3, train_args="--noise")
+    sim = run_sim(recipe, tmp_path)
+    assert sim.get_status() == COMPLETED, sim.get_message()
+    run = submit(poc, numpy_recipe(num_rounds=3, train_args="--noise"), ["site-1", "site-2"])
+    result = Path(run.get_result(timeout=240))
+    assert run.get_status() == COMPLETED, run.get_message()
+    expected = global_model(sim.get_result())
+    got = global_model(result)
+    assert got.dtype == expected.dtype
+    assert got.tobytes() == expected.tobytes()  # bit for bit
+    records = (result / "server" / "round_metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["sites"] for r in records] == [["site-1", "site-2"]] * 3
+
+
+def test_cli_job_commands(poc: PocWorkspace, tmp_path: Path) -> None:
+    job_dir = numpy_recipe(num_rounds=1).export(tmp_path / "job")
+    kit = str(poc.admin.folder)
+
+    def ember(*args: str) -> str:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "ember"), *args, "--kit", kit, "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    record = json.loads(ember("job", "submit", str(job_dir), "--sites", "site-1,site-3"))
+    job_id = record["id"]
+    status = json.loads(ember("job", "status", job_id, "--wait", "200"))
+    assert status["status"] == COMPLETED, status
+    assert status["sites"] == ["site-1", "site-3"]
+    assert job_id in [j["id"] for j in json.loads(ember("job", "list"))]
+    out = tmp_path / "result"
+    assert json.loads(ember("job", "download", job_id, "-o", str(out)))["path"] == str(out)
+    assert np.array_equal(global_model(out), np.arange(6, dtype=np.float32).reshape(2, 3) + 1)
+    server_log = json.loads(ember("job", "logs", job_id))["text"]
+    assert "started on site-1, site-3" in server_log
+    site_log = json.loads(ember("job", "logs", job_id, "--site", "site-3"))["text"]
+    assert "received task train" in site_log
+
+
+def test_a_client_killed_mid_round_above_min_clients(poc: PocWorkspace, tmp_path: Path) -> None:
+    recipe = numpy_recipe(num_rounds=3, min_clients=2, train_args=f"--block site-3:1:{tmp_path}")
+    run = submit(poc, recipe, SITES3)
+    wait_for(tmp_path / "site-3-1.started")
+    site3 = next(k for k in poc.clients if k.name == "site-3")
+    pid = daemon.pid_of(site3.folder)
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)  # the client daemon; its job process follows it
+    result = Path(run.get_result(timeout=240))
+    assert run.get_status() == COMPLETED, run.get_message()
+    records = [json.loads(r) for r in (result / "server" / "round_metrics.jsonl").open()]
+    assert records[0]["sites"] == SITES3
+    assert "site-3" in records[1]["failed"]
+    assert records[2]["sites"] == ["site-1", "site-2"]
+    # restarted, the client reconnects and serves the next job
+    daemon.start("client", site3.folder)
+    again = submit(poc, numpy_recipe(num_rounds=1), SITES3)
+    again.get_result(timeout=240)
+    assert again.get_status() == COMPLETED, again.get_message()
+
+
+def test_below_min_clients_the_job_fails_with_the_reason(poc: PocWorkspace, tmp_path: Path) -> None:
+    recipe = numpy_recipe(num_rounds=2, min_clients=3, train_args=f"--block site-2:0:{tmp_path}")
+    run = submit(poc, recipe, SITES3)
+    wait_for(tmp_path / "site-2-0.started")
+    site2 = next(k for k in poc.clients if k.name == "site-2")
+    pid = daemon.pid_of(site2.folder)
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    run.get_result(timeout=120)
+    assert run.get_status() == FAILED
+    assert "min_clients=3" in run.get_message()
+    assert "site-2" in run.get_message()
+    daemon.start("client", site2.folder)
+
+
+def test_a_killed_server_job_process_fails_the_job_not_the_server(
+    poc: PocWorkspace, tmp_path: Path
+) -> None:
+    recipe = numpy_recipe(num_rounds=2, train_args=f"--block site-1:0:{tmp_path}")
+    run = submit(poc, recipe, ["site-1", "site-2"])
+    wait_for(tmp_path / "site-1-0.started")
+    with AdminClient(poc.admin) as admin:
+        pid = admin.system()["running_jobs"][run.get_job_id()]
+    os.kill(pid, signal.SIGKILL)
+    run.get_result(timeout=120)
+    assert run.get_status() == FAILED
+    assert "signal 9" in run.get_message()
+    again = submit(poc, numpy_recipe(num_rounds=1), ["site-1", "site-2"])
+    again.get_result(timeout=240)
+    assert again.get_status() == COMPLETED, again.get_message()
+
+
+def test_abort_a_running_job(poc: PocWorkspace, tmp_path: Path) -> None:
+    recipe = numpy_recipe(num_rounds=2, train_args=f"--block site-2:0:{tmp_path}")
+    run = submit(poc, recipe, ["site-1", "site-2"])
+    wait_for(tmp_path / "site-2-0.started")
+    run.abort()
+    run.get_result(timeout=120)
+    assert run.get_status() == "FINISHED:ABORTED"
+    assert "aborted by admin@ember.local" in run.get_message()
+
+
+def test_certificates_from_another_project_are_refused(poc: PocWorkspace, tmp_path: Path) -> None:
+    from ember.net import ConnectError, NetNode
+
+    other = prepare(tmp_path / "other", num_clients=1, port=poc.server.port)
+    foreign = other.clients[0]
+    node = NetNode(foreign.name, poc.server.address, foreign.tls, server_name=poc.server.host)
+    with pytest.raises(ConnectError):
+        node.start(10.0)
+    node.close()
+    # a site's own (valid) certificate does not make it an admin
+    site = poc.clients[0]
+    fake = NetNode(f"admin:{site.name}:x", poc.server.address, site.tls, server_name=site.host)
+    with pytest.raises(ConnectError, match="not an admin"):
+        fake.start(10.0)
+    fake.close()
