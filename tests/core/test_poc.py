@@ -114,9 +114,11 @@ def test_a_client_killed_mid_round_above_min_clients(poc: PocWorkspace, tmp_path
     assert records[0]["sites"] == SITES3
     assert "site-3" in records[1]["failed"]
     assert records[2]["sites"] == ["site-1", "site-2"]
-    # restarted, the client reconnects and serves the next job
-    daemon.start("client", site3.folder)
+    # a job for all three sites waits in the queue while site-3 is down...
     again = submit(poc, numpy_recipe(num_rounds=1), SITES3)
+    assert again.get_status() == "SUBMITTED"
+    # ...and runs once the restarted client has reconnected
+    daemon.start("client", site3.folder)
     again.get_result(timeout=240)
     assert again.get_status() == COMPLETED, again.get_message()
 
@@ -178,3 +180,35 @@ def test_certificates_from_another_project_are_refused(poc: PocWorkspace, tmp_pa
     with pytest.raises(ConnectError, match="not an admin"):
         fake.start(10.0)
     fake.close()
+
+
+def test_poc_cli_prepare_start_status_stop(tmp_path: Path) -> None:
+    ember = str(Path(sys.executable).parent / "ember")
+    ws = tmp_path / "cli-ws"
+
+    def run(*args: str) -> dict:  # type: ignore[type-arg]
+        done = subprocess.run(
+            [ember, "poc", *args, "-w", str(ws), "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    prepared = run("prepare", "--clients", "north,south")
+    assert prepared["clients"] == ["north", "south"]
+    started = run("start")
+    pids = [d["pid"] for d in started["daemons"]]
+    assert all(pids), started
+    assert [d["name"] for d in started["daemons"]] == ["server", "north", "south"]
+    again = subprocess.run(
+        [ember, "poc", "prepare", "-w", str(ws)], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode != 0
+    assert "already exists" in again.stderr
+    assert run("stop")["stopped"] == ["north", "south", "server"]
+    assert all(d["pid"] is None for d in run("status")["daemons"])
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -56,8 +56,10 @@ class Wire:
         return reply
 
 
-def fetcher_for(wire: Wire, chunk: int = 4 * KIB, retries: int = 3) -> Fetcher:
-    return Fetcher("receiver", wire, chunk, 5.0, retries)
+def fetcher_for(
+    wire: Wire, chunk: int = 4 * KIB, retries: int = 3, in_flight: int = 1
+) -> Fetcher:
+    return Fetcher("receiver", wire, chunk, 5.0, retries, in_flight=in_flight)
 
 
 ARRAYS = {
@@ -121,6 +123,45 @@ def test_corrupted_chunk_is_detected_and_fetched_again() -> None:
     np.testing.assert_array_equal(got["w"], ARRAYS["f32"])
     offsets = [p["offset"] for topic, p in wire.calls if topic == "stream.chunk"]
     assert offsets[0:3] == [0, 4 * KIB, 4 * KIB]  # the corrupt chunk was asked for again
+
+
+def test_pipelined_pulls_keep_several_chunks_in_flight_and_stay_exact() -> None:
+    import threading
+
+    class SlowWire(Wire):
+        """Holds each later chunk request until another one is waiting too (bounded): a
+        fetcher that pulls one chunk at a time never has two."""
+
+        def __init__(self, downloader: Downloader) -> None:
+            super().__init__(downloader)
+            self.cond = threading.Condition()
+            self.active = 0
+            self.most = 0
+
+        def __call__(self, target: str, topic: str, payload: Any, timeout: float) -> Any:
+            with self.cond:
+                self.active += 1
+                self.most = max(self.most, self.active)
+                self.cond.notify_all()
+                if topic == "stream.chunk" and payload.get("offset"):
+                    self.cond.wait_for(lambda: self.active >= 2, timeout=0.1)
+            try:
+                return super().__call__(target, topic, payload, timeout)
+            finally:
+                with self.cond:
+                    self.active -= 1
+
+    owner = Downloader("owner", 60)
+    big = np.random.default_rng(5).normal(size=40_000).astype(np.float32)  # ~40 chunks
+    ref = owner.add_tensors({"big": big, "u8": ARRAYS["u8"]})
+    wire = SlowWire(owner)
+    wire.corrupt = {3, 9}
+    wire.drop = {5}
+    got = fetcher_for(wire, in_flight=4).download_tensors("owner", ref)
+    assert got["big"].tobytes() == big.tobytes()
+    assert got["u8"].tobytes() == ARRAYS["u8"].tobytes()
+    assert wire.most > 1  # chunks of one item were pulled concurrently
+    assert owner.pending() == 0
 
 
 def test_persistent_corruption_fails_clearly() -> None:

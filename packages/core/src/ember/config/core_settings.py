@@ -120,6 +120,16 @@ CORE_SETTINGS: list[Setting] = [
         minimum=1024,
     ),
     Setting(
+        name="streaming.chunks_in_flight",
+        type=int,
+        default=4,
+        unit="requests",
+        bounds="How many chunk requests of one item a receiver keeps in flight; chunks are still "
+        "written in order, each checked by its CRC.",
+        advice="Raise it on links with high latency; 1 pulls one chunk at a time.",
+        minimum=1,
+    ),
+    Setting(
         name="streaming.per_request_timeout",
         type=float,
         default=60.0,

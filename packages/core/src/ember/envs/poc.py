@@ -77,6 +77,7 @@ class PocRun:
             self._refresh(wait=min(remaining, 60.0))  # the server answers when it ends
         if not (self.result_dir / "server").is_dir():
             self.admin.download(self.job_id, self.result_dir)
+        self.admin.close()  # the job is over; a later call reconnects
         return str(self.result_dir)
 
     def abort(self) -> None:

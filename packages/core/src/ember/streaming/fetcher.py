@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import struct
@@ -9,6 +10,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +46,12 @@ class Fetcher:
         per_request_timeout: float,
         max_retries: int,
         local: Callable[[str], Downloader | None] | None = None,
+        in_flight: int = 1,
     ) -> None:
         self.node = node
         self.request = request
+        self.in_flight = max(1, in_flight)
+        self._pool: ThreadPoolExecutor | None = None
         self._stats: dict[str, list[Any]] = {}
         self._stats_lock = threading.Lock()
         self.local = local
@@ -125,9 +130,17 @@ class Fetcher:
         timeout: float | None = None,
     ) -> int:
         """Pull a whole item, giving each chunk to ``sink(offset, data)``; returns its size."""
-        offset, size = 0, None
         started = time.perf_counter()
-        while size is None or offset < size:
+        data, size = self._chunk(owner, ref_id, item, 0, self.chunk_size, timeout)
+        sink(0, data)
+        offset = len(data)
+        if progress is not None:
+            progress(name or item, offset, size)
+        if offset < size and self.in_flight > 1:
+            offset = self._pipelined(
+                owner, ref_id, item, offset, size, sink, timeout, name, progress
+            )
+        while offset < size:
             data, size = self._chunk(owner, ref_id, item, offset, self.chunk_size, timeout)
             sink(offset, data)
             offset += len(data)
@@ -141,6 +154,52 @@ class Fetcher:
             pulled[2] += elapsed
         with contextlib.suppress(Exception):  # the owner's expiry cleans up if this is lost
             self._call(owner, DONE, {"ref": ref_id, "item": item}, self.per_request_timeout)
+        return offset
+
+    def _pipelined(
+        self,
+        owner: str,
+        ref_id: str,
+        item: str,
+        offset: int,
+        size: int,
+        sink: Callable[[int, bytes], None],
+        timeout: float | None,
+        name: str,
+        progress: Progress | None,
+    ) -> int:
+        """Pull ``[offset, size)`` with up to ``in_flight`` chunk requests outstanding,
+        handing chunks to ``sink`` in order; returns how far it got (a short chunk stops the
+        pipeline and the caller goes on one chunk at a time)."""
+        if self._pool is None:
+            with self._stats_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=4 * self.in_flight, thread_name_prefix=f"ember-pull-{self.node}"
+                    )
+        pool = self._pool
+        pending: collections.deque[tuple[int, int, Future[tuple[bytes, int]]]] = collections.deque()
+        next_offset = offset
+        try:
+            while offset < size:
+                while len(pending) < self.in_flight and next_offset < size:
+                    length = min(self.chunk_size, size - next_offset)
+                    future = pool.submit(
+                        self._chunk, owner, ref_id, item, next_offset, length, timeout
+                    )
+                    pending.append((next_offset, length, future))
+                    next_offset += length
+                at, length, future = pending.popleft()
+                data, _ = future.result()
+                if len(data) != length:
+                    return offset  # not what was asked: finish one chunk at a time
+                sink(at, data)
+                offset = at + length
+                if progress is not None:
+                    progress(name or item, offset, size)
+        finally:
+            for _, _, future in pending:
+                future.cancel()
         return offset
 
     def transfer_stats(self) -> dict[str, dict[str, float]]:

@@ -25,6 +25,7 @@ class StreamNode:
             int(get_setting("streaming.chunk_size")),
             float(get_setting("streaming.per_request_timeout")),
             int(get_setting("streaming.max_retries")),
+            in_flight=int(get_setting("streaming.chunks_in_flight")),
         )
 
     forward: Callable[[str, str, Any], Any] | None = None
