@@ -40,7 +40,7 @@ from ember.net.frames import (
 from ember.net.messenger import Messenger, _Pending
 from ember.net.outbox import Outbox
 from ember.net.settings import NetSettings
-from ember.net.tls import TlsFiles, peer_common_name
+from ember.net.tls import TlsFiles, peer_certificate, peer_common_name
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class _Conn:
 
     def __init__(self, peer_cn: str | None, outbox: Outbox, context: Any) -> None:
         self.peer_cn = peer_cn
+        self.peer_pem = peer_certificate(context)
         self.outbox = outbox
         self.context = context
         self.name: str | None = None
@@ -151,6 +152,13 @@ class Hub:
         if self._port is None:
             raise TransportError(f"hub {self.name} is not started")
         return self._port
+
+    def peer_certificate(self, name: str) -> bytes | None:
+        """The PEM certificate the connected node ``name`` presented (None: not connected, or
+        a plain connection)."""
+        with self._lock:
+            conn = self._conns.get(name)
+            return conn.peer_pem if conn is not None and not conn.gone else None
 
     def connected(self) -> list[str]:
         """The names of the nodes connected now."""

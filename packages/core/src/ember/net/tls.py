@@ -59,3 +59,9 @@ def peer_common_name(context: Any) -> str | None:
         return None
     name = names[0]
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def peer_certificate(context: Any) -> bytes | None:
+    """The PEM certificate a gRPC peer presented (verified by the TLS handshake), if any."""
+    pems = context.auth_context().get("x509_pem_cert") or []
+    return bytes(pems[0]) if pems else None

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL,
     message TEXT NOT NULL DEFAULT '',
     submitter TEXT NOT NULL,
+    submitter_org TEXT NOT NULL DEFAULT '',
     sites TEXT NOT NULL,
     min_clients INTEGER NOT NULL,
     submitted_at REAL NOT NULL,
@@ -36,6 +37,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL
 )
 """
+
+
+_SELECT = (
+    "SELECT id, name, status, message, submitter, sites, min_clients, submitted_at, "
+    "started_at, finished_at, submitter_org FROM jobs"
+)
 
 
 @dataclass
@@ -52,6 +59,7 @@ class JobRecord:
     submitted_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    submitter_org: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -69,6 +77,11 @@ class JobStore:
         self._db = sqlite3.connect(self.root / "jobs.db", check_same_thread=False)
         with self._lock, self._db:
             self._db.execute(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "submitter_org" not in columns:  # a store made before organisations
+                self._db.execute(
+                    "ALTER TABLE jobs ADD COLUMN submitter_org TEXT NOT NULL DEFAULT ''"
+                )
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id / "job"
@@ -76,7 +89,14 @@ class JobStore:
     def workspace(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id / "workspace"
 
-    def add(self, name: str, submitter: str, sites: list[str], min_clients: int) -> JobRecord:
+    def add(
+        self,
+        name: str,
+        submitter: str,
+        sites: list[str],
+        min_clients: int,
+        submitter_org: str = "",
+    ) -> JobRecord:
         job = JobRecord(
             id=uuid.uuid4().hex[:12],
             name=name,
@@ -86,17 +106,19 @@ class JobStore:
             sites=list(sites),
             min_clients=min_clients,
             submitted_at=time.time(),
+            submitter_org=submitter_org,
         )
         with self._lock, self._db:
             self._db.execute(
-                "INSERT INTO jobs (id, name, status, message, submitter, sites, min_clients, "
-                "submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, name, status, message, submitter, submitter_org, sites, "
+                "min_clients, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.id,
                     job.name,
                     job.status,
                     job.message,
                     job.submitter,
+                    job.submitter_org,
                     json.dumps(job.sites),
                     job.min_clients,
                     job.submitted_at,
@@ -107,17 +129,13 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, name, status, message, submitter, sites, min_clients, submitted_at, "
-                "started_at, finished_at FROM jobs WHERE id = ?",
+                _SELECT + " WHERE id = ?",
                 (job_id,),
             ).fetchone()
         return _record(row) if row else None
 
     def list(self, status: str | None = None) -> list[JobRecord]:
-        query = (
-            "SELECT id, name, status, message, submitter, sites, min_clients, submitted_at, "
-            "started_at, finished_at FROM jobs"
-        )
+        query = _SELECT
         args: tuple[Any, ...] = ()
         if status is not None:
             query += " WHERE status = ?"
@@ -176,4 +194,5 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         submitted_at=float(row[7]),
         started_at=row[8],
         finished_at=row[9],
+        submitter_org=row[10],
     )

@@ -117,13 +117,8 @@ def prepare(
         make_cert(ca, name, kit.startup, kind="client", org=name)
         kits.append(kit)
     admin = Kit(root / ADMIN, project, ADMIN, "admin", host, port, role="project_admin")
-    make_cert(
-        ca,
-        ADMIN,
-        admin.startup,
-        kind="admin",
-        org="ember",
-    )
+    # an admin's certificate states its role (OU) and organisation (O)
+    make_cert(ca, ADMIN, admin.startup, kind="project_admin", org="ember", stem="admin")
     kits.append(admin)
     for kit in kits:
         kit.write()

@@ -12,6 +12,7 @@ nodes, authenticated by the admin's certificate.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,19 @@ class AdminError(RuntimeError):
     """An admin command cannot be done (unknown job, wrong state, ...); its message says why."""
 
 
+class NotAuthorized(AdminError):
+    """The admin's role does not allow the command (the project's authorization policy)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who sent an admin command: from the certificate its connection presented."""
+
+    name: str
+    org: str
+    role: str
+
+
 class ServerDaemon:
     """One project's server."""
 
@@ -58,6 +73,11 @@ class ServerDaemon:
         self._job_nodes: set[str] = set()  # connected job processes
         self._stopping = False
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ember-server")
+        policy = self.kit.startup / "authorization.json"
+        # a provisioned server enforces its policy; a PoC (no policy file) trusts its admin
+        self.policy: dict[str, Any] | None = (
+            json.loads(policy.read_text(encoding="utf-8")) if policy.is_file() else None
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -168,6 +188,39 @@ class ServerDaemon:
             return handler(sender, payload if isinstance(payload, dict) else {})
 
         return call
+
+    def _actor(self, sender: str) -> Actor:
+        """The admin behind ``sender``, as its certificate states (name, org, role)."""
+        from ember.provision.certs import identity
+
+        pem = self.hub.peer_certificate(sender)
+        if pem is None:
+            raise NotAuthorized(f"{sender} presented no certificate")
+        who = identity(pem)
+        return Actor(who.name, who.org or "", who.kind or "")
+
+    def _authorize_admin(self, sender: str, right: str, job: JobRecord | None = None) -> Actor:
+        """The actor, if the policy lets it do ``right`` (to ``job``); else NotAuthorized."""
+        actor = self._actor(sender)
+        if self.policy is None:
+            return actor
+        from ember.provision.policy import allowed
+
+        if allowed(
+            self.policy,
+            role=actor.role,
+            right=right,
+            actor_name=actor.name,
+            actor_org=actor.org,
+            job_submitter=job.submitter if job else None,
+            job_submitter_org=job.submitter_org if job else None,
+        ):
+            return actor
+        target = f" job {job.id} (submitted by {job.submitter}, {job.submitter_org})" if job else ""
+        raise NotAuthorized(
+            f"{actor.name} ({actor.role} of {actor.org or 'no org'}) may not {right}{target} "
+            "under this project's authorization policy"
+        )
 
     # -- scheduling -----------------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -331,7 +384,8 @@ class ServerDaemon:
         return record
 
     def _submit(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
-        admin = sender.split(":")[1]
+        actor = self._authorize_admin(sender, "submit_job")
+        admin = actor.name
         tmp = temp_zip("ember-submit-")
         try:
             assert self.endpoint.stream is not None
@@ -349,7 +403,7 @@ class ServerDaemon:
                     f"job {job.name!r} needs min_clients={job.min_clients} sites, "
                     f"{len(sites)} named: {sites}"
                 )
-            record = self.store.add(job.name, admin, sites, job.min_clients)
+            record = self.store.add(job.name, admin, sites, job.min_clients, actor.org)
             dest = self.store.job_dir(record.id)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(folder), dest)
@@ -367,11 +421,13 @@ class ServerDaemon:
         return record.describe()
 
     def _list(self, sender: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        self._authorize_admin(sender, "view")
         return [j.describe() for j in self.store.list()]
 
     def _status(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
         """The job's record; with ``wait`` seconds, once it finished or the wait is over."""
         record = self._record(payload)
+        self._authorize_admin(sender, "view", record)
         deadline = time.monotonic() + float(payload.get("wait") or 0.0)
         with self._cond:
             while record.status not in jobstore.FINISHED:
@@ -391,7 +447,7 @@ class ServerDaemon:
 
     def _abort(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
         record = self._record(payload)
-        admin = sender.split(":")[1]
+        admin = self._authorize_admin(sender, "manage_job", record).name
         reason = f"aborted by {admin}"
         if record.status == jobstore.SUBMITTED:
             self.store.set_status(record.id, jobstore.ABORTED, reason + " before it started")
@@ -407,6 +463,7 @@ class ServerDaemon:
 
     def _download(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
         record = self._record(payload)
+        self._authorize_admin(sender, "download_job", record)
         workspace = self.store.workspace(record.id)
         if not workspace.is_dir():
             raise AdminError(f"job {record.id} has no results yet (it is {record.status})")
@@ -417,6 +474,7 @@ class ServerDaemon:
 
     def _logs(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
         record = self._record(payload)
+        self._authorize_admin(sender, "download_job", record)
         site = payload.get("site")
         if not site:
             path = self.store.workspace(record.id) / SERVER / "log.txt"
@@ -436,6 +494,7 @@ class ServerDaemon:
         return {"site": site, "text": str(reply.get("text", ""))}
 
     def _system(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self._authorize_admin(sender, "view")
         with self._cond:
             clients = sorted(self._sites)
             running = {job_id: proc.pid for job_id, proc in sorted(self._procs.items())}
