@@ -17,6 +17,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 if TYPE_CHECKING:
     from ember.envs.poc import PocEnv
+    from ember.envs.prod import ProdEnv
     from ember.envs.run import Run
     from ember.envs.sim import SimEnv
     from ember.recipes.base import Recipe
@@ -26,6 +27,7 @@ _LAZY = {
     "Run": "ember.envs.run",
     "SimEnv": "ember.envs.sim",
     "PocEnv": "ember.envs.poc",
+    "ProdEnv": "ember.envs.prod",
 }
 
 
@@ -38,4 +40,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["PocEnv", "Recipe", "Run", "SimEnv", "__version__"]
+__all__ = ["PocEnv", "ProdEnv", "Recipe", "Run", "SimEnv", "__version__"]

@@ -63,6 +63,11 @@ def ember_envs() -> list[EnvEntry]:
             "ember.envs.poc:PocEnv",
             description="A server and clients as processes on this machine, gRPC + mutual TLS",
         ),
+        EnvEntry(
+            "ProdEnv",
+            "ember.envs.prod:ProdEnv",
+            description="A provisioned deployment, reached with an admin's startup kit",
+        ),
     ]
 
 

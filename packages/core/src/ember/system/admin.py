@@ -32,6 +32,10 @@ class AdminClient:
         self.timeout = float(get_setting("system.admin_timeout"))
         self._node: Any = None
 
+    @property
+    def connected(self) -> bool:
+        return self._node is not None
+
     def connect(self, timeout: float | None = None) -> AdminClient:
         from ember.net import NetNode, NetTransport
 

@@ -9,6 +9,8 @@ reconnects with backoff.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -67,6 +69,7 @@ class ClientDaemon:
         if sender != SERVER or not isinstance(payload, dict):
             raise ValueError(f"{sender} cannot deploy jobs here")
         job_id = str(payload["job_id"])
+        self._check_submitter(payload)
         root = job_root(self.kit.folder, job_id)
         if root.exists():
             shutil.rmtree(root)
@@ -79,6 +82,11 @@ class ClientDaemon:
             unpack(tmp, root / "job")
         finally:
             shutil.rmtree(tmp.parent, ignore_errors=True)
+        try:
+            self._check_code(root / "job")
+        except PermissionError:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
         workspace = root / "workspace"
         workspace.mkdir(parents=True, exist_ok=True)
         with open(workspace / "process.log", "ab") as out:
@@ -103,6 +111,44 @@ class ClientDaemon:
         ).start()
         self.log.info("job %s: process %d started", job_id, proc.pid)
         return {"pid": proc.pid}
+
+    def _check_submitter(self, payload: dict[str, Any]) -> None:
+        """This site's own policy (``startup/authorization.json``): may the submitter's role
+        run jobs here? A site without a policy file (a PoC) runs every job."""
+        path = self.kit.startup / "authorization.json"
+        if not path.is_file():
+            return
+        from ember.provision.policy import allowed
+
+        role = str(payload.get("submitter_role") or "")
+        who = f"{payload.get('submitter')} ({role} of {payload.get('submitter_org') or 'no org'})"
+        if not allowed(
+            json.loads(path.read_text(encoding="utf-8")),
+            role=role,
+            right="submit_job",
+            actor_name=str(payload.get("submitter") or ""),
+            actor_org=str(payload.get("submitter_org") or ""),
+            job_submitter=None,
+            job_submitter_org=None,
+        ):
+            raise PermissionError(f"{self.site}'s authorization policy refuses jobs of {who}")
+
+    def _check_code(self, job_dir: Path) -> None:
+        """``startup/resources.json``: with ``allow_custom_code`` false, every Python file a
+        job brings must be one the site trusts (its SHA-256 in ``trusted_code_sha256``)."""
+        path = self.kit.startup / "resources.json"
+        resources = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if resources.get("allow_custom_code", True):
+            return
+        trusted = set(resources.get("trusted_code_sha256") or [])
+        for file in sorted(job_dir.rglob("*.py")):
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+            if digest not in trusted:
+                raise PermissionError(
+                    f"{self.site} runs no custom code (resources.json allow_custom_code=false) "
+                    f"and does not trust {file.relative_to(job_dir)} (sha256 {digest}); its "
+                    "operator may add the hash to trusted_code_sha256"
+                )
 
     def _watch(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     message TEXT NOT NULL DEFAULT '',
     submitter TEXT NOT NULL,
     submitter_org TEXT NOT NULL DEFAULT '',
+    submitter_role TEXT NOT NULL DEFAULT '',
     sites TEXT NOT NULL,
     min_clients INTEGER NOT NULL,
     submitted_at REAL NOT NULL,
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 _SELECT = (
     "SELECT id, name, status, message, submitter, sites, min_clients, submitted_at, "
-    "started_at, finished_at, submitter_org FROM jobs"
+    "started_at, finished_at, submitter_org, submitter_role FROM jobs"
 )
 
 
@@ -60,6 +61,7 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     submitter_org: str = ""
+    submitter_role: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -78,10 +80,11 @@ class JobStore:
         with self._lock, self._db:
             self._db.execute(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-            if "submitter_org" not in columns:  # a store made before organisations
-                self._db.execute(
-                    "ALTER TABLE jobs ADD COLUMN submitter_org TEXT NOT NULL DEFAULT ''"
-                )
+            for column in ("submitter_org", "submitter_role"):  # a store made before roles
+                if column not in columns:
+                    self._db.execute(
+                        f"ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
+                    )
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id / "job"
@@ -96,6 +99,7 @@ class JobStore:
         sites: list[str],
         min_clients: int,
         submitter_org: str = "",
+        submitter_role: str = "",
     ) -> JobRecord:
         job = JobRecord(
             id=uuid.uuid4().hex[:12],
@@ -107,11 +111,13 @@ class JobStore:
             min_clients=min_clients,
             submitted_at=time.time(),
             submitter_org=submitter_org,
+            submitter_role=submitter_role,
         )
         with self._lock, self._db:
             self._db.execute(
-                "INSERT INTO jobs (id, name, status, message, submitter, submitter_org, sites, "
-                "min_clients, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, name, status, message, submitter, submitter_org, "
+                "submitter_role, sites, min_clients, submitted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.id,
                     job.name,
@@ -119,6 +125,7 @@ class JobStore:
                     job.message,
                     job.submitter,
                     job.submitter_org,
+                    job.submitter_role,
                     json.dumps(job.sites),
                     job.min_clients,
                     job.submitted_at,
@@ -195,4 +202,5 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         started_at=row[8],
         finished_at=row[9],
         submitter_org=row[10],
+        submitter_role=row[11],
     )

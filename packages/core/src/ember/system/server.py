@@ -298,7 +298,15 @@ class ServerDaemon:
             ref = self.endpoint.stream.downloader.add_file(
                 archive, receivers=len(sites), timeout=float(get_setting("system.deploy_timeout"))
             )
-            payload = {"job_id": job.id, "owner": SERVER, "ref": ref}
+            payload = {
+                "job_id": job.id,
+                "owner": SERVER,
+                "ref": ref,
+                # each site decides whether it runs jobs of this submitter (its own policy)
+                "submitter": job.submitter,
+                "submitter_org": job.submitter_org,
+                "submitter_role": job.submitter_role,
+            }
             futures = {
                 site: self._pool.submit(
                     self.transport.request,
@@ -403,7 +411,7 @@ class ServerDaemon:
                     f"job {job.name!r} needs min_clients={job.min_clients} sites, "
                     f"{len(sites)} named: {sites}"
                 )
-            record = self.store.add(job.name, admin, sites, job.min_clients, actor.org)
+            record = self.store.add(job.name, admin, sites, job.min_clients, actor.org, actor.role)
             dest = self.store.job_dir(record.id)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(folder), dest)
