@@ -93,6 +93,9 @@ def ember_cli_commands() -> list[CommandEntry]:
             "poc", "ember.cli.poc_cmd:poc", help="Run a local PoC system (server, clients)."
         ),
         CommandEntry("job", "ember.cli.job_cmd:job", help="Submit and follow jobs (admin API)."),
+        CommandEntry(
+            "daemon", "ember.cli.daemon_cmd:daemon", help="Run a daemon from its startup kit."
+        ),
     ]
 
 
