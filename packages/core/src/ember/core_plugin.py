@@ -96,6 +96,11 @@ def ember_cli_commands() -> list[CommandEntry]:
         CommandEntry(
             "daemon", "ember.cli.daemon_cmd:daemon", help="Run a daemon from its startup kit."
         ),
+        CommandEntry(
+            "provision",
+            "ember.cli.provision_cmd:provision",
+            help="Make startup kits for a project.",
+        ),
     ]
 
 

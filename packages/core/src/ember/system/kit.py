@@ -1,8 +1,10 @@
 """Startup kits: what each participant needs to join a project, in ``<folder>/startup/``.
 
 A kit holds the project's root CA certificate (``rootCA.pem``), the participant's own
-certificate and key, and ``kit.json``: the project, the participant's name and kind
-(``server``, ``client`` or ``admin``) and the server's address.
+certificate and key, ``kit.json`` (the project, the participant's name, kind — ``server``,
+``client`` or ``admin`` — role and org, the server's address, the connection security) and a
+manifest of every file's hash signed by the project CA: a kit whose files were altered,
+removed or added refuses to load (:func:`ember.provision.manifest.verify_kit`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Kit:
     host: str  # the server's host name (its certificate's name)
     port: int
     role: str | None = None  # an admin's role
+    org: str | None = None
+    connection_security: str = "mtls"  # mtls | tls | clear (the project's choice)
 
     @property
     def startup(self) -> Path:
@@ -75,4 +79,7 @@ class Kit:
         for file in (kit.tls.ca, kit.tls.cert, kit.tls.key):
             if not file.is_file():
                 raise KitError(f"the startup kit in {kit.startup} lacks {file.name}")
+        from ember.provision.manifest import verify_kit
+
+        verify_kit(kit.startup)  # a kit whose files were altered refuses to be used
         return kit

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ember.provision.certs import make_ca, make_cert
+from ember.provision.manifest import sign_kit
 from ember.system.kit import Kit
 
 DEFAULT_WORKSPACE = Path("/tmp/ember/poc")
@@ -123,6 +124,7 @@ def prepare(
     for kit in kits:
         kit.write()
         shutil.copy2(ca.cert, kit.startup / "rootCA.pem")
+        sign_kit(kit.startup, kit.name, ca.key)
     (root / PROJECT_FILE).write_text(
         json.dumps(
             {"project": project, "server": SERVER, "clients": names, "admin": ADMIN}, indent=2

@@ -85,7 +85,13 @@ class ServerDaemon:
 
         for job_id in self.store.fail_unfinished("the server stopped while the job ran"):
             self.log.warning("job %s was running when the server stopped: marked failed", job_id)
-        self.hub = Hub(SERVER, f"{self.kit.host}:{self.kit.port}", self.kit.tls, self._authorize)
+        from ember.provision.certs import identity
+
+        # the server's own certificate connects its job processes
+        self._own_name = identity(self.kit.tls.cert.read_bytes()).name
+        loopback = self.kit.host in ("localhost", "127.0.0.1", "::1")
+        bind = f"{self.kit.host if loopback else '[::]'}:{self.kit.port}"
+        self.hub = Hub(SERVER, bind, self.kit.tls, self._authorize)
         self.hub.on_connect = self._connected
         self.hub.on_disconnect = self._disconnected
         self.transport = NetTransport(self.hub.local)
@@ -129,7 +135,7 @@ class ServerDaemon:
         processes, a site its name and its job processes, an admin ``admin:<name>:*``."""
         if not common_name:
             return "no client certificate"
-        if common_name == self.kit.host:
+        if common_name == self._own_name:
             parts = split_job_name(requested)
             if parts is not None and parts[0] == SERVER:
                 return None
