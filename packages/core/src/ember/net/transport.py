@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import struct
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgpack
@@ -14,7 +13,7 @@ import msgpack
 from ember import fobs
 from ember.net.errors import TransportError
 from ember.net.messenger import Messenger
-from ember.runtime.transport import Endpoint, Handler
+from ember.runtime.transport import Endpoint, Handler, broadcast
 from ember.streaming import bind_node
 from ember.streaming.fetcher import CHUNK
 from ember.streaming.node import StreamNode
@@ -155,16 +154,7 @@ class NetTransport:
         self, sender: str, targets: Iterable[str], topic: str, payload: Any, max_workers: int = 8
     ) -> dict[str, Any]:
         """Send to every target concurrently; returns each target's reply or raised error."""
-        targets = list(targets)
-        out: dict[str, Any] = {}
-        with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(targets)))) as pool:
-            futures = {t: pool.submit(self.request, sender, t, topic, payload) for t in targets}
-            for target, future in futures.items():
-                try:
-                    out[target] = future.result()
-                except Exception as exc:
-                    out[target] = exc
-        return out
+        return broadcast(self.request, sender, targets, topic, payload, max_workers)
 
     def close(self) -> None:
         """Stop the endpoints' download services (not the node)."""

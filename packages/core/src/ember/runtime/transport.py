@@ -153,13 +153,25 @@ class InProcessTransport:
         self, sender: str, targets: Iterable[str], topic: str, payload: Any, max_workers: int = 8
     ) -> dict[str, Any]:
         """Send to every target concurrently; returns each target's reply or raised error."""
-        targets = list(targets)
-        out: dict[str, Any] = {}
-        with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(targets)))) as pool:
-            futures = {t: pool.submit(self.request, sender, t, topic, payload) for t in targets}
-            for target, future in futures.items():
-                try:
-                    out[target] = future.result()
-                except Exception as exc:
-                    out[target] = exc
-        return out
+        return broadcast(self.request, sender, targets, topic, payload, max_workers)
+
+
+def broadcast(
+    request: Callable[..., Any],
+    sender: str,
+    targets: Iterable[str],
+    topic: str,
+    payload: Any,
+    max_workers: int = 8,
+) -> dict[str, Any]:
+    """``request`` to every target concurrently; each target's reply or raised error."""
+    targets = list(targets)
+    out: dict[str, Any] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(targets)))) as pool:
+        futures = {t: pool.submit(request, sender, t, topic, payload) for t in targets}
+        for target, future in futures.items():
+            try:
+                out[target] = future.result()
+            except Exception as exc:
+                out[target] = exc
+    return out

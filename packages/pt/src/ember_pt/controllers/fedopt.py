@@ -120,7 +120,7 @@ class FedOptController(FedAvgController):
         """One server optimizer step from the round's global model along the average."""
         import torch
 
-        self._check_average(average)
+        self.check_average(average)
         diff = average.params_type == ParamsType.DIFF
         old_params: dict[str, Any] = convert_params(kept, self.server_format, NUMPY)
         new = dict(old_params)
@@ -194,18 +194,6 @@ class FedOptController(FedAvgController):
             return cls(first, **args)
         except Exception as exc:
             raise JobError(f"{name}: cannot build {cls.__qualname__}(**{args!r}): {exc}") from exc
-
-    def _check_average(self, average: WeightedAverage) -> None:
-        if not average.count or average.params_type is None:
-            raise JobError(
-                "no site sent params with its result; a training script must "
-                "send FLModel(params=...)"
-            )
-        if average.params_type == ParamsType.DIFF and self.transfer_type != ParamsType.DIFF:
-            raise JobError(
-                "sites sent DIFF params but the recipe has "
-                "params_transfer_type='FULL'; set params_transfer_type='DIFF'"
-            )
 
 
 def _pseudo_gradient(old: np.ndarray[Any, Any], value: Any, diff: bool) -> np.ndarray[Any, Any]:

@@ -180,6 +180,13 @@ class FedAvgController:
 
     def _updated(self, kept: dict[str, Any], average: WeightedAverage) -> dict[str, Any]:
         """The next global model from this round's average."""
+        self.check_average(average)
+        kept = convert_params(kept, self.server_format, NUMPY)
+        new = apply_update(kept, average.params(), average.params_type)
+        return convert_params(new, NUMPY, self.server_format)  # type: ignore[no-any-return]
+
+    def check_average(self, average: WeightedAverage) -> None:
+        """Refuse a round whose results carry no params, or DIFFs the recipe did not ask for."""
         if not average.count or average.params_type is None:
             raise JobError(
                 "no site sent params with its result; a training script must "
@@ -190,6 +197,3 @@ class FedAvgController:
                 "sites sent DIFF params but the recipe has "
                 "params_transfer_type='FULL'; set params_transfer_type='DIFF'"
             )
-        kept = convert_params(kept, self.server_format, NUMPY)
-        new = apply_update(kept, average.params(), average.params_type)
-        return convert_params(new, NUMPY, self.server_format)  # type: ignore[no-any-return]
