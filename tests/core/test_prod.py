@@ -209,3 +209,41 @@ def test_a_site_added_later_joins_without_reprovisioning(
         assert run.get_status() == COMPLETED, run.get_message()
     finally:
         ember("daemon", "stop", "--kit", str(site_c), check=False)
+
+
+@pytest.mark.parametrize("security", ["tls", "clear"])
+def test_a_job_runs_with_each_connection_security(security: str, tmp_path: Path) -> None:
+    text = PROJECT.format(port=free_port()).replace("mtls", security)
+    (tmp_path / "project.yml").write_text(text)
+    out = json.loads(
+        ember(
+            "provision",
+            "-p",
+            str(tmp_path / "project.yml"),
+            "-w",
+            str(tmp_path / "ws"),
+            "--format",
+            "json",
+        ).stdout
+    )
+    kits = {name: Path(folder) for name, folder in out["participants"].items()}
+    assert Kit.load(kits["site-a"]).connection_security == security
+    started = []
+    try:
+        for name in ("localhost", "site-a"):
+            ember("daemon", "start", "--kit", str(kits[name]))
+            started.append(kits[name])
+        env = ProdEnv(kits["lead@org-a.example"], sites=["site-a"], result_root=tmp_path / "r")
+        run = numpy_recipe(num_rounds=1, min_clients=1).execute(env)
+        result = Path(run.get_result(timeout=180))
+        assert run.get_status() == COMPLETED, run.get_message()
+        expected = np.arange(6, dtype=np.float32).reshape(2, 3) + 1
+        np.testing.assert_array_equal(global_model(result), expected)
+        # roles hold in every mode: identities come from the certificates
+        job_dir = numpy_recipe(num_rounds=1, min_clients=1).export(tmp_path / "job")
+        member = AdminClient(kits["member@org-b.example"]).connect(10.0)
+        with member, pytest.raises(Exception, match="may not submit_job"):
+            member.submit(job_dir)
+    finally:
+        for folder in reversed(started):
+            ember("daemon", "stop", "--kit", str(folder), check=False)

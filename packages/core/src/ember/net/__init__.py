@@ -1,4 +1,10 @@
-"""Networked messaging: nodes connected to a hub over gRPC with mutual TLS.
+"""Networked messaging: nodes connected to a hub over gRPC.
+
+Connections are secured as the project chose (:class:`TlsFiles` ``security``): ``mtls``
+(mutual TLS, the default), ``tls`` (server-authenticated TLS) or ``clear`` (plain gRPC,
+readable on the wire). In ``tls`` and ``clear`` a node proves its identity by signing the
+hub's challenge with its certificate's key (:mod:`ember.net.identity`); in every mode its
+identity is its certificate's common name.
 
 A :class:`Hub` is a gRPC server that registers named nodes and routes their frames by
 name; it is a node itself (``hub.local``). A :class:`NetNode` dials out to the hub (a site

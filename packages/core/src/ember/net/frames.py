@@ -28,14 +28,26 @@ import msgpack
 from ember.runtime.transport import TransportError
 
 # frame kinds
-HELLO = 1  # node -> hub: the name it wants (source); body: msgpack {"version": 1}
-WELCOME = 2  # hub -> node: registered
+HELLO = 1  # node -> hub: the name it wants (source); body: msgpack {"version",
+#   "security", "nonce" (for the hub to sign with security clear), and with tls or clear
+#   "certificate" (PEM) and "signature" (over identity.hello_statement)}
+WELCOME = 2  # hub -> node: registered; body: with clear, msgpack {"certificate", "signature"
+#   (over identity.welcome_statement)}, else empty
 REQUEST = 3
 REPLY = 4
 ERROR = 5  # a failed request; body: msgpack {"type", "message", "origin"}
 PING = 6  # heartbeat: any message proves the peer alive
+CHALLENGE = 7  # hub -> node, first on every stream: msgpack {"version", "security", "nonce"}
 
-KIND_NAMES = {1: "HELLO", 2: "WELCOME", 3: "REQUEST", 4: "REPLY", 5: "ERROR", 6: "PING"}
+KIND_NAMES = {
+    1: "HELLO",
+    2: "WELCOME",
+    3: "REQUEST",
+    4: "REPLY",
+    5: "ERROR",
+    6: "PING",
+    7: "CHALLENGE",
+}
 
 # frame flags
 NO_REPLY = 1  # a REQUEST sent with fire(): the receiver sends nothing back
@@ -45,7 +57,7 @@ FIRST = 1
 LAST = 2
 ABORT = 4  # the rest of this frame will never come (its sender is gone): drop what came
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the hub opens each stream with a CHALLENGE
 MAX_NAME_BYTES = 1024  # each of source, target and topic
 MIN_FRAGMENT_SIZE = 16 * 1024
 

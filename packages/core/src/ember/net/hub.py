@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from ember.net.errors import TransportError
 from ember.net.frames import (
     ABORT,
+    CHALLENGE,
     ERROR,
     FIRST,
     HELLO,
@@ -42,6 +44,9 @@ from ember.net.outbox import Outbox
 from ember.net.settings import NetSettings
 from ember.net.tls import TlsFiles, peer_certificate, peer_common_name
 
+if TYPE_CHECKING:
+    from cryptography import x509
+
 log = logging.getLogger(__name__)
 
 Authorize = Callable[[str | None, str], str | None]
@@ -53,9 +58,12 @@ _LOCAL = object()  # a route to the hub's own node
 class _Conn:
     """One connected node's stream, as the hub sees it."""
 
-    def __init__(self, peer_cn: str | None, outbox: Outbox, context: Any) -> None:
-        self.peer_cn = peer_cn
-        self.peer_pem = peer_certificate(context)
+    def __init__(
+        self, peer_cn: str | None, peer_pem: bytes | None, outbox: Outbox, context: Any
+    ) -> None:
+        self.peer_cn = peer_cn  # the proven identity (None until proven, or never)
+        self.peer_pem = peer_pem
+        self.nonce = secrets.token_bytes(32)  # the challenge this connection must sign
         self.outbox = outbox
         self.context = context
         self.name: str | None = None
@@ -109,10 +117,17 @@ class HubLocal(Messenger):
 class Hub:
     """Registers nodes and routes their frames; the hub is a node itself (:attr:`local`).
 
-    One gRPC port, one bidirectional method (``/ember.Hub/Connect``). With ``tls``, every
-    party must present a certificate signed by the project CA (mutual TLS); ``tls=None``
-    serves plain gRPC (tests only). A connecting node says the name it wants in a hello;
-    ``authorize(peer common name, name)`` returns None to accept or a reason to refuse.
+    One gRPC port, one bidirectional method (``/ember.Hub/Connect``). ``tls`` holds the
+    project CA, the hub's certificate and key, and the connection security
+    (:class:`TlsFiles`): with ``mtls`` every party presents a certificate signed by the
+    project CA in the TLS handshake; with ``tls`` (server-authenticated TLS) or ``clear``
+    (plain gRPC) it proves the same in the protocol, with its certificate and a signature over
+    the hub's challenge (:mod:`ember.net.identity`). Either way a certificate from another
+    CA, an expired one, or one without its key is refused, and the certificate's common name
+    is the peer's identity. ``tls=None`` serves plain gRPC with no identities (tests only).
+    The hub opens each stream with a challenge; the node answers with a hello naming the
+    name it wants; ``authorize(peer common name, name)`` returns None to accept or a reason
+    to refuse; :meth:`peer_certificate` gives a connected node's certificate.
     A name already connected is refused unless that connection is dead
     (``net.heartbeat_interval``), in which case the new one replaces it. Frames are routed
     by target name, fragment by fragment, without reading their bodies; a frame whose
@@ -145,6 +160,14 @@ class Hub:
         self._server: Any = None
         self._port: int | None = None
         self._heartbeat_thread: threading.Thread | None = None
+        self._ca: x509.Certificate | None = None  # to check certificates (tls, clear)
+        self._own_pem = b""  # the hub's certificate and key, to prove itself (clear)
+        self._own_key: Any = None
+
+    @property
+    def security(self) -> str:
+        """The connection security: ``mtls``, ``tls``, ``clear``, or ``none`` (tls=None)."""
+        return self.tls.security if self.tls is not None else "none"
 
     @property
     def port(self) -> int:
@@ -154,8 +177,8 @@ class Hub:
         return self._port
 
     def peer_certificate(self, name: str) -> bytes | None:
-        """The PEM certificate the connected node ``name`` presented (None: not connected, or
-        a plain connection)."""
+        """The PEM certificate the connected node ``name`` proved it holds (in the TLS
+        handshake, or with a signed challenge); None: not connected, or ``tls=None``."""
         with self._lock:
             conn = self._conns.get(name)
             return conn.peer_pem if conn is not None and not conn.gone else None
@@ -169,6 +192,7 @@ class Hub:
         """Bind and serve; returns self."""
         import grpc
 
+        self._load_identity()
         handler = grpc.method_handlers_generic_handler(
             "ember.Hub",
             {
@@ -185,7 +209,7 @@ class Hub:
             maximum_concurrent_rpcs=limit,
         )
         try:
-            if self.tls is not None:
+            if self.tls is not None and self.tls.uses_tls:
                 port = server.add_secure_port(self.bind, self.tls.server_credentials())
             else:
                 port = server.add_insecure_port(self.bind)
@@ -200,6 +224,21 @@ class Hub:
         )
         self._heartbeat_thread.start()
         return self
+
+    def _load_identity(self) -> None:
+        """Read what checking nodes' proofs (and, with ``clear``, proving its own) takes."""
+        if self.tls is None or self.security == "mtls":
+            return
+        from ember.net.identity import IdentityError, load_certificate, load_private_key
+
+        ca, cert, key = self.tls._read()
+        try:
+            self._ca = load_certificate(ca, f"project CA ({self.tls.ca})")
+            if self.security == "clear":
+                load_certificate(cert, f"hub certificate ({self.tls.cert})")
+                self._own_pem, self._own_key = cert, load_private_key(key, f"key {self.tls.key}")
+        except IdentityError as exc:
+            raise TransportError(f"hub {self.name}: {exc}") from None
 
     def stop(self, grace: float | None = None) -> None:
         """Stop serving: no new connections. With a ``grace`` (seconds), running handlers of
@@ -238,10 +277,19 @@ class Hub:
         """The gRPC handler: admit the node, then send its outbox until it closes."""
         import grpc
 
-        conn = _Conn(peer_common_name(context), Outbox(self.settings.forward_buffer), context)
+        if self.security == "mtls":  # the handshake proved it
+            peer_cn, peer_pem = peer_common_name(context), peer_certificate(context)
+        else:  # proven by the hello, or never (tls=None)
+            peer_cn, peer_pem = None, None
+        conn = _Conn(peer_cn, peer_pem, Outbox(self.settings.forward_buffer), context)
         with self._lock:
             self._unnamed.add(conn)
         context.add_callback(lambda: conn.close("the stream ended"))
+        challenge = msgpack.packb(
+            {"version": PROTOCOL_VERSION, "security": self.security, "nonce": conn.nonce}
+        )
+        frame = OutFrame(Header(CHALLENGE, 0, 0, self.name, "", ""), challenge, 1 << 16)
+        yield frame.next_fragment()
         try:
             refusal = self._admit(conn, requests)
         except Exception as exc:  # the stream broke, or the heartbeat gave up on the hello
@@ -273,14 +321,28 @@ class Hub:
         if header.kind != HELLO or flags != FIRST | LAST:
             return "the first frame must be a hello"
         try:
-            version = msgpack.unpackb(body).get("version")
+            hello = msgpack.unpackb(body)
+            if not isinstance(hello, dict):
+                hello = {}
         except Exception:
-            version = None
+            hello = {}
+        version = hello.get("version")
         if version != PROTOCOL_VERSION:
-            return f"protocol version {version!r} is not supported (the hub speaks 1)"
+            return (
+                f"protocol version {version!r} is not supported (the hub speaks {PROTOCOL_VERSION})"
+            )
+        security = hello.get("security")
+        if security != self.security:
+            return (
+                f"connection security mismatch: the hub uses {self.security!r}, the node "
+                f"{security!r}"
+            )
         name = header.source
         if not name or name == self.name:
             return f"the name {name!r} is reserved"
+        why = self._prove(conn, hello, name)
+        if why:
+            return why
         try:
             why = self.authorize(conn.peer_cn, name)
         except Exception as exc:
@@ -288,7 +350,14 @@ class Hub:
         if why:
             return str(why)
         welcome = Header(WELCOME, 0, 0, self.name, name, "")
-        conn.outbox.put_frame(OutFrame(welcome, b"", self.settings.fragment_size))
+        proof = b""
+        if self.security == "clear":  # no TLS: the hub proves itself too
+            from ember.net.identity import sign, welcome_statement
+
+            statement = welcome_statement(self.security, self.name, hello["nonce"], name)
+            signature = sign(self._own_key, statement)
+            proof = msgpack.packb({"certificate": self._own_pem, "signature": signature})
+        conn.outbox.put_frame(OutFrame(welcome, proof, self.settings.fragment_size))
         with self._lock:
             old = self._conns.get(name)
             if old is not None and not old.gone:
@@ -303,6 +372,48 @@ class Hub:
             self._conns[name] = conn
         if replaced is not None:
             self._unregister(replaced, "replaced by a new connection of the same name")
+        return None
+
+    def _prove(self, conn: _Conn, hello: dict[str, Any], name: str) -> str | None:
+        """Establish the node's identity (``conn.peer_cn`` and ``peer_pem``), or say why its
+        certificate does not prove one."""
+        if self.security == "none":
+            return None
+        from ember.net.identity import (
+            NONCE_BYTES,
+            IdentityError,
+            check_validity,
+            common_name,
+            hello_statement,
+            load_certificate,
+            verify_certificate,
+            verify_signature,
+        )
+
+        try:
+            if self.security == "mtls":  # the handshake checked the chain and dates; now, too
+                if conn.peer_pem is None:
+                    return "no client certificate"
+                check_validity(load_certificate(conn.peer_pem))
+                return None
+            pem, signature = hello.get("certificate"), hello.get("signature")
+            if not isinstance(pem, bytes) or not isinstance(signature, bytes):
+                return (
+                    f"no certificate and signature in the hello (connection security "
+                    f"{self.security!r} requires them)"
+                )
+            nonce = hello.get("nonce")
+            if self.security == "clear" and not (
+                isinstance(nonce, bytes) and len(nonce) == NONCE_BYTES
+            ):
+                return "no challenge for the hub in the hello"
+            assert self._ca is not None
+            cert = verify_certificate(pem, self._ca, "client")
+            statement = hello_statement(self.security, self.name, conn.nonce, name)
+            verify_signature(cert, signature, statement)
+        except IdentityError as exc:
+            return str(exc)
+        conn.peer_cn, conn.peer_pem = common_name(cert) or None, pem
         return None
 
     def _read(self, conn: _Conn, requests: Iterator[bytes]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ import msgpack
 
 from ember.net.errors import ConnectError, TransportError
 from ember.net.frames import (
+    CHALLENGE,
     HELLO,
     PING,
     PROTOCOL_VERSION,
@@ -68,6 +70,11 @@ class NetNode(Messenger):
     (``net.reconnect_backoff_min`` .. ``max``), calling ``on_reconnect()`` once registered.
     ``server_name``: the name the hub's certificate is checked against, when it differs
     from the address's host (certificates name "localhost" or "server").
+    ``tls``: the project CA, this node's certificate and key, and the connection security
+    (:class:`~ember.net.TlsFiles`), which must be the hub's; ``None``: plain gRPC with no
+    identity (tests only). With ``tls`` or ``clear`` security the node signs the hub's
+    challenge with its key; with ``clear`` it checks the hub's signature and certificate
+    (issued by the CA, valid, naming ``server_name`` or the address's host) in place of TLS.
     """
 
     def __init__(
@@ -90,6 +97,11 @@ class NetNode(Messenger):
         self._closing = threading.Event()
         self._last_reason = "not connected yet"
         self._threads: list[threading.Thread] = []
+
+    @property
+    def security(self) -> str:
+        """The connection security: ``mtls``, ``tls``, ``clear``, or ``none`` (tls=None)."""
+        return self.tls.security if self.tls is not None else "none"
 
     @property
     def connected(self) -> bool:
@@ -166,11 +178,12 @@ class NetNode(Messenger):
         """One attempt to connect and register, bounded by ``deadline``."""
         import grpc
 
+        proof = self._proof_material()
         options: list[tuple[str, Any]] = [
             *self.settings.grpc_options(),
             ("grpc.use_local_subchannel_pool", 1),  # a fresh connection, not a cached one
         ]
-        if self.tls is not None:
+        if self.tls is not None and self.tls.uses_tls:
             if self.server_name:
                 options.append(("grpc.ssl_target_name_override", self.server_name))
             channel = grpc.secure_channel(
@@ -179,10 +192,6 @@ class NetNode(Messenger):
         else:
             channel = grpc.insecure_channel(self.address, options=options)
         outbox = Outbox(self.settings.forward_buffer)
-        hello = msgpack.packb({"version": PROTOCOL_VERSION})
-        outbox.put_frame(
-            OutFrame(Header(HELLO, 0, 0, self.name, "", ""), hello, self.settings.fragment_size)
-        )
         call = channel.stream_stream(METHOD, request_serializer=None, response_deserializer=None)(
             iter(outbox), wait_for_ready=False
         )
@@ -199,13 +208,21 @@ class NetNode(Messenger):
         timer.daemon = True
         timer.start()
         try:
-            first = next(call)
+            hub, nonce = self._challenged(next(call))
+            outbox.put_frame(self._hello(hub, nonce, proof))
+            welcome = next(call)
             with guard:
                 state["answered"] = True
-            _flags, _, rest = parse_fragment(first)
-            header, _ = parse_header(rest)
+            _flags, _, rest = parse_fragment(welcome)
+            header, body = parse_header(rest)
             if header.kind != WELCOME:
                 raise ProtocolError(f"the hub answered the hello with {header.describe()}")
+            self._check_welcome(header.source, bytes(body), proof)
+        except ConnectError:
+            outbox.close()
+            call.cancel()
+            channel.close()
+            raise
         except grpc.RpcError as exc:
             outbox.close()
             channel.close()
@@ -226,6 +243,98 @@ class NetNode(Messenger):
             timer.cancel()
         return _Link(channel, call, outbox)
 
+    def _proof_material(self) -> dict[str, Any]:
+        """What this node proves its identity with (tls, clear): its certificate, its key,
+        the CA and a nonce for the hub to sign (clear)."""
+        if self.tls is None or self.security == "mtls":
+            return {}
+        from ember.net.identity import IdentityError, load_certificate, load_private_key
+
+        ca, cert, key = self.tls._read()
+        try:
+            return {
+                "ca": load_certificate(ca, f"project CA ({self.tls.ca})"),
+                "certificate": cert,
+                "key": load_private_key(key, f"key {self.tls.key}"),
+                "nonce": secrets.token_bytes(32),
+            }
+        except IdentityError as exc:
+            raise ConnectError(f"{self.name}: {exc}", "tls") from None
+
+    def _challenged(self, first: bytes) -> tuple[str, bytes]:
+        """The hub's name and nonce from its challenge (checked: its protocol version and
+        connection security are this node's)."""
+        _flags, _, rest = parse_fragment(first)
+        header, body = parse_header(rest)
+        if header.kind != CHALLENGE:
+            raise ProtocolError(f"the hub opened the stream with {header.describe()}")
+        try:
+            info = msgpack.unpackb(body)
+        except Exception:
+            info = None
+        if not isinstance(info, dict) or not isinstance(info.get("nonce"), bytes):
+            raise ProtocolError("a malformed challenge")
+        where = f"{self.name} -> hub at {self.address}"
+        if info.get("version") != PROTOCOL_VERSION:
+            raise ConnectError(
+                f"{where}: the hub speaks protocol version {info.get('version')!r}, this "
+                f"node {PROTOCOL_VERSION}",
+                "refused",
+            )
+        if info.get("security") != self.security:
+            raise ConnectError(
+                f"{where}: connection security mismatch: the hub uses "
+                f"{info.get('security')!r}, this node {self.security!r}",
+                "security",
+            )
+        return header.source, info["nonce"]
+
+    def _hello(self, hub: str, nonce: bytes, proof: dict[str, Any]) -> OutFrame:
+        hello: dict[str, Any] = {"version": PROTOCOL_VERSION, "security": self.security}
+        if proof:
+            from ember.net.identity import hello_statement, sign
+
+            statement = hello_statement(self.security, hub, nonce, self.name)
+            hello["certificate"] = proof["certificate"]
+            hello["signature"] = sign(proof["key"], statement)
+            hello["nonce"] = proof["nonce"]
+        header = Header(HELLO, 0, 0, self.name, "", "")
+        return OutFrame(header, msgpack.packb(hello), self.settings.fragment_size)
+
+    def _check_welcome(self, hub: str, body: bytes, proof: dict[str, Any]) -> None:
+        """With ``clear``, the hub's proof of identity: a certificate the CA issued, valid,
+        naming the host this node dialled, and its signature over this node's nonce."""
+        if self.security != "clear":
+            return
+        from ember.net.identity import (
+            IdentityError,
+            check_host,
+            verify_certificate,
+            verify_signature,
+            welcome_statement,
+        )
+
+        where = f"{self.name} -> hub at {self.address}"
+        try:
+            info = msgpack.unpackb(body) if body else {}
+        except Exception:
+            info = {}
+        pem = info.get("certificate") if isinstance(info, dict) else None
+        signature = info.get("signature") if isinstance(info, dict) else None
+        if not isinstance(pem, bytes) or not isinstance(signature, bytes):
+            raise ConnectError(f"{where}: the hub did not prove its identity", "tls")
+        try:
+            cert = verify_certificate(pem, proof["ca"], "server")
+            check_host(cert, self.server_name or self._host())
+            statement = welcome_statement(self.security, hub, proof["nonce"], self.name)
+            verify_signature(cert, signature, statement)
+        except IdentityError as exc:
+            raise ConnectError(f"{where}: the hub's identity is not proven: {exc}", "tls") from None
+
+    def _host(self) -> str:
+        host = self.address.rpartition(":")[0] or self.address
+        return host.split("///")[-1].strip("[]")
+
     def _classify(self, exc: Any) -> ConnectError:
         """A ConnectError saying whether the hub refused, could not be reached, or the TLS
         handshake failed."""
@@ -238,22 +347,56 @@ class NetNode(Messenger):
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return ConnectError(f"{where}: refused (the hub is full): {details}", "refused")
         low = details.lower()
+        uses_tls = self.tls is not None and self.tls.uses_tls
+        if uses_tls and "wrong_version_number" in low:
+            return ConnectError(
+                f"{where}: connection security mismatch: the hub does not speak TLS (is its "
+                f"connection security 'clear'? this node's is {self.security!r}): {details}",
+                "security",
+            )
         if any(word in low for word in _TLS_WORDS):
             return ConnectError(f"{where}: TLS handshake failed: {details}", "tls")
-        if "socket closed" in low and self.tls is not None and self._reachable():
+        if "socket closed" in low and self._reachable():
+            if self.security == "tls":  # a hub with tls asks for no client certificate
+                return ConnectError(
+                    f"{where}: connection security mismatch: the hub closed the connection "
+                    "during the TLS handshake (does it require mutual TLS, a client "
+                    f"certificate? this node's connection security is 'tls'): {details}",
+                    "security",
+                )
+            if not uses_tls:
+                return ConnectError(
+                    f"{where}: connection security mismatch: the hub closed a plain "
+                    f"connection at once (does it require TLS? this node's connection "
+                    f"security is {self.security!r}): {details}",
+                    "security",
+                )
             return ConnectError(
                 f"{where}: TLS handshake failed: the hub closed the connection during the "
-                "handshake (is this node's certificate signed by the project's CA?): "
-                f"{details}",
+                f"handshake ({self._diagnosis()}): {details}",
                 "tls",
             )
         return ConnectError(f"{where}: unreachable: {code.name}: {details}", "unreachable")
 
+    def _diagnosis(self) -> str:
+        """Why the hub may have refused this node's certificate, as far as it can tell."""
+        from ember.net.identity import diagnose
+
+        assert self.tls is not None
+        try:
+            ca, cert, _ = self.tls._read()
+            why = diagnose(cert, ca)
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        if why:
+            return f"this node's {why}"
+        return "is this node's certificate signed by the project's CA, and valid now?"
+
     def _reachable(self) -> bool:
         """Whether a plain TCP connection to the hub's address opens (tells a TLS refusal
         from a hub that is not there)."""
-        host, _, port = self.address.rpartition(":")
-        host = host.split("///")[-1].strip("[]")
+        port = self.address.rpartition(":")[2]
+        host = self._host()
         try:
             with socket.create_connection((host, int(port)), timeout=2.0):
                 return True

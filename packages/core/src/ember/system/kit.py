@@ -51,6 +51,7 @@ class Kit:
             self.startup / "rootCA.pem",
             self.startup / f"{self.kind}.crt",
             self.startup / f"{self.kind}.key",
+            security=self.connection_security,  # type: ignore[arg-type]
         )
 
     def write(self) -> None:
