@@ -48,6 +48,9 @@ admins:
   - name: member@org-b.example
     org: org-b
     role: member
+  - name: admin@org-a.example
+    org: org-a
+    role: project_admin
 """
 
 
@@ -247,3 +250,17 @@ def test_a_job_runs_with_each_connection_security(security: str, tmp_path: Path)
     finally:
         for folder in reversed(started):
             ember("daemon", "stop", "--kit", str(folder), check=False)
+
+
+def test_only_an_operator_stops_a_site(project: dict[str, Path]) -> None:
+    # runs after the tests that use site-b: it stops site-b's daemon
+    from ember.system.daemon import pid_of, wait_gone
+
+    lead = admin(project, "lead@org-a.example")
+    with lead, pytest.raises(Exception, match="may not operate"):
+        lead.stop_site("site-b")
+    pid = pid_of(project["site-b"])
+    assert pid is not None
+    with admin(project, "admin@org-a.example") as operator:
+        assert operator.stop_site("site-b") == {"site": "site-b", "stopping": True}
+    assert wait_gone(pid, 60.0), "site-b's daemon did not stop"

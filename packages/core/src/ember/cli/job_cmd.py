@@ -153,3 +153,16 @@ def system(kit: Path | None, fmt: str) -> None:
         return
     for key, value in info.items():
         click.echo(f"{key:>12}: {value}")
+
+
+@job.command("stop-site")
+@click.argument("site")
+@kit_option
+@format_option
+def stop_site(site: str, kit: Path | None, fmt: str) -> None:
+    """Stop a site's daemon and the jobs it runs (the operate right)."""
+    reply = _call(kit, "stop_site", site)
+    if fmt == "json":
+        echo_json(reply)
+    else:
+        click.echo(f"site {site} is stopping")

@@ -113,3 +113,7 @@ class AdminClient:
 
     def system(self) -> dict[str, Any]:
         return self._call("admin.system", {})  # type: ignore[no-any-return]
+
+    def stop_site(self, site: str) -> dict[str, Any]:
+        """Stop a site's daemon and its jobs (needs the ``operate`` right)."""
+        return self._call("admin.stop_site", {"site": site})  # type: ignore[no-any-return]

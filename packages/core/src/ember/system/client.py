@@ -53,6 +53,7 @@ class ClientDaemon:
         self.endpoint.register_handler("job.deploy", self._deploy)
         self.endpoint.register_handler("job.abort", self._abort)
         self.endpoint.register_handler("job.logs", self._logs)
+        self.endpoint.register_handler("system.stop", self._stop_requested)
         self.node.start(timeout)
         self.log.info("client %s connected to %s", self.site, self.kit.address)
 
@@ -149,6 +150,16 @@ class ClientDaemon:
                     f"and does not trust {file.relative_to(job_dir)} (sha256 {digest}); its "
                     "operator may add the hash to trusted_code_sha256"
                 )
+
+    def _stop_requested(self, sender: str, payload: Any) -> bool:
+        """The server relays an admin's order (checked there) to stop this daemon: it ends
+        as on SIGTERM, after this reply is sent."""
+        if sender != SERVER:
+            raise ValueError(f"{sender} cannot stop this site")
+        by = payload.get("by") if isinstance(payload, dict) else None
+        self.log.warning("stopping: asked by %s through the server", by)
+        os.kill(os.getpid(), signal.SIGTERM)  # the daemon's loop stops it, replies flushed
+        return True
 
     def _watch(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()

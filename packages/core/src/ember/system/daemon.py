@@ -130,7 +130,7 @@ def start(kind: str, folder: Path, timeout: float | None = None) -> int:
     )
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
+def wait_gone(pid: int, timeout: float) -> bool:
     """Wait for a process that is not our child to end (pidfd where Linux has it)."""
     deadline = time.monotonic() + timeout
     try:
@@ -155,10 +155,10 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 def _kill_group(pid: int, grace: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    if not (grace and _wait_gone(pid, grace)):
+    if not (grace and wait_gone(pid, grace)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        _wait_gone(pid, 5.0)
+        wait_gone(pid, 5.0)
     child = _children.pop(pid, None)
     if child is not None:  # started by this process: reap it (no zombie left behind)
         child.wait(5.0)

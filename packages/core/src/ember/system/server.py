@@ -105,6 +105,7 @@ class ServerDaemon:
             "admin.download": self._download,
             "admin.logs": self._logs,
             "admin.system": self._system,
+            "admin.stop_site": self._stop_site,
         }
         for topic, handler in handlers.items():
             self.endpoint.register_handler(topic, self._guarded(topic, handler))
@@ -506,6 +507,24 @@ class ServerDaemon:
             float(get_setting("system.admin_timeout")),
         )
         return {"site": site, "text": str(reply.get("text", ""))}
+
+    def _stop_site(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Stop a site's daemon (and the jobs it runs): an ``operate`` right."""
+        actor = self._authorize_admin(sender, "operate")
+        site = str(payload.get("site") or "")
+        with self._cond:
+            connected = site in self._sites
+        if not connected:
+            raise AdminError(f"{site!r} is not a connected site (see `ember job system`)")
+        self.log.warning("%s stops site %s", actor.name, site)
+        self.transport.request(
+            SERVER,
+            site,
+            "system.stop",
+            {"by": actor.name},
+            float(get_setting("system.admin_timeout")),
+        )
+        return {"site": site, "stopping": True}
 
     def _system(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
         self._authorize_admin(sender, "view")
