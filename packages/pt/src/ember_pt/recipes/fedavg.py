@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ember.job.definition import APP_DIR, JobFile
@@ -82,3 +84,15 @@ def torch_model(
         files[f"{APP_DIR}/initial_model.safetensors"] = functools.partial(save_module, model)
         args["initial_file"] = f"{APP_DIR}/initial_model.safetensors"
     return {"target": _PERSISTOR, "args": args}, model_class
+
+
+def fedavg_arguments(init: Callable[..., None]) -> Callable[..., None]:
+    """For recipes built on FedAvg: ``init(self, *, name=..., <its own>, **kwargs)`` passes
+    ``kwargs`` on to :class:`FedAvgRecipe`; its signature (what ``ember recipe show`` and
+    ``help()`` list) becomes FedAvg's parameters, with ``init``'s default name, then its own."""
+    own = inspect.signature(init).parameters
+    base = inspect.signature(CoreFedAvgRecipe.__init__).parameters.values()
+    params = [p.replace(default=own["name"].default) if p.name == "name" else p for p in base]
+    params += [p for n, p in own.items() if n not in ("self", "name", "kwargs")]
+    init.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    return init

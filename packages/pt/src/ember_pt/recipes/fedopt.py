@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.client.formats import NUMPY
-from ember.client.model import TransferType
 from ember_pt.controllers.fedopt import (
     DEFAULT_LR_SCHEDULER_ARGS,
     DEFAULT_OPTIMIZER_ARGS,
     class_args,
 )
-from ember_pt.recipes.fedavg import FedAvgRecipe
+from ember_pt.recipes.fedavg import FedAvgRecipe, fedavg_arguments
 
 FEDOPT_CONTROLLER = "ember_pt.controllers.fedopt:FedOptController"
 
@@ -32,30 +30,14 @@ class FedOptRecipe(FedAvgRecipe):
 
     controller = FEDOPT_CONTROLLER
 
+    @fedavg_arguments
     def __init__(
         self,
         *,
         name: str = "fedopt",
-        min_clients: int,
-        num_rounds: int = 2,
-        model: Any = None,
-        initial_ckpt: str | None = None,
-        train_script: str,
-        train_args: str = "",
-        launch_external_process: bool = False,
-        command: str | None = None,
-        params_transfer_type: str | TransferType = "FULL",
-        aggregation_weights: dict[str, float] | None = None,
-        key_metric: str | None = "accuracy",
-        key_metric_mode: str = "max",
-        stop_cond: str | None = None,
-        patience: int | None = None,
-        exclude_vars: str | list[str] | None = None,
-        server_memory_gc_rounds: int = 0,
-        client_memory_gc_rounds: int = 0,
-        server_expected_format: str = NUMPY,
         optimizer_args: dict[str, Any] | None = None,
         lr_scheduler_args: dict[str, Any] | None = DEFAULT_LR_SCHEDULER_ARGS,
+        **kwargs: Any,
     ) -> None:
         # checked now; resolved (T_max) in controller_args, once num_rounds is checked
         self.optimizer_args = (
@@ -66,27 +48,7 @@ class FedOptRecipe(FedAvgRecipe):
             if lr_scheduler_args is None
             else class_args("lr_scheduler_args", lr_scheduler_args)
         )
-        super().__init__(
-            name=name,
-            min_clients=min_clients,
-            num_rounds=num_rounds,
-            model=model,
-            initial_ckpt=initial_ckpt,
-            train_script=train_script,
-            train_args=train_args,
-            launch_external_process=launch_external_process,
-            command=command,
-            params_transfer_type=params_transfer_type,
-            aggregation_weights=aggregation_weights,
-            key_metric=key_metric,
-            key_metric_mode=key_metric_mode,
-            stop_cond=stop_cond,
-            patience=patience,
-            exclude_vars=exclude_vars,
-            server_memory_gc_rounds=server_memory_gc_rounds,
-            client_memory_gc_rounds=client_memory_gc_rounds,
-            server_expected_format=server_expected_format,
-        )
+        super().__init__(name=name, **kwargs)
 
     def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """FedAvg's arguments plus the optimizer's and the scheduler's, written out in full."""

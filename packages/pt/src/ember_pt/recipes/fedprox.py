@@ -6,10 +6,8 @@ import math
 import numbers
 from typing import Any
 
-from ember.client.formats import NUMPY
-from ember.client.model import TransferType
 from ember.recipes.validation import RecipeArgumentError
-from ember_pt.recipes.fedavg import FedAvgRecipe
+from ember_pt.recipes.fedavg import FedAvgRecipe, fedavg_arguments
 
 #: the task meta key (the same string as ``ember_pt.fedprox.FEDPROX_MU``; no torch import here)
 FEDPROX_MU = "fedprox_mu"
@@ -35,52 +33,10 @@ class FedProxRecipe(FedAvgRecipe):
     :class:`ember_pt.recipes.FedAvgRecipe`'s.
     """
 
-    def __init__(
-        self,
-        *,
-        name: str = "fedprox",
-        min_clients: int,
-        num_rounds: int = 2,
-        model: Any = None,
-        initial_ckpt: str | None = None,
-        train_script: str,
-        train_args: str = "",
-        launch_external_process: bool = False,
-        command: str | None = None,
-        params_transfer_type: str | TransferType = "FULL",
-        aggregation_weights: dict[str, float] | None = None,
-        key_metric: str | None = "accuracy",
-        key_metric_mode: str = "max",
-        stop_cond: str | None = None,
-        patience: int | None = None,
-        exclude_vars: str | list[str] | None = None,
-        server_memory_gc_rounds: int = 0,
-        client_memory_gc_rounds: int = 0,
-        server_expected_format: str = NUMPY,
-        fedprox_mu: float = 0.01,
-    ) -> None:
+    @fedavg_arguments
+    def __init__(self, *, name: str = "fedprox", fedprox_mu: float = 0.01, **kwargs: Any) -> None:
         self.fedprox_mu = check_fedprox_mu(fedprox_mu)
-        super().__init__(
-            name=name,
-            min_clients=min_clients,
-            num_rounds=num_rounds,
-            model=model,
-            initial_ckpt=initial_ckpt,
-            train_script=train_script,
-            train_args=train_args,
-            launch_external_process=launch_external_process,
-            command=command,
-            params_transfer_type=params_transfer_type,
-            aggregation_weights=aggregation_weights,
-            key_metric=key_metric,
-            key_metric_mode=key_metric_mode,
-            stop_cond=stop_cond,
-            patience=patience,
-            exclude_vars=exclude_vars,
-            server_memory_gc_rounds=server_memory_gc_rounds,
-            client_memory_gc_rounds=client_memory_gc_rounds,
-            server_expected_format=server_expected_format,
-        )
+        super().__init__(name=name, **kwargs)
 
     def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """FedAvg's arguments, with ``fedprox_mu`` added to every task's meta."""

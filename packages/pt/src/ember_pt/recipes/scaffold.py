@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from ember_pt.recipes.fedavg import FedAvgRecipe
+from ember_pt.recipes.fedavg import FedAvgRecipe, fedavg_arguments
 
 SCAFFOLD_CONTROLLER = "ember_pt.controllers.scaffold:ScaffoldController"
 
@@ -24,13 +23,6 @@ class ScaffoldRecipe(FedAvgRecipe):
 
     controller = SCAFFOLD_CONTROLLER
 
+    @fedavg_arguments
     def __init__(self, *, name: str = "scaffold", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
-
-    # `ember recipe show` lists FedAvgRecipe's parameters, with this recipe's default name
-    __init__.__signature__ = inspect.signature(FedAvgRecipe.__init__).replace(  # type: ignore[attr-defined]
-        parameters=[
-            p.replace(default="scaffold") if p.name == "name" else p
-            for p in inspect.signature(FedAvgRecipe.__init__).parameters.values()
-        ]
-    )
