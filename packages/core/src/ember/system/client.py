@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ember.runtime.logs import NodeLogs
 from ember.system.archive import temp_zip, unpack
 from ember.system.client_job_process import job_root
 from ember.system.kit import Kit
+from ember.system.lifeline import spawn_job_process
 
 SERVER = "server"
 
@@ -88,23 +88,12 @@ class ClientDaemon:
         except PermissionError:
             shutil.rmtree(root, ignore_errors=True)
             raise
-        workspace = root / "workspace"
-        workspace.mkdir(parents=True, exist_ok=True)
-        with open(workspace / "process.log", "ab") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ember.system.client_job_process",
-                    str(self.kit.folder),
-                    job_id,
-                    str(os.getpid()),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # abort kills the job's process group: its scripts too
-            )
+        # its own session: an abort kills the job's process group, its scripts too
+        proc = spawn_job_process(
+            "ember.system.client_job_process",
+            [str(self.kit.folder), job_id, str(os.getpid())],
+            root / "workspace" / "process.log",
+        )
         with self._lock:
             self._jobs[job_id] = proc
         threading.Thread(

@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from ember.system import jobstore
 from ember.system.archive import pack, temp_zip, unpack
 from ember.system.jobstore import JobRecord, JobStore
 from ember.system.kit import Kit
+from ember.system.lifeline import spawn_job_process
 from ember.system.scoped import net_name, split_job_name
 
 SERVER = "server"
@@ -260,22 +260,11 @@ class ServerDaemon:
 
     def _spawn(self, job_id: str, sites: list[str]) -> subprocess.Popen[bytes]:
         self.store.set_sites(job_id, sites)
-        workspace = self.store.workspace(job_id)
-        workspace.mkdir(parents=True, exist_ok=True)
-        with open(workspace / "server_process.log", "ab") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ember.system.server_job_process",
-                    str(self.kit.folder),
-                    job_id,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        proc = spawn_job_process(
+            "ember.system.server_job_process",
+            [str(self.kit.folder), job_id],
+            self.store.workspace(job_id) / "server_process.log",
+        )
         self.log.info("job %s: server process %d started for %s", job_id, proc.pid, sites)
         threading.Thread(
             target=self._watch, args=(job_id, proc), name=f"ember-watch-{job_id}", daemon=True
