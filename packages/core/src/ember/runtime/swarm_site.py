@@ -24,6 +24,7 @@ import numpy as np
 from ember.client.formats import NUMPY, convert_params
 from ember.client.link import ServerLink
 from ember.client.model import FLModel, MetaKey, ParamsType
+from ember.config import get_setting
 from ember.plugins.entries import load_target
 from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.controllers.swarm import SWARM_AGGREGATE, SWARM_META
@@ -108,7 +109,7 @@ class SwarmSiteLink:
                 swarm["aggregator"],
                 CONTRIBUTE,
                 {"round": swarm["round"], "model": model},
-                float(swarm["timeout"] or 600.0),
+                float(swarm["timeout"] or get_setting("runtime.task_timeout")),
             )
         except Exception as exc:  # the server hears of it (and may pick another aggregator)
             reply = f"{type(exc).__name__}: {exc}"
@@ -155,7 +156,12 @@ class SwarmSiteLink:
             params = self.persistor.initial_params(self.job_dir)
         else:
             holder = swarm["global_from"]
-            params = self.peers.request(holder, GET_GLOBAL, {"round": wanted}, timeout or 600.0)
+            params = self.peers.request(
+                holder,
+                GET_GLOBAL,
+                {"round": wanted},
+                timeout or float(get_setting("runtime.task_timeout")),
+            )
             if not isinstance(params, dict):
                 raise JobError(f"{self.site}: {holder} sent no global model for round {wanted}")
             params = resolve_relayed(params, self.fetcher) if self.fetcher else params
