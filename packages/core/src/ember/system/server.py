@@ -183,7 +183,7 @@ class ServerDaemon:
                 net_name(SERVER, job_id),
                 "job.site_lost",
                 {"site": site, "reason": f"{site}'s job process disconnected ({reason})"},
-                10.0,
+                float(get_setting("system.admin_timeout")),
             )
         except Exception as exc:
             self.log.info("job %s: could not tell its server process: %s", job_id, exc)
@@ -353,7 +353,13 @@ class ServerDaemon:
         for site in record.sites if record else []:
             # leftovers (a site still running a script) stop; a gone site has nothing left
             with contextlib.suppress(Exception):
-                self.transport.request(SERVER, site, "job.abort", {"job_id": job_id}, 10.0)
+                self.transport.request(
+                    SERVER,
+                    site,
+                    "job.abort",
+                    {"job_id": job_id},
+                    float(get_setting("system.stop_timeout")),
+                )
         with self._cond:
             self._cond.notify_all()
 
@@ -361,7 +367,11 @@ class ServerDaemon:
         """Ask the job's server process to abort; kill its process group if it lingers."""
         with contextlib.suppress(Exception):  # not connected (yet, or any more)
             self.transport.request(
-                SERVER, net_name(SERVER, job_id), "job.abort", {"reason": reason}, 5.0
+                SERVER,
+                net_name(SERVER, job_id),
+                "job.abort",
+                {"reason": reason},
+                float(get_setting("system.stop_timeout")),
             )
         try:
             proc.wait(float(get_setting("system.stop_timeout")))
