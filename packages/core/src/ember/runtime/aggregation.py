@@ -50,13 +50,22 @@ class WeightedAverage:
             for key, value in params.items():
                 if self.exclude is not None and self.exclude.search(key):
                     continue
+                owned = False
                 if isinstance(value, DeferredTensor):
                     # pulled now, one tensor at a time; read-only is enough to add it
-                    value = value.fetch(keep=False, writable=False)
+                    value, owned = value.take()
                 total = self._sums.get(key)
                 if isinstance(total, np.ndarray) and _accumulates(total, value):
                     self._accumulate(total, value, weight)
                     self._weights[key] += weight
+                    continue
+                if owned and key not in self._sums and _floating(value):
+                    # a pulled tensor nobody else sees becomes the sum: no new array
+                    w = value.dtype.type(weight)
+                    if w != 1:
+                        np.multiply(value, w, out=value)
+                    self._sums[key] = value
+                    self._weights[key] = weight
                     continue
                 weighted = _scale(value, weight, site, key)
                 if key in self._sums:
@@ -123,6 +132,10 @@ def _scale(value: Any, weight: float, site: str, key: str) -> Any:
         f"{site}: params[{key!r}] is a {type(value).__name__}; FedAvg averages numpy arrays "
         "and numbers (exclude it with exclude_vars)"
     )
+
+
+def _floating(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)
 
 
 def _accumulates(total: np.ndarray[Any, Any], value: Any) -> bool:

@@ -99,15 +99,23 @@ class InProcessTransport:
         which large arrays are offered by the sender and pulled by the target."""
         if not self.serialize:
             return value
+        return self._unwire(self._encode(value, sender), target)
+
+    @staticmethod
+    def _encode(value: Any, sender: Endpoint) -> bytes:
         assert sender.stream is not None
-        assert target.stream is not None
         source = sender.stream
         tx = source.downloader.open(receivers=1) if source.enabled else None
         props = {"stream_tx": tx, "stream_min_bytes": source.min_tensor_bytes} if tx else {}
         data = fobs.dumps(value, ctx=fobs.Context(props))
         if tx is not None and tx.items:
             source.downloader.publish(tx)
-        # decode from a writable buffer: receivers get writable arrays, as over a socket
+        return data
+
+    @staticmethod
+    def _unwire(data: bytes, target: Endpoint) -> Any:
+        """Decode from a writable buffer: receivers get writable arrays, as over a socket."""
+        assert target.stream is not None
         ctx = fobs.Context(
             {
                 "fetcher": target.stream.fetcher,
@@ -137,7 +145,13 @@ class InProcessTransport:
             # they are; the receiver copies each into place. A network transport frames them.
             return endpoint.handle(sender, topic, payload)
         reply = endpoint.handle(sender, topic, self._wire(payload, source, endpoint))
-        return self._wire(reply, endpoint, source)
+        if not self.serialize:
+            return reply
+        # the reply is let go before the receiver pulls what it offers: an array nobody
+        # else holds then moves to its last receiver instead of being copied
+        data = self._encode(reply, endpoint)
+        del reply
+        return self._unwire(data, source)
 
     def close(self) -> None:
         """Stop every endpoint's download service."""

@@ -1,18 +1,26 @@
 """The owner side of the download service: transactions of items that receivers pull.
 
 An owner registers tensors, files or objects in a transaction and sends only its id; each
-receiver pulls the items in chunks at its own pace. A transaction is cleaned up as soon as
-every expected receiver has pulled every item (or said it is done), or when it has been
-idle for ``streaming.transaction_timeout``; pulling from it afterwards is a clear error.
+receiver pulls the items in chunks at its own pace. An item is let go as soon as every
+expected receiver has pulled it, so a model being sent shrinks tensor by tensor; the
+transaction is cleaned up once every receiver has every item (or said it is done), or when
+it has been idle for ``streaming.transaction_timeout``. Pulling from it afterwards is a
+clear error.
+
+A receiver in the owner's process takes a tensor straight from memory
+(:meth:`Downloader.take`): the last receiver of an array that nobody else refers to any more
+gets the array itself, not a copy (a *move*).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 import time
 import uuid
+import weakref
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,6 +74,25 @@ class TensorItem(_Item):
         if end > start:
             out += bytes(self.data[start:end])
         return out
+
+
+class _Released(_Item):
+    """An item every expected receiver has pulled: its data is gone from the owner."""
+
+    def __init__(self, item: _Item) -> None:
+        super().__init__(item.name)
+        self.kind = item.kind
+        self._size = item.size
+        self.code = getattr(item, "code", None)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, length: int) -> bytes:
+        raise StreamingError(
+            f"item {self.name!r} was already pulled by every receiver it was offered to"
+        )
 
 
 class FileItem(_Item):
@@ -146,8 +173,8 @@ class Transaction:
         out = []
         for key, item in self.items.items():
             entry = {"item": key, "kind": item.kind, "name": item.name, "size": item.size}
-            if isinstance(item, TensorItem) and item.code is not None:
-                entry["dtype"] = item.code
+            if getattr(item, "code", None) is not None:
+                entry["dtype"] = item.code  # type: ignore[attr-defined]
             out.append(entry)
         return out
 
@@ -168,6 +195,8 @@ class Downloader:
         self._cond = threading.Condition(self._lock)
         self._reaper: threading.Thread | None = None
         self._closed = False
+        # arrays (by the id of the array owning their memory) receivers here are copying
+        self._copying: collections.Counter[int] = collections.Counter()
 
     # -- owner API -------------------------------------------------------------------------
     def open(self, receivers: int | None = 1, timeout: float | None = None) -> Transaction:
@@ -232,13 +261,50 @@ class Downloader:
         with self._lock:
             return ref_id in self._tx
 
-    def tensor(self, ref_id: str, item: str) -> tuple[str, np.ndarray[Any, Any]]:
-        """An offered tensor itself, for a receiver in this process."""
+    def take(
+        self, ref_id: str, item: str, receiver: str, copy: bool = True
+    ) -> tuple[str, np.ndarray[Any, Any], bool]:
+        """An offered tensor for ``receiver`` in this process, which then has it (as
+        :meth:`done` with the item). Returns ``(name, array, moved)``.
+
+        ``moved``: this was the item's last receiver and nothing else refers to the array
+        any more, so the receiver gets the array itself and owns it. Otherwise it gets a
+        copy, or with ``copy=False`` a read-only view. A last receiver whose array another
+        receiver is still copying waits for that copy to end, then takes the array.
+        """
         with self._lock:
-            entry = self._get(ref_id).items.get(item)
-        if not isinstance(entry, TensorItem):
-            raise StreamingError(f"download {ref_id} of {self.owner} has no tensor {item!r}")
-        return entry.name, entry.array
+            tx = self._get(ref_id)
+            entry = tx.items.get(item)
+            if not isinstance(entry, TensorItem):
+                raise StreamingError(
+                    f"download {ref_id} of {self.owner} has no tensor {item!r}"
+                    + (" left: every receiver pulled it already" if entry is not None else "")
+                )
+            name, array = entry.name, entry.array
+            released = self._served(tx, receiver, item)
+            del entry, tx
+            root = _root(array)
+            if released:
+                deadline = time.monotonic() + self.timeout
+                while self._copying[id(root)] and time.monotonic() < deadline:
+                    self._cond.wait(max(0.0, deadline - time.monotonic()))
+                del root
+                if _exclusive(array):
+                    return name, array, True
+                root = _root(array)
+            if not copy:
+                view = array.view()
+                view.flags.writeable = False
+                return name, view, False
+            self._copying[id(root)] += 1
+        try:
+            return name, array.copy(), False
+        finally:
+            with self._lock:
+                self._copying[id(root)] -= 1
+                if not self._copying[id(root)]:
+                    del self._copying[id(root)]
+                    self._cond.notify_all()
 
     def chunk(
         self, ref_id: str, item: str, offset: int, length: int, receiver: str
@@ -263,11 +329,25 @@ class Downloader:
             if tx is None:
                 return
             if item is not None:
-                served = tx.served[receiver]
-                served.add(item)
-                if len(served) < len(tx.items):
+                self._served(tx, receiver, item)
+                if len(tx.served[receiver]) < len(tx.items):
                     return
             self._finish(tx, receiver)
+
+    def _served(self, tx: Transaction, receiver: str, item: str) -> bool:
+        """Record that ``receiver`` has ``item``; once every expected receiver has it, the
+        transaction lets go of its data (returns True then). Called under the lock."""
+        tx.served[receiver].add(item)
+        entry = tx.items.get(item)
+        if tx.receivers is None or entry is None or isinstance(entry, _Released):
+            return False
+        if sum(item in got for got in tx.served.values()) < tx.receivers:
+            return False
+        tx.items[item] = _Released(entry)
+        if isinstance(entry, TensorItem):
+            entry.data = b""
+            entry.array = _NOTHING
+        return True
 
     def _finish(self, tx: Transaction, receiver: str) -> None:
         tx.finished.add(receiver)
@@ -324,3 +404,37 @@ class Downloader:
             for tx in list(self._tx.values()):
                 self._drop(tx, "its owner shut down")
             self._cond.notify_all()
+
+
+_NOTHING = np.empty(0, np.uint8)
+
+# Whether reference counts tell that nobody else holds an array (CPython with its GIL).
+_COUNTS_REFERENCES = (
+    sys.implementation.name == "cpython" and getattr(sys, "_is_gil_enabled", lambda: True)()
+)
+
+
+def _root(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The array whose memory ``array`` views (itself if it owns it)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def _exclusive(array: np.ndarray[Any, Any]) -> bool:
+    """Whether the caller's one reference is the only one to ``array`` and to the arrays it
+    views, which own their writable memory: then the caller may hand it on to be written."""
+    if not _COUNTS_REFERENCES or not array.flags.writeable or weakref.getweakrefcount(array):
+        return False
+    if sys.getrefcount(array) > 3:  # the caller's, this parameter, getrefcount's argument
+        return False
+    view = array
+    while view.base is not None:
+        base = view.base
+        # the view's .base, this local and getrefcount's argument
+        if not isinstance(base, np.ndarray) or sys.getrefcount(base) > 3:
+            return False
+        if weakref.getweakrefcount(base):
+            return False
+        view = base
+    return bool(view.flags.owndata)

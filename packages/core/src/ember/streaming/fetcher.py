@@ -223,18 +223,15 @@ class Fetcher:
         """One tensor, pulled straight into a fresh writable array.
 
         When the owner lives in this process (``local``), the tensor is taken from it
-        directly: copied, or with ``copy=False`` a read-only view (what an aggregator that
-        only reads it needs). Otherwise it is pulled in checked chunks.
+        directly: the array itself when this is its last receiver and nothing else refers to
+        it (moved, writable), else a copy, or with ``copy=False`` a read-only view (what an
+        aggregator that only reads it needs). Otherwise it is pulled in checked chunks. So
+        with ``copy=False`` a writable result is the caller's own.
         """
         owner_downloader = self.local(owner) if self.local is not None else None
         if owner_downloader is not None and owner_downloader.has(ref_id):
-            name, array = owner_downloader.tensor(ref_id, item)
-            owner_downloader.done(ref_id, self.node, item)
-            if copy:
-                return name, array.copy()
-            view = array.view()
-            view.flags.writeable = False
-            return name, view
+            name, array, _ = owner_downloader.take(ref_id, item, self.node, copy)
+            return name, array
         state: dict[str, Any] = {"head": bytearray(), "array": None, "start": 0}
 
         def sink(offset: int, data: bytes) -> None:

@@ -24,6 +24,11 @@ class DeferredTensor:
         is enough)."""
         raise NotImplementedError
 
+    def take(self) -> tuple[np.ndarray[Any, Any], bool]:
+        """The array, for a caller that needs it once: ``(array, owned)``; when ``owned``
+        nobody else sees it, so the caller may change it in place."""
+        return self.fetch(keep=False, writable=False), False
+
     def release(self) -> None:
         """Nothing more will be fetched."""
 
@@ -125,6 +130,16 @@ class LazyTensor(DeferredTensor):
             if keep:
                 self._value = value
             return value
+
+    def take(self) -> tuple[np.ndarray[Any, Any], bool]:
+        with self._lock:
+            if self._value is not None:  # fetched with keep: others may hold it
+                value, self._value = self._value, None
+                return value, False
+        # a pull gives a fresh array, and an owner in this process a read-only view unless
+        # it moved the array itself to us: writable means ours
+        value = self.fetch(keep=False, writable=False)
+        return value, bool(value.flags.writeable)
 
     def release(self) -> None:
         """Tell the owner this tensor's message needs nothing more."""

@@ -106,6 +106,7 @@ class FedAvgController:
                 ctx.progress.result_received(site)
 
             collected = ctx.board.collect(posted, self.min_clients, on_result)
+            del on_result  # its defaults hold the running sums, which become the global
             round_metrics = average.metrics()
             params = self.next_global(kept, average)
             del kept, average

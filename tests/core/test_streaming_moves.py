@@ -1,0 +1,195 @@
+"""Memory the download service gives up: items let go once pulled, arrays moved in process."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ember.client.model import ParamsType
+from ember.runtime.aggregation import WeightedAverage
+from ember.streaming import Downloader, Fetcher, LazyTensor, StreamingError
+from support.wire import Wire, fetcher_for
+
+N = 4096
+
+
+def _array(seed: int) -> np.ndarray[Any, Any]:
+    return np.random.default_rng(seed).normal(size=N).astype(np.float32)
+
+
+def test_an_item_is_let_go_once_its_receiver_has_it() -> None:
+    owner = Downloader("owner", 60)
+    first, second = _array(0), _array(1)
+    expected = first.copy()
+    gone = weakref.ref(first)
+    ref = owner.add_tensors({"a": first, "b": second})
+    del first
+    fetcher = fetcher_for(Wire(owner))
+    _, got = fetcher.fetch_tensor("owner", ref, "0")
+    np.testing.assert_array_equal(got, expected)
+    assert gone() is None  # the owner no longer holds the pulled array
+    assert [e["name"] for e in fetcher.manifest("owner", ref)] == ["a", "b"]
+    with pytest.raises(StreamingError, match="'a' was already pulled by every receiver"):
+        fetcher.fetch_tensor("owner", ref, "0")
+    _, rest = fetcher.fetch_tensor("owner", ref, "1")
+    np.testing.assert_array_equal(rest, second)
+    assert owner.pending() == 0
+
+
+def test_an_item_stays_until_every_expected_receiver_has_it() -> None:
+    owner = Downloader("owner", 60)
+    array = _array(2)
+    address = array.ctypes.data
+    ref = owner.add_tensors({"a": array}, receivers=2)
+    del array
+    _, copied, moved = owner.take(ref, "0", "first")
+    assert not moved  # the second receiver still needs it
+    assert copied.ctypes.data != address
+    _, got, moved = owner.take(ref, "0", "second")
+    assert moved
+    assert got.ctypes.data == address
+
+
+def test_an_array_someone_watches_is_never_moved() -> None:
+    owner = Downloader("owner", 60)
+    array = _array(9)
+    address = array.ctypes.data
+    watcher = weakref.ref(array)  # a weak reference could bring it back
+    ref = owner.add_tensors({"a": array})
+    del array
+    _, got, moved = owner.take(ref, "0", "receiver")
+    assert not moved
+    assert got.ctypes.data != address
+    np.testing.assert_array_equal(got, _array(9))
+    assert watcher() is None  # and the owner let go of it
+
+
+def test_the_last_receiver_in_process_takes_the_array_itself() -> None:
+    owner = Downloader("owner", 60)
+    array = _array(3)
+    address, expected = array.ctypes.data, array.copy()
+    ref = owner.add_tensors({"w": array})
+    del array
+    name, got, moved = owner.take(ref, "0", "receiver")
+    assert (name, moved) == ("w", True)
+    assert got.ctypes.data == address
+    assert got.flags.writeable
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_an_array_its_owner_still_holds_is_copied_or_viewed() -> None:
+    owner = Downloader("owner", 60)
+    array = _array(4)
+    expected = array.copy()
+    _, got, moved = owner.take(owner.add_tensors({"w": array}), "0", "receiver")
+    assert not moved
+    assert not np.shares_memory(got, array)
+    got += 1
+    np.testing.assert_array_equal(array, expected)  # the owner's array is untouched
+    _, view, moved = owner.take(owner.add_tensors({"w": array}), "0", "r", copy=False)
+    assert not moved
+    assert np.shares_memory(view, array)
+    assert not view.flags.writeable
+
+
+def _offer_twice(owner: Downloader, array: np.ndarray[Any, Any]) -> list[str]:
+    """Two messages carrying the same array, as the server's task to two sites."""
+    refs = []
+    for _ in range(2):
+        tx = owner.open(receivers=1)
+        tx.add_tensor("w", array.reshape(-1))
+        refs.append(owner.publish(tx))
+    return refs
+
+
+def test_the_first_receiver_copies_and_the_last_takes_the_shared_array() -> None:
+    owner = Downloader("owner", 60)
+    array = _array(5).reshape(64, 64)
+    address, expected = array.ctypes.data, array.copy()
+    first, second = _offer_twice(owner, array)
+    del array
+    _, copied, moved = owner.take(first, "0", "site-1")
+    assert not moved
+    assert copied.ctypes.data != address
+    _, taken, moved = owner.take(second, "0", "site-2")
+    assert moved
+    assert taken.ctypes.data == address
+    np.testing.assert_array_equal(copied, expected.reshape(-1))
+    np.testing.assert_array_equal(taken, expected.reshape(-1))
+
+
+class _SlowCopy(np.ndarray):  # type: ignore[type-arg]
+    """An array whose copy waits for the test to let it finish."""
+
+    started = threading.Event()
+    finish = threading.Event()
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        _SlowCopy.started.set()
+        assert _SlowCopy.finish.wait(30)
+        return super().copy(*args, **kwargs)
+
+
+class _SeenWaiting(threading.Condition):
+    waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        _SeenWaiting.waiting.set()
+        return super().wait(timeout)
+
+
+def test_a_last_receiver_waits_for_a_copy_in_progress_then_takes_the_array() -> None:
+    owner = Downloader("owner", 60)
+    owner._cond = _SeenWaiting(owner._lock)
+    array = _array(6).view(_SlowCopy)
+    address = array.ctypes.data
+    first, second = _offer_twice(owner, array)
+    del array
+    results: dict[str, Any] = {}
+
+    def take(ref: str, who: str) -> None:
+        results[who] = owner.take(ref, "0", who)
+
+    copier = threading.Thread(target=take, args=(first, "site-1"))
+    copier.start()
+    assert _SlowCopy.started.wait(30)  # site-1 is copying
+    taker = threading.Thread(target=take, args=(second, "site-2"))
+    taker.start()
+    assert _SeenWaiting.waiting.wait(30)  # site-2 waits for that copy
+    _SlowCopy.finish.set()
+    copier.join(30)
+    taker.join(30)
+    assert not results["site-1"][2]
+    _, taken, moved = results["site-2"]
+    assert moved
+    assert taken.ctypes.data == address
+    np.testing.assert_array_equal(taken, results["site-1"][1])
+
+
+def test_a_result_nobody_else_holds_becomes_the_running_sum() -> None:
+    owner = Downloader("site-1", 60)
+    mine, kept = _array(7), _array(8)
+    address = mine.ctypes.data
+    expected = (mine * np.float32(2.0) + kept * np.float32(1.0)) / np.float32(3.0)
+    ref_mine = owner.add_tensors({"w": mine})
+    ref_kept = owner.add_tensors({"w": kept})  # its owner keeps this one
+    del mine
+    fetcher = Fetcher("server", lambda *a: None, 1 << 20, 5.0, 1)
+    fetcher.local = lambda name: owner if name == "site-1" else None
+
+    def lazy(ref: str) -> LazyTensor:
+        return LazyTensor(fetcher, "site-1", ref, "0", np.dtype(np.float32), (N,), "C")
+
+    average = WeightedAverage()
+    average.add("site-1", {"w": lazy(ref_mine)}, ParamsType.FULL, 2.0)
+    assert average._sums["w"].ctypes.data == address  # no new array for the sum
+    average.add("site-2", {"w": lazy(ref_kept)}, ParamsType.FULL, 1.0)
+    result = average.params()["w"]
+    assert result.ctypes.data == address
+    np.testing.assert_array_equal(result, expected)
+    assert kept.flags.writeable  # the kept array was only read
+    np.testing.assert_array_equal(kept, _array(8))
