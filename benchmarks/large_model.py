@@ -122,24 +122,31 @@ def main() -> None:
     if not args.skip_2gib:
         big = ["--arrays", "8", "--mib", "256", "--clients", "4", "--rounds", "3"]
         cap = int(args.cap_gib * GIB)
-        on2, off2 = run_job(*big, cap_bytes=cap), run_job(*big, "--no-streaming", cap_bytes=cap)
+        on2 = run_job(*big, cap_bytes=cap)
+        disk2 = run_job(*big, "--threads", "1", "--offload", cap_bytes=cap)
+        off2 = run_job(*big, "--no-streaming", cap_bytes=cap)
         print(f"2 GiB model (8 x 256 MiB), 4 clients, 3 rounds (address space capped at "
               f"{args.cap_gib:g} GiB)")
         print(describe("  downloader on", on2))
+        print(describe("  on, num_threads=1 + offload_dir", disk2))
         print(describe("  downloader off (baseline)", off2))
-        if on2.get("correct"):
-            out.update(big_on_s=on2["job_s"],
-                       big_on_peak_x_model=round(on2["peak_rss_bytes"] / on2["model_bytes"], 2))
-        if on2.get("correct") and off2.get("correct"):
-            out.update(big_off_s=off2["job_s"],
-                       big_off_peak_x_model=round(off2["peak_rss_bytes"] / off2["model_bytes"], 2),
-                       big_peak_reduction=round(
-                           1 - on2["peak_rss_bytes"] / off2["peak_rss_bytes"], 3))
-            print(f"  peak RSS {out['big_peak_reduction']:.0%} lower with the downloader "
-                  "(target >= 40%)")
-        elif on2.get("correct"):
-            out["big_off_failed"] = off2.get("error") or off2.get("message")
-        ok &= bool(on2.get("correct"))
+        if off2.get("status") != "FINISHED:COMPLETED" and off2.get("peak_rss_bytes"):
+            print(f"    off stopped at {off2['peak_rss_bytes'] / off2['model_bytes']:.2f}x "
+                  "model: the reductions below are lower bounds")
+        for key, r in (("big_on", on2), ("big_disk", disk2)):
+            ok &= bool(r.get("correct"))
+            if not r.get("correct"):
+                continue
+            out.update({f"{key}_s": r["job_s"],
+                        f"{key}_peak_x_model": round(r["peak_rss_bytes"] / r["model_bytes"], 2)})
+            if off2.get("peak_rss_bytes"):
+                reduction = round(1 - r["peak_rss_bytes"] / off2["peak_rss_bytes"], 3)
+                out[f"{key}_peak_reduction"] = reduction
+                print(f"  {key}: peak RSS {reduction:.0%} lower than off (target >= 40%), "
+                      f"{out[f'{key}_peak_x_model']}x model (target <= 3x)")
+        if off2.get("peak_rss_bytes"):
+            out["big_off_peak_x_model"] = round(off2["peak_rss_bytes"] / off2["model_bytes"], 2)
+            out["big_off_completed"] = off2.get("status") == "FINISHED:COMPLETED"
     out["correct"] = ok
     print(json.dumps(out))
     sys.exit(0 if ok else 1)

@@ -1,6 +1,7 @@
 """One large-model FedAvg job in SimEnv; prints a JSON line with time, peak RSS and checks.
 
     python job.py --arrays 8 --mib 32 --clients 2 --rounds 3 [--no-streaming] [--gc]
+                  [--threads N] [--offload]
 """
 
 import argparse
@@ -29,6 +30,10 @@ def main() -> None:
     parser.add_argument("--gc", action="store_true", help="release memory every round")
     parser.add_argument("--external", action="store_true",
                         help="run each site's script in its own process")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="SimEnv(num_threads=...): sites training at once (default: all)")
+    parser.add_argument("--offload", action="store_true",
+                        help="streaming.offload_dir: the server keeps models on disk")
     parser.add_argument("--checkpoint", action="store_true",
                         help="give the initial model as a file (initial_ckpt), not as arrays")
     args = parser.parse_args()
@@ -51,10 +56,12 @@ def main() -> None:
     )
     del source
     recipe.set_config("streaming.enabled", not args.no_streaming)
+    if args.offload:
+        recipe.set_config("streaming.offload_dir", str(Path(scratch.name) / "offload"))
     with tempfile.TemporaryDirectory() as root:
         started = time.perf_counter()
-        run = recipe.execute(SimEnv(num_clients=args.clients, workspace_root=root,
-                                    progress=False))
+        run = recipe.execute(SimEnv(num_clients=args.clients, num_threads=args.threads,
+                                    workspace_root=root, progress=False))
         elapsed = time.perf_counter() - started
         result = Path(run.get_result())
         status = run.get_status()

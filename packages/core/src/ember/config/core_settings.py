@@ -165,11 +165,13 @@ CORE_SETTINGS: list[Setting] = [
         type=str,
         default="",
         unit="path",
-        bounds="When set, the server pulls each site's result as soon as it arrives and keeps "
-        "its tensors in safetensors files here until aggregation (empty: results wait at "
-        "their sites).",
-        advice="Set it for very large models when sites must be freed early, on a disk with "
-        "room for one model per site.",
+        bounds="When set, the server keeps models on disk here, in safetensors files: the "
+        "global model it sends while the sites pull it (FedAvg and the recipes built on it, "
+        "numpy params), and each site's result from its arrival until aggregation (empty: "
+        "models stay in memory, results wait at their sites).",
+        advice="Set it for very large models, on a disk with room for one model per site "
+        "plus one; with SimEnv(num_threads=1) an in-process simulation then holds about 2x "
+        "the model.",
     ),
     Setting(
         name="net.connect_timeout",

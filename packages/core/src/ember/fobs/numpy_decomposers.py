@@ -246,7 +246,22 @@ class DeferredTensorDecomposer(NDArrayDecomposer):
         return DeferredTensor
 
     def decompose(self, obj: Any, ctx: Context) -> Any:
+        from ember.streaming.downloader import TensorFileItem
+        from ember.streaming.lazy import OffloadedTensor
+
         reference = obj.as_reference()
         if reference is not None:
             return reference
+        tx = ctx.props.get("stream_tx")
+        if isinstance(obj, OffloadedTensor) and tx is not None:
+            nbytes = int(np.prod(obj.shape, dtype=np.int64)) * obj.dtype.itemsize
+            if nbytes >= ctx.props["stream_min_bytes"]:
+                # served from its file, chunk by chunk: the sender holds none of it
+                item = tx.add(TensorFileItem(obj.path.stem, obj.path))
+                return {
+                    "dtype": dtype_to_wire(obj.dtype),
+                    "shape": list(obj.shape),
+                    "order": obj.order,
+                    "ref": [tx.owner, tx.ref_id, item],
+                }
         return super().decompose(obj.fetch(keep=True), ctx)

@@ -26,3 +26,5 @@ class ServerContext:
     progress: Progress
     log: logging.Logger
     state: dict[str, Any] = field(default_factory=dict)
+    offload_dir: Path | None = None
+    """``streaming.offload_dir`` for this job (None: models stay in memory)."""

@@ -71,6 +71,7 @@ class ServerJob:
         self.done = threading.Event()
         offload_dir = str(get_setting("streaming.offload_dir"))
         self.offload_dir = Path(offload_dir) / job_id if offload_dir else None
+        self.ctx.offload_dir = self.offload_dir
         self.started_at = time.time()
 
     def attach(self, endpoint: Endpoint) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ember.streaming.errors import StreamingError
-from ember.streaming.layout import tensor_header
+from ember.streaming.layout import read_tensor_file, tensor_header
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,14 @@ class FileItem(_Item):
         with open(self.path, "rb") as f:
             f.seek(offset)
             return f.read(length)
+
+
+class TensorFileItem(FileItem):
+    """A tensor kept on disk as a one-tensor ``.safetensors`` file: the file *is* its
+    stream, so it is served chunk by chunk from the file, never loaded whole."""
+
+    kind = "tensor"
+    code = None
 
 
 class ObjectItem(_Item):
@@ -275,6 +283,19 @@ class Downloader:
         with self._lock:
             tx = self._get(ref_id)
             entry = tx.items.get(item)
+            path = entry.path if isinstance(entry, TensorFileItem) else None
+            if path is not None:
+                self._served(tx, receiver, item)
+        if path is not None:  # read outside the lock
+            return self._read_file(path)
+        return self._take_array(ref_id, item, receiver, copy)
+
+    def _take_array(
+        self, ref_id: str, item: str, receiver: str, copy: bool
+    ) -> tuple[str, np.ndarray[Any, Any], bool]:
+        with self._lock:
+            tx = self._get(ref_id)
+            entry = tx.items.get(item)
             if not isinstance(entry, TensorItem):
                 raise StreamingError(
                     f"download {ref_id} of {self.owner} has no tensor {item!r}"
@@ -305,6 +326,15 @@ class Downloader:
                 if not self._copying[id(root)]:
                     del self._copying[id(root)]
                     self._cond.notify_all()
+
+    @staticmethod
+    def _read_file(path: Path) -> tuple[str, np.ndarray[Any, Any], bool]:
+        """A tensor kept on disk, read into a fresh array of the receiver's own."""
+        try:
+            name, flat = read_tensor_file(path)
+        except OSError as exc:
+            raise StreamingError(f"cannot read tensor file {path}: {exc.strerror}") from exc
+        return name, flat, True
 
     def chunk(
         self, ref_id: str, item: str, offset: int, length: int, receiver: str

@@ -10,7 +10,9 @@ every chunk of data is a slice of the array's own memory.
 from __future__ import annotations
 
 import json
+import os
 import struct
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,3 +82,31 @@ def parse_header(data: bytes) -> tuple[str, np.dtype[Any], tuple[int, ...], int]
     if start != 0 or end != count * dtype.itemsize or min(shape, default=0) < 0:
         raise StreamingError(f"tensor header of {name!r} disagrees with its shape {shape}")
     return name, dtype, shape, end
+
+
+def write_tensor_file(path: Path, name: str, flat: np.ndarray[Any, Any]) -> None:
+    """``flat`` (C-contiguous) as a one-tensor ``.safetensors`` file, written straight from
+    its memory (no serialized copy); atomically, a partial file never appears."""
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(tensor_header(name, flat))
+        if flat.nbytes:
+            f.write(memoryview(flat.reshape(-1).view(np.uint8)))
+    os.replace(tmp, path)
+
+
+def read_tensor_file(path: Path) -> tuple[str, np.ndarray[Any, Any]]:
+    """A one-tensor ``.safetensors`` file (a tensor stream) as its name and a fresh flat
+    writable array."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise StreamingError(f"{path} is not a tensor file: it is too short")
+        (hlen,) = struct.unpack("<Q", head)
+        if hlen > 100 * 1024 * 1024:
+            raise StreamingError(f"{path}: a tensor header of {hlen} bytes is not plausible")
+        name, dtype, shape, size = parse_header(f.read(hlen))
+        flat = np.empty(int(np.prod(shape, dtype=np.int64)) if shape else 1, dtype=dtype)
+        if size and f.readinto(memoryview(flat.view(np.uint8))) != size:
+            raise StreamingError(f"{path} is truncated: its header promises {size} bytes")
+    return name, flat

@@ -53,7 +53,8 @@ class RelayedRef(DeferredTensor):
 
 
 class OffloadedTensor(DeferredTensor):
-    """A received tensor kept in a safetensors file until it is needed."""
+    """A tensor kept in a one-tensor safetensors file until it is needed: a result the
+    server received, or a global model it sends (:func:`offload_arrays`)."""
 
     def __init__(
         self, path: Path, dtype: np.dtype[Any], shape: tuple[int, ...], order: str
@@ -72,6 +73,9 @@ class OffloadedTensor(DeferredTensor):
         if not keep:
             self.release()
         return value.reshape(self.shape, order=self.order)  # type: ignore[no-any-return]
+
+    def take(self) -> tuple[np.ndarray[Any, Any], bool]:
+        return self.fetch(keep=False), True  # read from its file: a fresh array
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -201,6 +205,35 @@ def offload(params: dict[str, Any], folder: Path) -> dict[str, Any]:
                 value.owner, value.ref_id, value.item, folder / f"{index}.safetensors"
             )
             out[key] = OffloadedTensor(path, value.dtype, value.shape, value.order)
+        else:
+            out[key] = value
+    return out
+
+
+def offload_arrays(params: dict[str, Any], folder: Path, min_bytes: int) -> dict[str, Any]:
+    """``params`` with every numpy array of at least ``min_bytes`` written to a one-tensor
+    safetensors file under ``folder`` and replaced by an :class:`OffloadedTensor`; sent in
+    a message, such a tensor is served from its file (the caller may then drop the array)."""
+    from ember.streaming.layout import streamable, write_tensor_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {}
+    for index, (key, value) in enumerate(params.items()):
+        if (
+            isinstance(value, np.ndarray)
+            and value.nbytes >= min_bytes
+            and value.nbytes > 0
+            and streamable(value.dtype)
+        ):
+            if value.flags.c_contiguous:
+                order, flat = "C", value
+            elif value.flags.f_contiguous:
+                order, flat = "F", value.T
+            else:
+                order, flat = "C", np.ascontiguousarray(value)
+            path = folder / f"{index}.safetensors"
+            write_tensor_file(path, str(key), flat.reshape(-1))
+            out[key] = OffloadedTensor(path, value.dtype, value.shape, order)
         else:
             out[key] = value
     return out

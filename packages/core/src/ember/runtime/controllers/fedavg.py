@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from ember.client.formats import NUMPY, convert_params
 from ember.client.model import FLModel, MetaKey, ParamsType
+from ember.config import get_setting
 from ember.plugins.entries import load_target
 from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.context import ServerContext
@@ -15,6 +18,7 @@ from ember.runtime.errors import JobError
 from ember.runtime.memory import release_memory
 from ember.runtime.messages import TaskName, TaskResult
 from ember.runtime.stop_condition import StopCondition
+from ember.streaming.lazy import offload_arrays
 
 
 class FedAvgController:
@@ -71,11 +75,12 @@ class FedAvgController:
             started = time.monotonic()
             targets = ctx.board.alive_sites()
             ctx.progress.round_started(rnd, self.num_rounds, len(targets))
+            sent, offloaded = self._task_params(ctx, params, rnd)
             posted = ctx.board.post(
                 TaskName.TRAIN,
                 FLModel(
                     params_type=ParamsType.FULL,
-                    params=params,
+                    params=sent,
                     current_round=rnd,
                     total_rounds=self.num_rounds,
                     meta=self.round_task_meta(rnd),
@@ -87,7 +92,7 @@ class FedAvgController:
             # The rest is held by the queued tasks until each site has taken its copy, so
             # the old global model and the new running sum are not both in memory.
             kept = self.kept_for_update(params)
-            del params
+            del params, sent
             average = WeightedAverage(self.exclude_vars)
             site_metrics: dict[str, dict[str, Any]] = {}
 
@@ -107,6 +112,8 @@ class FedAvgController:
 
             collected = ctx.board.collect(posted, self.min_clients, on_result)
             del on_result  # its defaults hold the running sums, which become the global
+            if offloaded is not None:  # every site has its copy, or never will
+                shutil.rmtree(offloaded, ignore_errors=True)
             round_metrics = average.metrics()
             params = self.next_global(kept, average)
             del kept, average
@@ -152,6 +159,18 @@ class FedAvgController:
         )
         if stopped:
             ctx.log.info("stopping early: %s", stopped)
+
+    def _task_params(
+        self, ctx: ServerContext, params: dict[str, Any], rnd: int
+    ) -> tuple[dict[str, Any], Path | None]:
+        """What the round's tasks carry. With ``streaming.offload_dir`` the global model's
+        arrays wait on disk while the sites pull them, so the server holds no copy of the
+        model it sends (only the running sum of what comes back)."""
+        if ctx.offload_dir is None or not get_setting("streaming.enabled"):
+            return params, None
+        folder = ctx.offload_dir / f"global-{rnd}"
+        min_bytes = int(get_setting("streaming.min_tensor_bytes"))
+        return offload_arrays(params, folder, min_bytes), folder
 
     # -- hooks for algorithms built on FedAvg (FedOpt, SCAFFOLD, ...) ---------------------
     def round_task_meta(self, rnd: int) -> dict[str, Any]:

@@ -1,17 +1,24 @@
-"""Memory the download service gives up: items let go once pulled, arrays moved in process."""
+"""Memory the download service gives up: items let go once pulled, arrays moved in process,
+models kept on disk while they are sent."""
 
 from __future__ import annotations
 
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import safetensors.numpy
 
+from ember import fobs
 from ember.client.model import ParamsType
 from ember.runtime.aggregation import WeightedAverage
 from ember.streaming import Downloader, Fetcher, LazyTensor, StreamingError
+from ember.streaming.layout import read_tensor_file
+from ember.streaming.lazy import OffloadedTensor, offload_arrays
+from support.sim import global_model, numpy_recipe, run_sim
 from support.wire import Wire, fetcher_for
 
 N = 4096
@@ -193,3 +200,81 @@ def test_a_result_nobody_else_holds_becomes_the_running_sum() -> None:
     np.testing.assert_array_equal(result, expected)
     assert kept.flags.writeable  # the kept array was only read
     np.testing.assert_array_equal(kept, _array(8))
+
+
+OFFLOADED = {
+    "c": _array(10).reshape(64, 64),
+    "f": np.asfortranarray(np.arange(6000, dtype=np.float64).reshape(60, 100)),
+    "half": np.arange(5000, dtype=np.float16),
+    "ints": np.arange(-3000, 3000, dtype=np.int64),
+    "small": np.arange(4.0),  # under min_bytes: stays an array
+}
+
+
+def _offloaded(tmp_path: Path) -> dict[str, Any]:
+    return offload_arrays(OFFLOADED, tmp_path / "global", min_bytes=1024)
+
+
+def test_offloaded_arrays_are_safetensors_files(tmp_path: Path) -> None:
+    params = _offloaded(tmp_path)
+    assert isinstance(params["small"], np.ndarray)
+    for key in ("c", "f", "half", "ints"):
+        offloaded = params[key]
+        assert isinstance(offloaded, OffloadedTensor)
+        (stored,) = safetensors.numpy.load_file(str(offloaded.path)).values()
+        np.testing.assert_array_equal(stored, np.ravel(OFFLOADED[key], order="K"))
+        name, flat = read_tensor_file(offloaded.path)
+        assert name == key
+        np.testing.assert_array_equal(flat, stored)
+        assert flat.flags.writeable
+
+
+def _send(params: dict[str, Any], owner: Downloader) -> tuple[bytes, str]:
+    tx = owner.open(receivers=1)
+    data = fobs.dumps(params, ctx=fobs.Context({"stream_tx": tx, "stream_min_bytes": 1024}))
+    return data, owner.publish(tx)
+
+
+def test_an_offloaded_tensor_is_served_from_its_file(tmp_path: Path) -> None:
+    owner = Downloader("owner", 60)
+    data, _ = _send(_offloaded(tmp_path), owner)
+    assert len(data) < 2048  # references, not data
+    wire = Wire(owner)
+    got = fobs.loads(bytearray(data), ctx=fobs.Context({"fetcher": fetcher_for(wire)}))
+    for key, expected in OFFLOADED.items():
+        assert got[key].dtype == expected.dtype
+        np.testing.assert_array_equal(got[key], expected)
+        assert got[key].flags.writeable
+    assert owner.pending() == 0
+    assert sum(1 for topic, _ in wire.calls if topic == "stream.chunk") >= 4
+
+
+def test_an_offloaded_tensor_in_process_is_read_into_an_array_of_its_own(
+    tmp_path: Path,
+) -> None:
+    owner = Downloader("owner", 60)
+    params = _offloaded(tmp_path)
+    _, ref = _send(params, owner)
+    name, flat, owned = owner.take(ref, "0", "receiver")
+    assert (name, owned) == ("c", True)
+    np.testing.assert_array_equal(flat, OFFLOADED["c"].reshape(-1))
+    assert flat.flags.writeable
+    with pytest.raises(StreamingError, match="no tensor '0' left: every receiver pulled it"):
+        owner.take(ref, "0", "receiver")
+    params["f"].path.unlink()
+    with pytest.raises(StreamingError, match=r"cannot read tensor file .*1\.safetensors"):
+        owner.take(ref, "1", "receiver")
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_fedavg_with_the_global_model_on_disk_gives_the_same_model(
+    tmp_path: Path, external: bool
+) -> None:
+    model = np.arange(300_000, dtype=np.float32).reshape(600, 500)
+    baseline = run_sim(numpy_recipe(model=model), tmp_path / "base")
+    recipe = numpy_recipe(model=model, launch_external_process=external)
+    recipe.set_config("streaming.offload_dir", str(tmp_path / "offload"))
+    run = run_sim(recipe, tmp_path / "run")
+    assert run.get_status() == "FINISHED:COMPLETED", run.get_message()
+    assert global_model(run.get_result()).tobytes() == global_model(baseline.get_result()).tobytes()
+    assert not any((tmp_path / "offload").rglob("*"))  # the round folders are gone
