@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -13,6 +12,7 @@ from ember.client.formats import NUMPY, Converter, get_converter
 from ember.client.link import ServerLink
 from ember.client.model import FLModel, ParamsType
 from ember.runtime.messages import MetricRecord, Task, TaskName, TaskResult
+from ember.runtime.slots import WorkSlots
 from ember.streaming.lazy import resolve_deferred
 
 
@@ -30,7 +30,7 @@ class ClientSession:
         link: ServerLink,
         config: dict[str, Any],
         poll_interval: float,
-        slots: threading.Semaphore | None = None,
+        slots: WorkSlots | None = None,
         log: logging.Logger | None = None,
     ) -> None:
         self.site = site
@@ -52,7 +52,7 @@ class ClientSession:
     def _acquire_slot(self) -> None:
         """Hold one of ``num_threads`` work slots while a task is in hand."""
         if self._slots is not None and not self._holding_slot:
-            self._slots.acquire()
+            self._slots.acquire(self.site)
             self._holding_slot = True
 
     def release_slot(self) -> None:

@@ -19,6 +19,7 @@ from ember.runtime.logs import NodeLogs, forget_logger_tree
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob, Status
 from ember.runtime.site_runner import build_site_runner
+from ember.runtime.slots import WorkSlots
 from ember.runtime.subprocess_site import SubprocessSite
 from ember.runtime.transport import InProcessTransport
 from ember.streaming import FileReceiver, bind_node
@@ -89,7 +90,7 @@ class Simulation:
         self._server.attach(server_endpoint)
         self._server_node = server_endpoint.stream
         FileReceiver(server_dir / "uploads").attach(server_endpoint)
-        slots = threading.Semaphore(self.num_threads) if self.num_threads else None
+        slots = WorkSlots(self.num_threads, self.sites) if self.num_threads else None
         app = self.job.client
         script = (self.job_dir / app.script).resolve()
         code: CodeType | None = None

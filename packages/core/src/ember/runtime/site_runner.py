@@ -8,7 +8,6 @@ site in the job's process. Both go through :func:`build_site_runner`.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from types import CodeType
 from typing import Any
@@ -19,6 +18,7 @@ from ember.job.definition import JobDefinition
 from ember.plugins.entries import load_target
 from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.peers import PeerLink
+from ember.runtime.slots import WorkSlots
 from ember.runtime.subprocess_site import SubprocessSite
 from ember.runtime.transport import Endpoint
 
@@ -33,7 +33,7 @@ def build_site_runner(
     endpoint: Endpoint,
     poll_interval: float,
     log: logging.Logger,
-    slots: threading.Semaphore | None = None,
+    slots: WorkSlots | None = None,
     code: CodeType | None = None,
 ) -> InProcessSite | SubprocessSite:
     """The runner of ``site``'s script (not started). ``transport`` and ``endpoint`` are the
