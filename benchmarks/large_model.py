@@ -43,7 +43,8 @@ def run_job(*args: str, cap_bytes: int | None = None) -> dict[str, Any]:
 
 def describe(label: str, r: dict[str, Any]) -> str:
     if r.get("status") != "FINISHED:COMPLETED":
-        return f"{label:<34} failed: {r.get('error') or r.get('message')}"
+        why = str(r.get("error") or r.get("message") or "").splitlines()
+        return f"{label:<34} failed: {why[0] if why else r.get('status')}"
     model = r["model_bytes"]
     return (f"{label:<34} {r['job_s']:6.2f} s job, {r['process_s']:6.2f} s process   peak RSS "
             f"{r['peak_rss_bytes'] / MIB:6.0f} MiB = {r['peak_rss_bytes'] / model:4.1f}x model"

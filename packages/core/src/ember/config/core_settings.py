@@ -94,8 +94,9 @@ CORE_SETTINGS: list[Setting] = [
         default=True,
         unit="flag",
         bounds="Whether a receiver in the same process as the owner (SimEnv) takes a streamed "
-        "tensor straight from the owner's memory (one copy, or none for an aggregator that "
-        "only reads it) instead of pulling checked chunks.",
+        "tensor straight from the owner's memory (the array itself when it is the last "
+        "receiver and nothing else holds it, else one copy, or a read-only view for an "
+        "aggregator) instead of pulling checked chunks.",
         advice="Turn it off to exercise the chunked path in a simulation.",
     ),
     Setting(
