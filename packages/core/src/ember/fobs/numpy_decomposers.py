@@ -100,26 +100,24 @@ class NDArrayDecomposer:
             if na is not None:
                 raise FOBSError("numpy StringDType arrays with an na_object cannot be sent")
             return {"strings": obj.reshape(-1).tolist(), "shape": list(obj.shape)}
-        wire_dtype = dtype_to_wire(obj.dtype)
-        if obj.flags.c_contiguous:
-            order, flat = "C", obj
-        elif obj.flags.f_contiguous:
-            order, flat = "F", obj.T
-        else:
-            order, flat = "C", np.ascontiguousarray(obj)
-        tx = ctx.props.get("stream_tx")
-        if tx is not None and flat.nbytes >= ctx.props["stream_min_bytes"]:
-            from ember.streaming.layout import streamable
+        from ember.streaming.layout import flat_in_order, streamable
 
-            if streamable(flat.dtype):
-                # large: offered for download; the message carries only a reference
-                item = tx.add_tensor(f"t{len(tx.items)}", flat.reshape(-1))
-                return {
-                    "dtype": wire_dtype,
-                    "shape": list(obj.shape),
-                    "order": order,
-                    "ref": [tx.owner, tx.ref_id, item],
-                }
+        wire_dtype = dtype_to_wire(obj.dtype)
+        order, flat = flat_in_order(obj)
+        tx = ctx.props.get("stream_tx")
+        if (
+            tx is not None
+            and flat.nbytes >= ctx.props["stream_min_bytes"]
+            and streamable(flat.dtype)
+        ):
+            # large: offered for download; the message carries only a reference
+            item = tx.add_tensor(f"t{len(tx.items)}", flat.reshape(-1))
+            return {
+                "dtype": wire_dtype,
+                "shape": list(obj.shape),
+                "order": order,
+                "ref": [tx.owner, tx.ref_id, item],
+            }
         raw = flat.reshape(-1).view(np.uint8) if flat.nbytes else np.empty(0, np.uint8)
         return {
             "dtype": wire_dtype,

@@ -84,6 +84,16 @@ def parse_header(data: bytes) -> tuple[str, np.dtype[Any], tuple[int, ...], int]
     return name, dtype, shape, end
 
 
+def flat_in_order(array: np.ndarray[Any, Any]) -> tuple[str, np.ndarray[Any, Any]]:
+    """``(order, data)``: a C-contiguous array whose flat memory is ``array`` flattened in
+    ``order`` ("C" or "F"); no copy unless ``array`` is neither C- nor F-contiguous."""
+    if array.flags.c_contiguous:
+        return "C", array
+    if array.flags.f_contiguous:
+        return "F", array.T
+    return "C", np.ascontiguousarray(array)
+
+
 def write_tensor_file(path: Path, name: str, flat: np.ndarray[Any, Any]) -> None:
     """``flat`` (C-contiguous) as a one-tensor ``.safetensors`` file, written straight from
     its memory (no serialized copy); atomically, a partial file never appears."""

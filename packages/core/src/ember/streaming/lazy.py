@@ -214,7 +214,7 @@ def offload_arrays(params: dict[str, Any], folder: Path, min_bytes: int) -> dict
     """``params`` with every numpy array of at least ``min_bytes`` written to a one-tensor
     safetensors file under ``folder`` and replaced by an :class:`OffloadedTensor`; sent in
     a message, such a tensor is served from its file (the caller may then drop the array)."""
-    from ember.streaming.layout import streamable, write_tensor_file
+    from ember.streaming.layout import flat_in_order, streamable, write_tensor_file
 
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {}
@@ -225,12 +225,7 @@ def offload_arrays(params: dict[str, Any], folder: Path, min_bytes: int) -> dict
             and value.nbytes > 0
             and streamable(value.dtype)
         ):
-            if value.flags.c_contiguous:
-                order, flat = "C", value
-            elif value.flags.f_contiguous:
-                order, flat = "F", value.T
-            else:
-                order, flat = "C", np.ascontiguousarray(value)
+            order, flat = flat_in_order(value)
             path = folder / f"{index}.safetensors"
             write_tensor_file(path, str(key), flat.reshape(-1))
             out[key] = OffloadedTensor(path, value.dtype, value.shape, order)
