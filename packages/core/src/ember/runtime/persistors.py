@@ -7,10 +7,12 @@ its ``args``. Core has the numpy one; framework packages bring theirs.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from ember.client.model import NUMPY_KEY
 from ember.runtime.errors import JobError
@@ -127,9 +129,30 @@ def load_numpy_file(path: Path) -> dict[str, np.ndarray]:
 
 
 def save_npz(params: dict[str, Any], path: Path) -> None:
-    """Write params atomically (write to a temp file, then rename)."""
+    """Write params as an ``.npz`` file (what ``np.savez`` writes), atomically (a temp file,
+    then a rename). Each array is written straight from its memory, where ``np.savez``
+    copies it through 16 MiB buffers first: about twice as fast for a large model."""
+    from ember.streaming.layout import flat_in_order
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in params.items()})
+    with open(tmp, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in params.items():
+            array = np.asarray(value)
+            if array.dtype.hasobject:
+                raise JobError(
+                    f"params[{key!r}] holds Python objects ({array.dtype}); a model is saved "
+                    "as numeric arrays only"
+                )
+            if not (array.flags.c_contiguous or array.flags.f_contiguous):
+                array = np.ascontiguousarray(array)
+            _, flat = flat_in_order(array)  # the memory in the order the header says
+            header = npy_format.header_data_from_array_1_0(array)
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as entry:
+                try:
+                    npy_format.write_array_header_1_0(entry, header)
+                except ValueError:  # a header too large for format 1.0
+                    npy_format.write_array_header_2_0(entry, header)
+                if flat.size:
+                    entry.write(memoryview(flat.reshape(-1).view(np.uint8)))
     os.replace(tmp, path)
