@@ -278,3 +278,18 @@ def test_fedavg_with_the_global_model_on_disk_gives_the_same_model(
     assert run.get_status() == "FINISHED:COMPLETED", run.get_message()
     assert global_model(run.get_result()).tobytes() == global_model(baseline.get_result()).tobytes()
     assert not any((tmp_path / "offload").rglob("*"))  # the round folders are gone
+
+
+def test_an_offloaded_result_is_read_once_scaled_in_place_and_its_file_removed(
+    tmp_path: Path,
+) -> None:
+    first, second = _array(11), _array(12)
+    params_1 = offload_arrays({"w": first}, tmp_path / "site-1", min_bytes=1024)
+    params_2 = offload_arrays({"w": second}, tmp_path / "site-2", min_bytes=1024)
+    average = WeightedAverage()
+    average.add("site-1", params_1, ParamsType.FULL, 3.0)
+    average.add("site-2", params_2, ParamsType.FULL, 1.0)
+    expected = (first * np.float32(3.0) + second * np.float32(1.0)) / np.float32(4.0)
+    np.testing.assert_array_equal(average.params()["w"], expected)
+    assert not params_1["w"].path.exists()
+    assert not params_2["w"].path.exists()

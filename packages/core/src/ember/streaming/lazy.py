@@ -75,7 +75,8 @@ class OffloadedTensor(DeferredTensor):
         return value.reshape(self.shape, order=self.order)  # type: ignore[no-any-return]
 
     def take(self) -> tuple[np.ndarray[Any, Any], bool]:
-        return self.fetch(keep=False), True  # read from its file: a fresh array
+        value = self.fetch(keep=False)  # read from its file: a fresh array
+        return value, bool(value.flags.writeable)
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
