@@ -293,3 +293,16 @@ def test_an_offloaded_result_is_read_once_scaled_in_place_and_its_file_removed(
     np.testing.assert_array_equal(average.params()["w"], expected)
     assert not params_1["w"].path.exists()
     assert not params_2["w"].path.exists()
+
+
+def test_an_offload_dir_that_cannot_be_written_fails_the_job_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    recipe = numpy_recipe(model=np.arange(300_000, dtype=np.float32))
+    recipe.set_config("streaming.offload_dir", str(blocker))
+    run = run_sim(recipe, tmp_path / "run")
+    assert run.get_status() == "FINISHED:EXECUTION_EXCEPTION"
+    assert "streaming.offload_dir" in run.get_message()
+    assert "writable folder" in run.get_message()

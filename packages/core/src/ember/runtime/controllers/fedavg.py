@@ -170,7 +170,14 @@ class FedAvgController:
             return params, None
         folder = ctx.offload_dir / f"global-{rnd}"
         min_bytes = int(get_setting("streaming.min_tensor_bytes"))
-        return offload_arrays(params, folder, min_bytes), folder
+        try:
+            return offload_arrays(params, folder, min_bytes), folder
+        except OSError as exc:
+            raise JobError(
+                f"cannot keep the global model in {folder} (streaming.offload_dir): "
+                f"{exc.strerror or exc}; point the setting at a writable folder with room "
+                "for the model, or leave it empty"
+            ) from exc
 
     # -- hooks for algorithms built on FedAvg (FedOpt, SCAFFOLD, ...) ---------------------
     def round_task_meta(self, rnd: int) -> dict[str, Any]:
