@@ -251,15 +251,17 @@ class DeferredTensorDecomposer(NDArrayDecomposer):
         if reference is not None:
             return reference
         tx = ctx.props.get("stream_tx")
-        if isinstance(obj, OffloadedTensor) and tx is not None:
-            nbytes = int(np.prod(obj.shape, dtype=np.int64)) * obj.dtype.itemsize
-            if nbytes >= ctx.props["stream_min_bytes"]:
-                # served from its file, chunk by chunk: the sender holds none of it
-                item = tx.add(TensorFileItem(obj.path.stem, obj.path))
-                return {
-                    "dtype": dtype_to_wire(obj.dtype),
-                    "shape": list(obj.shape),
-                    "order": obj.order,
-                    "ref": [tx.owner, tx.ref_id, item],
-                }
+        if (
+            isinstance(obj, OffloadedTensor)
+            and tx is not None
+            and obj.nbytes >= ctx.props["stream_min_bytes"]
+        ):
+            # served from its file, chunk by chunk: the sender holds none of it
+            item = tx.add(TensorFileItem(obj.path.stem, obj.path))
+            return {
+                "dtype": dtype_to_wire(obj.dtype),
+                "shape": list(obj.shape),
+                "order": obj.order,
+                "ref": [tx.owner, tx.ref_id, item],
+            }
         return super().decompose(obj.fetch(keep=True), ctx)

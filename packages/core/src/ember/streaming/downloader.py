@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 class _Item:
     kind = "item"
+    code: str | None = None  # a tensor's safetensors dtype, when numpy lacks it (BF16)
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -83,7 +84,7 @@ class _Released(_Item):
         super().__init__(item.name)
         self.kind = item.kind
         self._size = item.size
-        self.code = getattr(item, "code", None)
+        self.code = item.code
 
     @property
     def size(self) -> int:
@@ -123,7 +124,6 @@ class TensorFileItem(FileItem):
     stream, so it is served chunk by chunk from the file, never loaded whole."""
 
     kind = "tensor"
-    code = None
 
 
 class ObjectItem(_Item):
@@ -181,8 +181,8 @@ class Transaction:
         out = []
         for key, item in self.items.items():
             entry = {"item": key, "kind": item.kind, "name": item.name, "size": item.size}
-            if getattr(item, "code", None) is not None:
-                entry["dtype"] = item.code  # type: ignore[attr-defined]
+            if item.code is not None:
+                entry["dtype"] = item.code
             out.append(entry)
         return out
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ember.streaming.downloader import Downloader
 from ember.streaming.errors import StreamingError
-from ember.streaming.layout import parse_header
+from ember.streaming.layout import MAX_HEADER_BYTES, parse_header
 
 Request = Callable[[str, str, Any, float], Any]
 """``request(target, topic, payload, timeout) -> reply`` on the node's transport."""
@@ -241,7 +241,7 @@ class Fetcher:
                 if len(head) < 8:
                     return
                 (hlen,) = struct.unpack_from("<Q", head)
-                if hlen > 100 * 1024 * 1024:
+                if hlen > MAX_HEADER_BYTES:
                     raise StreamingError(f"tensor header of {hlen} bytes is not plausible")
                 if len(head) < 8 + hlen:
                     return

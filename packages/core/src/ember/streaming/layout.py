@@ -49,6 +49,10 @@ def streamable(dtype: np.dtype[Any]) -> bool:
     return dtype.name in _CODES and dtype.byteorder in ("=", "<", "|")
 
 
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+"""A tensor header longer than this is refused (a corrupt or hostile length prefix)."""
+
+
 def tensor_header(name: str, array: np.ndarray[Any, Any], code: str | None = None) -> bytes:
     """The safetensors header (length prefix included) for one C-ordered tensor; ``code``
     names a dtype numpy lacks (``BF16``...) whose bits ``array`` holds."""
@@ -113,7 +117,7 @@ def read_tensor_file(path: Path) -> tuple[str, np.ndarray[Any, Any]]:
         if len(head) < 8:
             raise StreamingError(f"{path} is not a tensor file: it is too short")
         (hlen,) = struct.unpack("<Q", head)
-        if hlen > 100 * 1024 * 1024:
+        if hlen > MAX_HEADER_BYTES:
             raise StreamingError(f"{path}: a tensor header of {hlen} bytes is not plausible")
         name, dtype, shape, size = parse_header(f.read(hlen))
         flat = np.empty(int(np.prod(shape, dtype=np.int64)) if shape else 1, dtype=dtype)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ember.streaming.errors import StreamingError
 from ember.streaming.fetcher import Fetcher
+from ember.streaming.layout import flat_in_order, read_tensor_file, streamable, write_tensor_file
 
 
 class DeferredTensor:
@@ -18,6 +19,10 @@ class DeferredTensor:
 
     dtype: np.dtype[Any]
     shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def fetch(self, keep: bool = True, writable: bool = True) -> np.ndarray[Any, Any]:
         """The array (with ``keep``, cached for later calls; ``writable=False``: read-only
@@ -65,18 +70,13 @@ class OffloadedTensor(DeferredTensor):
         self.order = order
 
     def fetch(self, keep: bool = True, writable: bool = True) -> np.ndarray[Any, Any]:
-        from safetensors import safe_open
-
-        with safe_open(str(self.path), framework="np") as f:
-            (name,) = f.keys()
-            value = f.get_tensor(name)
+        _, flat = read_tensor_file(self.path)
         if not keep:
             self.release()
-        return value.reshape(self.shape, order=self.order)  # type: ignore[no-any-return]
+        return flat.reshape(self.shape, order=self.order)  # type: ignore[call-overload]
 
     def take(self) -> tuple[np.ndarray[Any, Any], bool]:
-        value = self.fetch(keep=False)  # read from its file: a fresh array
-        return value, bool(value.flags.writeable)
+        return self.fetch(keep=False), True  # read from its file into a fresh array
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -108,10 +108,6 @@ class LazyTensor(DeferredTensor):
         self.order = order
         self._value: np.ndarray[Any, Any] | None = None
         self._lock = threading.Lock()
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def fetch(self, keep: bool = True, writable: bool = True) -> np.ndarray[Any, Any]:
         """Pull the array (once; with ``keep`` it is cached for later calls). With
@@ -215,7 +211,6 @@ def offload_arrays(params: dict[str, Any], folder: Path, min_bytes: int) -> dict
     """``params`` with every numpy array of at least ``min_bytes`` written to a one-tensor
     safetensors file under ``folder`` and replaced by an :class:`OffloadedTensor`; sent in
     a message, such a tensor is served from its file (the caller may then drop the array)."""
-    from ember.streaming.layout import flat_in_order, streamable, write_tensor_file
 
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {}
