@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,22 @@ class _Checker:
             return None
         return value
 
+    def entries(
+        self, key: str, value: Any, shape: str, known: tuple[str, ...]
+    ) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """``(key[i], entry)`` for each mapping in the list ``value`` (None: no entries);
+        ``shape`` shows one entry in the error for a value that is not a list."""
+        if value is None:
+            return
+        if not isinstance(value, list):
+            self.add(key, f"must be a list of `{shape}` entries")
+            return
+        for i, raw in enumerate(value):
+            where = f"{key}[{i}]"
+            if (entry := self.mapping(where, raw)) is not None:
+                self.keys(f"{where}.", entry, known)
+                yield where, entry
+
     def org(self, key: str, value: Any) -> str | None:
         org = self.text(key, value)
         if org is not None and len(org) > _MAX_NAME:
@@ -264,15 +280,8 @@ def parse_project(data: Any, source: str | Path | None = None) -> Project:
     default_code = c.flag("sites_allow_custom_code", top.get("sites_allow_custom_code"), True)
 
     clients: list[ClientSpec] = []
-    raw_clients = top.get("clients") or []
-    if not isinstance(raw_clients, list):
-        c.add("clients", "must be a list of `- {name: ..., org: ...}` entries")
-        raw_clients = []
-    for i, raw in enumerate(raw_clients):
-        key = f"clients[{i}]"
-        if (entry := c.mapping(key, raw)) is None:
-            continue
-        c.keys(f"{key}.", entry, _CLIENT)
+    raw_clients = top.get("clients") or None
+    for key, entry in c.entries("clients", raw_clients, "- {name: ..., org: ...}", _CLIENT):
         cname = c.text(f"{key}.name", entry.get("name"))
         if cname is not None:
             _check_client_name(c, f"{key}.name", cname)
@@ -284,15 +293,9 @@ def parse_project(data: Any, source: str | Path | None = None) -> Project:
             clients.append(ClientSpec(cname, org, code, jobs))
 
     admins: list[AdminSpec] = []
-    raw_admins = top.get("admins") or []
-    if not isinstance(raw_admins, list):
-        c.add("admins", "must be a list of `- {name: <e-mail>, org: ..., role: ...}` entries")
-        raw_admins = []
-    for i, raw in enumerate(raw_admins):
-        key = f"admins[{i}]"
-        if (entry := c.mapping(key, raw)) is None:
-            continue
-        c.keys(f"{key}.", entry, _ADMIN)
+    raw_admins = top.get("admins") or None
+    shape = "- {name: <e-mail>, org: ..., role: ...}"
+    for key, entry in c.entries("admins", raw_admins, shape, _ADMIN):
         aname = c.text(f"{key}.name", entry.get("name"))
         if aname is not None:
             _check_admin_name(c, f"{key}.name", aname)
