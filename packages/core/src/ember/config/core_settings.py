@@ -252,4 +252,39 @@ CORE_SETTINGS: list[Setting] = [
         advice="Raise it for very large federations.",
         minimum=1,
     ),
+    Setting(
+        name="net.data_links",
+        type=bool,
+        default=True,
+        unit="flag",
+        bounds="Whether a site's job process moves large downloads (the global model, its "
+        "results) over its own TLS connections to the server's job process instead of "
+        "through the hub: the site dials out (it opens no port); the server's job process "
+        "listens on a port of net.data_link_ports. Anything a link cannot do goes through "
+        "the hub, with the same result. Never with connection security 'clear'.",
+        advice="Turn it off where sites may reach the server's hub port only; then every "
+        "byte goes through the hub (about half the throughput).",
+    ),
+    Setting(
+        name="net.data_link_ports",
+        type=str,
+        default="",
+        unit="port range",
+        bounds="The ports a server's job process may listen on for data links, as "
+        "'41000-41099' or one port (empty: any free port). With none free, that job's "
+        "downloads go through the hub.",
+        advice="Set it on a server behind a firewall, to a range opened to the sites, with "
+        "one port per job that may run at once.",
+    ),
+    Setting(
+        name="net.data_link_connections",
+        type=int,
+        default=2,
+        unit="connections",
+        bounds="How many data link connections a site's job process keeps each way: it pulls "
+        "on up to this many at once, and opens this many on which the server pulls from it. "
+        "A pull that finds them all busy goes through the hub.",
+        advice="Raise it when a job pulls many tensors from one peer at once.",
+        minimum=1,
+    ),
 ]

@@ -11,6 +11,7 @@ from typing import Any
 import msgpack
 
 from ember import fobs
+from ember.net.datalink import DataLinks
 from ember.net.errors import TransportError
 from ember.net.messenger import Messenger
 from ember.runtime.transport import Endpoint, Handler, broadcast
@@ -42,12 +43,14 @@ class NetTransport:
     Payloads are FOBS-encoded; arrays of at least ``streaming.min_tensor_bytes`` are offered
     by this process's download service and pulled by the receiver in chunks over the same
     connection (``streaming.enabled=False`` sends them inline, with identical results).
-    Stream chunks travel as raw bytes. Closing the transport stops its download service;
-    the node is its owner's to close.
+    Stream chunks travel as raw bytes. With ``links`` (:mod:`ember.net.datalink`), downloads
+    to and from the peers that offer them go over direct data links instead. Closing the
+    transport stops its download service; the node and the links are their owner's to close.
     """
 
-    def __init__(self, node: Messenger) -> None:
+    def __init__(self, node: Messenger, links: DataLinks | None = None) -> None:
         self.node = node
+        self.links = links
         self._endpoints: dict[str, Endpoint] = {}
 
     def add_endpoint(
@@ -70,6 +73,9 @@ class NetTransport:
 
         endpoint.stream = StreamNode(name, request)
         endpoint.stream.attach(endpoint)
+        if self.links is not None:
+            self.links.serve(endpoint.stream)
+            endpoint.stream.fetcher.links = self.links
         return endpoint
 
     # -- encoding --------------------------------------------------------------------------
@@ -136,6 +142,8 @@ class NetTransport:
         """Send ``payload`` to ``target``'s ``topic`` handler and return its reply
         (``timeout``: None waits until the reply comes or the connection is lost)."""
         endpoint = self._endpoint(sender)
+        if self.links is not None:
+            self.links.prepare(target)
         if topic == CHUNK:
             reply = self.node.request(
                 target, CHUNK, msgpack.packb(payload), timeout, reply_type=memoryview

@@ -336,10 +336,10 @@ class Downloader:
             raise StreamingError(f"cannot read tensor file {path}: {exc.strerror}") from exc
         return name, flat, True
 
-    def chunk(
-        self, ref_id: str, item: str, offset: int, length: int, receiver: str
-    ) -> dict[str, Any]:
-        """Bytes ``[offset, offset + length)`` of an item, with their CRC-32."""
+    def read(
+        self, ref_id: str, item: str, offset: int, length: int
+    ) -> tuple[bytes | memoryview, int]:
+        """Bytes ``[offset, offset + length)`` of an item (fewer at its end), and its size."""
         with self._lock:
             tx = self._get(ref_id)
             entry = tx.items.get(item)
@@ -348,7 +348,13 @@ class Downloader:
         size = entry.size
         if offset < 0 or length <= 0 or offset > size:
             raise StreamingError(f"bad range {offset}+{length} for an item of {size} bytes")
-        data = entry.read(offset, length)
+        return entry.read(offset, length), size
+
+    def chunk(
+        self, ref_id: str, item: str, offset: int, length: int, receiver: str
+    ) -> dict[str, Any]:
+        """Bytes ``[offset, offset + length)`` of an item, with their CRC-32."""
+        data, size = self.read(ref_id, item, offset, length)
         return {"data": data, "crc": zlib.crc32(data), "size": size}
 
     def done(self, ref_id: str, receiver: str, item: str | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import struct
 import threading
@@ -12,12 +13,12 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ember.streaming.downloader import Downloader
-from ember.streaming.errors import StreamingError
+from ember.streaming.errors import LinkBroken, StreamingError
 from ember.streaming.layout import MAX_HEADER_BYTES, parse_header
 
 Request = Callable[[str, str, Any, float], Any]
@@ -29,6 +30,34 @@ MANIFEST = "stream.manifest"
 CHUNK = "stream.chunk"
 DONE = "stream.done"
 
+log = logging.getLogger(__name__)
+
+
+class LinkConnection(Protocol):
+    """One connection of a direct data link (:mod:`ember.net.datalink`), used by one thread
+    at a time; both methods raise :class:`LinkBroken` when the connection fails."""
+
+    def call(self, topic: str, payload: dict[str, Any]) -> Any:
+        """The owner's reply to a small download request (``MANIFEST``, ``DONE``)."""
+
+    def read(
+        self,
+        ref_id: str,
+        item: str,
+        offset: int,
+        sink: Callable[[int, memoryview], None],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Stream an item from ``offset`` to its end into ``sink``; returns its size."""
+
+
+class Links(Protocol):
+    """Direct data links to owners, beside the request path (None: none to ``owner``)."""
+
+    def acquire(self, owner: str) -> LinkConnection | None: ...
+
+    def release(self, conn: LinkConnection, ok: bool) -> None: ...
+
 
 class Fetcher:
     """Pulls what other nodes offer, in ``chunk_size`` pieces, each checked by CRC-32.
@@ -36,7 +65,13 @@ class Fetcher:
     A failed or corrupt chunk is requested again, up to ``max_retries`` times, from the same
     offset: a dropped connection resumes where it stopped. An owner that says the transaction
     is gone (expired, unknown) fails at once with its reason.
+
+    With ``links`` (direct data links, set by the transport), an item is streamed whole over
+    a free link connection to its owner; if the link fails, the pull goes on through the
+    request path from where the link stopped.
     """
+
+    links: Links | None = None
 
     def __init__(
         self,
@@ -60,7 +95,9 @@ class Fetcher:
         self.max_retries = max_retries
 
     def _call(self, owner: str, topic: str, payload: dict[str, Any], timeout: float) -> Any:
-        reply = self.request(owner, topic, payload, timeout)
+        reply = self._linked_call(owner, topic, payload)
+        if reply is _NO_LINK:
+            reply = self.request(owner, topic, payload, timeout)
         if isinstance(reply, dict) and "error" in reply:
             raise StreamingError(str(reply["error"]))
         return reply
@@ -71,6 +108,61 @@ class Fetcher:
         return self._retry(
             owner, MANIFEST, {"ref": ref_id}, timeout, lambda r: r if isinstance(r, list) else None
         )
+
+    def _linked_call(self, owner: str, topic: str, payload: dict[str, Any]) -> Any:
+        conn = self.links.acquire(owner) if self.links is not None else None
+        if conn is None:
+            return _NO_LINK
+        ok = False
+        try:
+            reply = conn.call(topic, payload)
+            ok = True
+            return reply
+        except LinkBroken as exc:
+            log.info("%s: data link to %s failed (%s); using the hub", self.node, owner, exc)
+            return _NO_LINK
+        finally:
+            self.links.release(conn, ok)  # type: ignore[union-attr]
+
+    def _linked_read(
+        self,
+        owner: str,
+        ref_id: str,
+        item: str,
+        sink: Callable[[int, bytes], None],
+        name: str,
+        progress: Progress | None,
+    ) -> tuple[int, int | None]:
+        """Stream an item over a data link: ``(bytes delivered, item size or None)``."""
+        conn = self.links.acquire(owner) if self.links is not None else None
+        if conn is None:
+            return 0, None
+        report = None
+        if progress is not None:
+
+            def report(offset: int, size: int) -> None:
+                progress(name or item, offset, size)
+
+        ok = False
+        try:
+            size = conn.read(ref_id, item, 0, sink, report)  # type: ignore[arg-type]
+            ok = True
+            return size, size
+        except StreamingError:
+            ok = True  # the owner answered: the link is fine
+            raise
+        except LinkBroken as exc:
+            log.info(
+                "%s: data link to %s broke at byte %d of %s (%s); going on through the hub",
+                self.node,
+                owner,
+                exc.offset,
+                item,
+                exc,
+            )
+            return exc.offset, exc.size
+        finally:
+            self.links.release(conn, ok)  # type: ignore[union-attr]
 
     def _retry(
         self,
@@ -131,11 +223,16 @@ class Fetcher:
     ) -> int:
         """Pull a whole item, giving each chunk to ``sink(offset, data)``; returns its size."""
         started = time.perf_counter()
-        data, size = self._chunk(owner, ref_id, item, 0, self.chunk_size, timeout)
-        sink(0, data)
-        offset = len(data)
-        if progress is not None:
-            progress(name or item, offset, size)
+        offset, known = self._linked_read(owner, ref_id, item, sink, name, progress)
+        via_link = offset
+        if known is None or offset < known:
+            data, size = self._chunk(owner, ref_id, item, offset, self.chunk_size, timeout)
+            sink(offset, data)
+            offset += len(data)
+            if progress is not None:
+                progress(name or item, offset, size)
+        else:
+            size = known
         if offset < size and self.in_flight > 1:
             offset = self._pipelined(
                 owner, ref_id, item, offset, size, sink, timeout, name, progress
@@ -148,10 +245,11 @@ class Fetcher:
                 progress(name or item, offset, size)
         elapsed = time.perf_counter() - started
         with self._stats_lock:
-            pulled = self._stats.setdefault(owner, [0, 0, 0.0])
+            pulled = self._stats.setdefault(owner, [0, 0, 0.0, 0])
             pulled[0] += 1
             pulled[1] += offset
             pulled[2] += elapsed
+            pulled[3] += via_link
         with contextlib.suppress(Exception):  # the owner's expiry cleans up if this is lost
             self._call(owner, DONE, {"ref": ref_id, "item": item}, self.per_request_timeout)
         return offset
@@ -203,12 +301,12 @@ class Fetcher:
         return offset
 
     def transfer_stats(self) -> dict[str, dict[str, float]]:
-        """What this node pulled in chunks, by owner: items, bytes, and seconds spent pulling
-        (summed over items: concurrent pulls add up)."""
+        """What this node pulled, by owner: items, bytes (``link_bytes`` of them over a data
+        link), and seconds spent pulling (summed over items: concurrent pulls add up)."""
         with self._stats_lock:
             return {
-                owner: {"items": n, "bytes": b, "seconds": round(t, 6)}
-                for owner, (n, b, t) in self._stats.items()
+                owner: {"items": n, "bytes": b, "seconds": round(t, 6), "link_bytes": k}
+                for owner, (n, b, t, k) in self._stats.items()
             }
 
     def fetch_tensor(
@@ -232,35 +330,12 @@ class Fetcher:
         if owner_downloader is not None and owner_downloader.has(ref_id):
             name, array, _ = owner_downloader.take(ref_id, item, self.node, copy)
             return name, array
-        state: dict[str, Any] = {"head": bytearray(), "array": None, "start": 0}
-
-        def sink(offset: int, data: bytes) -> None:
-            if state["array"] is None:
-                state["head"] += data
-                head = state["head"]
-                if len(head) < 8:
-                    return
-                (hlen,) = struct.unpack_from("<Q", head)
-                if hlen > MAX_HEADER_BYTES:
-                    raise StreamingError(f"tensor header of {hlen} bytes is not plausible")
-                if len(head) < 8 + hlen:
-                    return
-                state["name"], dtype, shape, _ = parse_header(bytes(head[8 : 8 + hlen]))
-                state["array"] = np.empty(shape, dtype=dtype)
-                state["view"] = memoryview(state["array"].reshape(-1).view(np.uint8))
-                state["start"] = 8 + hlen
-                data, offset = bytes(head[8 + hlen :]), 8 + hlen
-            pos = offset - state["start"]
-            view = state["view"]
-            if pos + len(data) > len(view):
-                raise StreamingError("tensor stream is longer than its header says")
-            view[pos : pos + len(data)] = data
-
+        sink = _TensorSink()
         size = self.read_item(owner, ref_id, item, sink, progress=progress, timeout=timeout)
-        array = state["array"]
-        if array is None or size != state["start"] + array.nbytes:
+        array = sink.array
+        if array is None or size != sink.start + array.nbytes:
             raise StreamingError(f"tensor stream {item} of {ref_id} from {owner} is truncated")
-        return state["name"], array
+        return sink.name, array
 
     def iter_tensors(
         self,
@@ -338,3 +413,48 @@ class Fetcher:
         """Tell the owner this node needs nothing more from ``ref_id``."""
         with contextlib.suppress(Exception):  # the owner cleans up on its own timeout anyway
             self._call(owner, DONE, {"ref": ref_id}, self.per_request_timeout)
+
+
+class _TensorSink:
+    """A tensor's safetensors stream written into a fresh array: the header is parsed from
+    the first bytes, the rest goes into the array's memory."""
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.name = ""
+        self.array: np.ndarray[Any, Any] | None = None
+        self.view = memoryview(b"")
+        self.start = 0
+
+    def __call__(self, offset: int, data: bytes) -> None:
+        if self.array is None:
+            self.head += data
+            head = self.head
+            if len(head) < 8:
+                return
+            (hlen,) = struct.unpack_from("<Q", head)
+            if hlen > MAX_HEADER_BYTES:
+                raise StreamingError(f"tensor header of {hlen} bytes is not plausible")
+            if len(head) < 8 + hlen:
+                return
+            self.name, dtype, shape, _ = parse_header(bytes(head[8 : 8 + hlen]))
+            self.array = np.empty(shape, dtype=dtype)
+            self.view = memoryview(self.array.reshape(-1).view(np.uint8))
+            self.start = 8 + hlen
+            data, offset = bytes(head[8 + hlen :]), 8 + hlen
+            self.head = bytearray()
+        pos = offset - self.start
+        if pos + len(data) > len(self.view):
+            raise StreamingError("tensor stream is longer than its header says")
+        self.view[pos : pos + len(data)] = data
+
+    def buffer(self, offset: int) -> memoryview | None:
+        """Where the stream's bytes from ``offset`` on go, once the header is known (a data
+        link receives them straight into it)."""
+        pos = offset - self.start
+        if self.array is None or not 0 <= pos < len(self.view):
+            return None
+        return self.view[pos:]
+
+
+_NO_LINK = object()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -71,6 +72,26 @@ class StreamNode:
             )
         except StreamingError as exc:
             return {"error": str(exc)}
+
+    def read(
+        self, sender: str, ref: str, item: str, offset: int, length: int
+    ) -> tuple[bytes | memoryview, int]:
+        """Bytes of an item for ``sender`` (what a data link streams) and the item's size;
+        a download this node does not hold is asked of its forward (a relaying site)."""
+        payload = {"ref": ref, "item": item, "offset": offset, "length": length}
+        reply = self._forwarded(sender, CHUNK, payload)
+        if reply is None:
+            return self.downloader.read(ref, item, offset, length)
+        if isinstance(reply, dict) and "error" in reply:
+            raise StreamingError(str(reply["error"]))
+        if not isinstance(reply, dict) or not isinstance(reply.get("size"), int):
+            raise StreamingError(f"malformed reply from the relay for {ref} item {item}")
+        data = reply.get("data")
+        if not isinstance(data, bytes | bytearray | memoryview) or zlib.crc32(data) != reply.get(
+            "crc"
+        ):
+            raise StreamingError(f"corrupt chunk from the relay for {ref} item {item}")
+        return data, reply["size"]
 
     def _done(self, sender: str, payload: Any) -> Any:
         if (reply := self._forwarded(sender, DONE, payload)) is not None:

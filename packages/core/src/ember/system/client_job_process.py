@@ -39,10 +39,13 @@ def run(folder: Path, job_id: str) -> int:
     logs = NodeLogs(f"ember.job.{job_id}.{site}", site_dir, logging.INFO)
 
     from ember.net import NetNode, NetTransport
+    from ember.net.datalink import DataLinks, LinkSettings
 
     node = NetNode(net_name(site, job_id), kit.address, kit.tls, server_name=kit.host)
     node.start(float(get_setting("system.start_timeout")))
-    transport = NetTransport(node)
+    links = DataLinks(node, kit.tls, LinkSettings.current())
+    links.dial(kit.host, server_name=kit.host)
+    transport = NetTransport(node, links)
     jobs = JobTransport(transport, job_id)
     endpoint = jobs.add_endpoint(site, relay_tensors=job.client.launch_external_process)
     runner = build_site_runner(
@@ -64,6 +67,7 @@ def run(folder: Path, job_id: str) -> int:
     finally:
         logs.close()
         transport.close()
+        links.close()
         node.close()
     return 0
 

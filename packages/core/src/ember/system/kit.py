@@ -46,6 +46,12 @@ class Kit:
         return f"{self.host}:{self.port}"
 
     @property
+    def bind_host(self) -> str:
+        """Where the server listens: its own name when that is a loopback name, else every
+        interface."""
+        return self.host if self.host in ("localhost", "127.0.0.1", "::1") else "::"
+
+    @property
     def tls(self) -> TlsFiles:
         return TlsFiles(
             self.startup / "rootCA.pem",

@@ -89,8 +89,8 @@ class ServerDaemon:
 
         # the server's own certificate connects its job processes
         self._own_name = identity(self.kit.tls.cert.read_bytes()).name
-        loopback = self.kit.host in ("localhost", "127.0.0.1", "::1")
-        bind = f"{self.kit.host if loopback else '[::]'}:{self.kit.port}"
+        host = self.kit.bind_host
+        bind = f"{'[::]' if host == '::' else host}:{self.kit.port}"
         self.hub = Hub(SERVER, bind, self.kit.tls, self._authorize)
         self.hub.on_connect = self._connected
         self.hub.on_disconnect = self._disconnected

@@ -26,7 +26,7 @@ from ember.streaming import FileReceiver, bind_node
 from ember.system.jobstore import JobStore
 from ember.system.kit import Kit
 from ember.system.lifeline import watch_parent
-from ember.system.scoped import JobTransport, net_name
+from ember.system.scoped import JobTransport, logical_name, net_name, split_job_name
 
 SERVER = "server"
 
@@ -50,12 +50,24 @@ def run(folder: Path, job_id: str) -> int:
     sites = record.sites
 
     from ember.net import NetNode, NetTransport
+    from ember.net.datalink import DataLinks, LinkSettings
 
     node = NetNode(net_name(SERVER, job_id), kit.address, kit.tls, server_name=kit.host)
+    links = DataLinks(node, kit.tls, LinkSettings.current())
+
+    def link_refusal(name: str) -> str | None:
+        parts = split_job_name(name)
+        if parts is None or parts[1] != job_id or parts[0] not in sites:
+            return f"{name} is not a site of job {job_id}"
+        return None
+
+    port = links.listen(kit.bind_host, link_refusal, lambda name: logical_name(name, job_id))
     node.start(float(get_setting("system.start_timeout")))
-    transport = NetTransport(node)
+    transport = NetTransport(node, links)
     jobs = JobTransport(transport, job_id)
     endpoint = jobs.add_endpoint(SERVER, lazy_tensors=True)
+    if port:
+        log.info("data links on port %d", port)
     server = ServerJob(
         job,
         job_id,
@@ -119,6 +131,7 @@ def run(folder: Path, job_id: str) -> int:
     finally:
         logs.close()
         transport.close()
+        links.close()
         node.close()
     return 0
 
