@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,35 @@ def test_same_recipe_same_bits_in_simenv_and_pocenv(poc: PocWorkspace, tmp_path:
     assert got.tobytes() == expected.tobytes()  # bit for bit
     records = (result / "server" / "round_metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["sites"] for r in records] == [["site-1", "site-2"]] * 3
+
+
+def transfers(log: str) -> dict[str, dict[str, int]]:
+    """A job process's last ``transfers:`` line: what it pulled, by owner."""
+    return json.loads(re.findall(r"transfers: (\{.*\})", log)[-1])  # type: ignore[no-any-return]
+
+
+def test_large_arrays_travel_over_data_links_both_ways(poc: PocWorkspace) -> None:
+    initial = np.arange(1 << 20, dtype=np.float32).reshape(1024, 1024)  # 4 MiB: pulled
+    models = {}
+    for links in (True, False):
+        recipe = numpy_recipe(num_rounds=2, model=initial)
+        recipe.set_config("net.data_links", links)
+        run = submit(poc, recipe, ["site-1", "site-2"])
+        result = Path(run.get_result(timeout=240))
+        assert run.get_status() == COMPLETED, run.get_message()
+        models[links] = global_model(result)
+        uploads = transfers((result / "server" / "log.txt").read_text())
+        with AdminClient(poc.admin) as admin:
+            downloads = {
+                s: transfers(admin.logs(run.get_job_id(), s)) for s in ("site-1", "site-2")
+            }
+        for site in ("site-1", "site-2"):
+            (up,) = (v for k, v in uploads.items() if k.startswith(f"{site}.job."))
+            (down,) = downloads[site].values()
+            for pulled in (up, down):  # two rounds of the model, each way
+                assert pulled["bytes"] > 2 * initial.nbytes
+                assert pulled["link_bytes"] == (pulled["bytes"] if links else 0)
+    assert models[True].tobytes() == models[False].tobytes() == (initial + 2).tobytes()
 
 
 def test_cli_job_commands(poc: PocWorkspace, tmp_path: Path) -> None:
