@@ -172,24 +172,28 @@ def test_an_owner_error_is_its_reason_and_the_link_stays_usable(pki: Any) -> Non
 
 
 class FailingServing:
-    """The owner's download service, whose reads fail after ``good`` calls."""
+    """The owner's download service, whose item streams fail after ``good`` pieces."""
 
     def __init__(self, inner: Any, good: int, error: BaseException | None = None) -> None:
         self.inner, self.good, self.error = inner, good, error
         self.release = threading.Event()
-        self.calls = 0
 
     def handle(self, sender: str, topic: str, payload: Any) -> Any:
         return self.inner.handle(sender, topic, payload)
 
-    def read(self, *args: Any) -> Any:
-        self.calls += 1
-        if self.calls > self.good:
-            if self.error is None:  # stall: a peer gone silent mid-item
-                self.release.wait(30)
-            else:
-                raise self.error
-        return self.inner.read(*args)
+    def pieces(self, *args: Any) -> Any:
+        size, pieces = self.inner.pieces(*args)
+
+        def failing() -> Iterator[Any]:
+            for n, data in enumerate(pieces):
+                if n >= self.good:
+                    if self.error is None:  # stall: a peer gone silent mid-item
+                        self.release.wait(30)
+                    else:
+                        raise self.error
+                yield data
+
+        return size, failing()
 
 
 def test_a_link_broken_mid_item_goes_on_through_the_hub(
@@ -197,10 +201,10 @@ def test_a_link_broken_mid_item_goes_on_through_the_hub(
     hub_chunks: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(datalink_module, "_SLICE", 1 * MIB)  # the 4 MiB tensor: 4 slices
+    monkeypatch.setattr(datalink_module, "_SLICE", 1 * MIB)  # the 4 MiB tensor: 4 pieces
     with linked(pki) as pair:
         assert pair.owner_links.serving is not None
-        pair.owner_links.serving = FailingServing(pair.owner_links.serving, 1, OSError("disk gone"))
+        pair.owner_links.serving = FailingServing(pair.owner_links.serving, 2, OSError("disk gone"))
         got = send_round(pair)
         for name, array in model().items():
             assert got[name].tobytes() == (array * 2).tobytes()
@@ -217,7 +221,7 @@ def test_a_stalled_link_times_out_and_the_hub_finishes(
     monkeypatch.setattr(datalink_module, "_SLICE", 1 * MIB)
     with linked(pki, streaming__per_request_timeout=0.5) as pair:
         assert pair.owner_links.serving is not None
-        stalled = FailingServing(pair.owner_links.serving, 1)
+        stalled = FailingServing(pair.owner_links.serving, 2)
         pair.owner_links.serving = stalled
         try:
             got = send_round(pair)

@@ -88,13 +88,15 @@ def transfers(log: str) -> dict[str, dict[str, int]]:
 def test_large_arrays_travel_over_data_links_both_ways(poc: PocWorkspace) -> None:
     initial = np.arange(1 << 20, dtype=np.float32).reshape(1024, 1024)  # 4 MiB: pulled
     models = {}
-    for links in (True, False):
-        recipe = numpy_recipe(num_rounds=2, model=initial)
+    # scripts in the job process, then through the hub, then scripts in their own process
+    # (the site's job process relays what the server pulls from the script)
+    for links, external in ((True, False), (False, False), (True, True)):
+        recipe = numpy_recipe(num_rounds=2, model=initial, launch_external_process=external)
         recipe.set_config("net.data_links", links)
         run = submit(poc, recipe, ["site-1", "site-2"])
         result = Path(run.get_result(timeout=240))
         assert run.get_status() == COMPLETED, run.get_message()
-        models[links] = global_model(result)
+        models[links, external] = global_model(result)
         uploads = transfers((result / "server" / "log.txt").read_text())
         with AdminClient(poc.admin) as admin:
             downloads = {
@@ -102,11 +104,12 @@ def test_large_arrays_travel_over_data_links_both_ways(poc: PocWorkspace) -> Non
             }
         for site in ("site-1", "site-2"):
             (up,) = (v for k, v in uploads.items() if k.startswith(f"{site}.job."))
-            (down,) = downloads[site].values()
-            for pulled in (up, down):  # two rounds of the model, each way
+            # an external script pulls the model itself, relayed by its job process
+            pulls = [up] if external else [up, *downloads[site].values()]
+            for pulled in pulls:  # two rounds of the model
                 assert pulled["bytes"] > 2 * initial.nbytes
                 assert pulled["link_bytes"] == (pulled["bytes"] if links else 0)
-    assert models[True].tobytes() == models[False].tobytes() == (initial + 2).tobytes()
+    assert {m.tobytes() for m in models.values()} == {(initial + 2).tobytes()}
 
 
 def test_cli_job_commands(poc: PocWorkspace, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +56,7 @@ _LEN = struct.Struct("<I")
 _MAX_HEADER = 1 << 20
 _SLICE = 8 << 20  # how much an owner reads and sends at once
 _BUFFER = 1 << 20  # a receiver's buffer between the socket and a sink that has no buffer
+_HEAD = 64 << 10  # what a sink with a buffer gets first (its header, to make the buffer)
 _DIRECT = 8 << 20  # bytes received into a sink's own buffer between progress reports
 _CALLS = (MANIFEST, DONE)  # the small requests a link answers besides reads
 _RETRY_AFTER = 1.0  # seconds before a site asks an unreachable peer for a link again
@@ -67,9 +68,9 @@ Sink = Callable[[int, memoryview], None]
 class Serving(Protocol):
     """A node's download service as a link serves it (:class:`ember.streaming.StreamNode`)."""
 
-    def read(
-        self, sender: str, ref: str, item: str, offset: int, length: int
-    ) -> tuple[bytes | memoryview, int]: ...
+    def pieces(
+        self, sender: str, ref: str, item: str, offset: int, piece: int
+    ) -> tuple[int, Iterator[bytes | memoryview]]: ...
 
     def handle(self, sender: str, topic: str, payload: Any) -> Any: ...
 
@@ -225,7 +226,10 @@ class Connection:
         try:
             while at < end:
                 dest = direct(at) if direct is not None else None
-                target = (dest if dest is not None else bounce)[: min(_DIRECT, end - at)]
+                if dest is not None:
+                    target = dest[: min(_DIRECT, end - at)]
+                else:  # a sink waiting for a header gets a small piece first
+                    target = bounce[: min(_HEAD if direct is not None else _BUFFER, end - at)]
                 want, got = len(target), 0
                 while got < want:
                     k = self.sock.recv_into(target[got:], want - got)
@@ -269,20 +273,17 @@ def _answer(conn: Connection, request: dict[str, Any], serving: Serving) -> None
         _send(sock, {"error": "malformed read request"})
         return
     try:
-        data, size = serving.read(peer, ref, item, offset, _SLICE)
+        size, pieces = serving.pieces(peer, ref, item, offset, _SLICE)
     except StreamingError as exc:
         _send(sock, {"error": str(exc)})
         return
     _send(sock, {"size": size, "n": size - offset})
-    at = offset
-    while True:
+    sent = offset
+    for data in pieces:
         sock.sendall(data)
-        at += len(data)
-        if at >= size:
-            return
-        if not len(data):
-            raise LinkBroken(f"item {item} of {ref} ended at byte {at} of {size}")
-        data, _ = serving.read(peer, ref, item, at, _SLICE)
+        sent += len(data)
+    if sent != size:
+        raise LinkBroken(f"item {item} of {ref} ended at byte {sent} of {size}")
 
 
 def _serve(conn: Connection, serving: Serving, on_end: Callable[[Connection], None]) -> None:

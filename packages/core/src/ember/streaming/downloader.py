@@ -22,7 +22,7 @@ import time
 import uuid
 import weakref
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,17 @@ class _Item:
 
     def read(self, offset: int, length: int) -> bytes | memoryview:
         raise NotImplementedError
+
+    def pieces(self, offset: int, piece: int) -> Iterator[bytes | memoryview]:
+        """The item's bytes from ``offset`` to its end, at most ``piece`` bytes at a time
+        (what a data link sends)."""
+        size = self.size
+        while offset < size:
+            data = self.read(offset, piece)
+            if not len(data):
+                raise StreamingError(f"item {self.name!r} ended at byte {offset} of {size}")
+            yield data
+            offset += len(data)
 
 
 class TensorItem(_Item):
@@ -75,6 +86,19 @@ class TensorItem(_Item):
         if end > start:
             out += bytes(self.data[start:end])
         return out
+
+    def pieces(self, offset: int, piece: int) -> Iterator[bytes | memoryview]:
+        """The header, then views of the array itself (never copied)."""
+        header, data = self.header, self.data  # held here even if the item is let go
+        head = len(header)
+
+        def views() -> Iterator[bytes | memoryview]:
+            if offset < head:
+                yield header[offset:]
+            for start in range(max(0, offset - head), len(data), piece):
+                yield data[start : start + piece]
+
+        return views()
 
 
 class _Released(_Item):
@@ -349,6 +373,22 @@ class Downloader:
         if offset < 0 or length <= 0 or offset > size:
             raise StreamingError(f"bad range {offset}+{length} for an item of {size} bytes")
         return entry.read(offset, length), size
+
+    def pieces(
+        self, ref_id: str, item: str, offset: int, piece: int
+    ) -> tuple[int, Iterator[bytes | memoryview]]:
+        """An item's size and its bytes from ``offset`` on, in pieces (see ``_Item.pieces``)."""
+        with self._lock:
+            tx = self._get(ref_id)
+            entry = tx.items.get(item)
+            if entry is None:
+                raise StreamingError(f"download {ref_id} of {self.owner} has no item {item!r}")
+        size = entry.size
+        if offset < 0 or offset > size:
+            raise StreamingError(f"bad offset {offset} for an item of {size} bytes")
+        if isinstance(entry, _Released):
+            entry.read(offset, 1)  # raises: already pulled by every receiver
+        return size, entry.pieces(offset, piece)
 
     def chunk(
         self, ref_id: str, item: str, offset: int, length: int, receiver: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ember.config import get_setting
@@ -73,25 +73,41 @@ class StreamNode:
         except StreamingError as exc:
             return {"error": str(exc)}
 
-    def read(
-        self, sender: str, ref: str, item: str, offset: int, length: int
-    ) -> tuple[bytes | memoryview, int]:
-        """Bytes of an item for ``sender`` (what a data link streams) and the item's size;
-        a download this node does not hold is asked of its forward (a relaying site)."""
-        payload = {"ref": ref, "item": item, "offset": offset, "length": length}
-        reply = self._forwarded(sender, CHUNK, payload)
-        if reply is None:
-            return self.downloader.read(ref, item, offset, length)
-        if isinstance(reply, dict) and "error" in reply:
-            raise StreamingError(str(reply["error"]))
-        if not isinstance(reply, dict) or not isinstance(reply.get("size"), int):
-            raise StreamingError(f"malformed reply from the relay for {ref} item {item}")
-        data = reply.get("data")
-        if not isinstance(data, bytes | bytearray | memoryview) or zlib.crc32(data) != reply.get(
-            "crc"
-        ):
-            raise StreamingError(f"corrupt chunk from the relay for {ref} item {item}")
-        return data, reply["size"]
+    def pieces(
+        self, sender: str, ref: str, item: str, offset: int, piece: int
+    ) -> tuple[int, Iterator[bytes | memoryview]]:
+        """An item's size and its bytes from ``offset`` on for ``sender`` (what a data link
+        streams); a download this node does not hold is read through its forward (a
+        relaying site), chunk by chunk."""
+        if self.forward is None or self.downloader.has(ref):
+            return self.downloader.pieces(ref, item, offset, piece)
+        step = self.fetcher.chunk_size
+
+        def read(at: int) -> tuple[bytes | memoryview, int]:
+            payload = {"ref": ref, "item": item, "offset": at, "length": step}
+            reply = self._forwarded(sender, CHUNK, payload)
+            if isinstance(reply, dict) and "error" in reply:
+                raise StreamingError(str(reply["error"]))
+            data = reply.get("data") if isinstance(reply, dict) else None
+            size = reply.get("size") if isinstance(reply, dict) else None
+            if not isinstance(data, bytes | bytearray | memoryview) or not isinstance(size, int):
+                raise StreamingError(f"malformed reply from the relay for {ref} item {item}")
+            if zlib.crc32(data) != reply.get("crc") or (not data and at < size):
+                raise StreamingError(f"corrupt chunk from the relay for {ref} item {item}")
+            return data, size
+
+        first, size = read(offset)
+
+        def relayed() -> Iterator[bytes | memoryview]:
+            data, at = first, offset
+            while True:
+                yield data
+                at += len(data)
+                if at >= size:
+                    return
+                data, _ = read(at)
+
+        return size, relayed()
 
     def _done(self, sender: str, payload: Any) -> Any:
         if (reply := self._forwarded(sender, DONE, payload)) is not None:
