@@ -7,11 +7,12 @@ is prepared and started once. Then:
 
 - W3: FedAvg of a float32 model of ``--mib`` MiB (8 arrays), ``--clients`` clients, ``--rounds``
   rounds; each client adds 1 in place. Throughput comes from each job process's own count
-  of what it pulled in chunks (``transfers:`` in its log): a client's download is what it
-  pulled from the server, its upload what the server pulled from it; MB/s = bytes / seconds
-  spent pulling. Target >= 500 MB/s per client (NVFlare 2.7.1's GPT-2 benchmark: 56-76 MB/s).
-  Baseline measured in the same run: one process copying the same bytes over a raw loopback
-  TCP socket (the ceiling of this machine's loopback).
+  of what it pulled (``transfers:`` in its log): a client's download is what it pulled from
+  the server, its upload what the server pulled from it; MB/s = bytes / seconds spent
+  pulling (into fresh arrays). Target >= 500 MB/s per client (NVFlare 2.7.1's GPT-2
+  benchmark: 56-76 MB/s). Run twice: over data links (the default), then with
+  ``net.data_links`` off, every byte through the hub: the baseline of the same run. Also
+  printed: one process copying the same bytes over a raw loopback TCP socket, no TLS.
 - W1: a 3x3 model, 2 clients, 3 rounds, the system already started: wall time of
   ``recipe.execute(env)`` + ``get_result()`` (submit, run, download). Target <= 3 s per job.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import socket
 import statistics
 import sys
@@ -76,6 +78,64 @@ def transfers(log_text: str) -> dict[str, dict[str, float]]:
     return json.loads(found[-1]) if found else {}
 
 
+def run_w3(args: argparse.Namespace, ws: Any, names: list[str], links: bool) -> dict[str, Any]:
+    """W3 in the running system (``net.data_links`` on or off); per-client MB/s each way."""
+    from ember import PocEnv
+    from ember.recipes import NumpyFedAvgRecipe
+    from ember.system.admin import AdminClient
+
+    per = args.mib * (1 << 20) // 8 // 4
+    model = {f"w{i}": np.zeros(per, dtype=np.float32) for i in range(8)}
+    model_bytes = sum(a.nbytes for a in model.values())
+    recipe = NumpyFedAvgRecipe(
+        name="poc-w3",
+        min_clients=args.clients,
+        num_rounds=args.rounds,
+        model=model,
+        train_script=str(HERE / "client.py"),
+        key_metric=None,
+    )
+    recipe.set_config("net.data_links", links)
+    started = time.perf_counter()
+    run = recipe.execute(PocEnv(clients=names, workspace=ws.root))
+    result = Path(run.get_result(timeout=1800))
+    seconds = time.perf_counter() - started
+    status = run.get_status()
+    with np.load(result / "server" / "models" / "global_model.npz") as saved:
+        correct = status == "FINISHED:COMPLETED" and all(
+            np.all(saved[k] == args.rounds) for k in model
+        )
+    server_pulls = transfers((result / "server" / "log.txt").read_text())
+    with AdminClient(ws.admin) as admin:
+        site_pulls = {s: transfers(admin.logs(run.get_job_id(), s)) for s in names}
+    print(
+        f"W3 {'over data links' if links else 'through the hub'}: {args.clients} clients, "
+        f"{args.rounds} rounds, {model_bytes / MB:.0f} MB model: {seconds:.2f} s, {status}, "
+        f"correct={correct}"
+    )
+    down, up = [], []
+    for site in names:
+        d = next((v for k, v in site_pulls[site].items() if k.startswith("server")), None)
+        u = next((v for k, v in server_pulls.items() if k.startswith(f"{site}.")), None)
+        d_mbps = d["bytes"] / d["seconds"] / MB if d and d["seconds"] else 0.0
+        u_mbps = u["bytes"] / u["seconds"] / MB if u and u["seconds"] else 0.0
+        down.append(round(d_mbps, 1))
+        up.append(round(u_mbps, 1))
+        linked = sum((x or {}).get("link_bytes", 0) for x in (d, u))
+        total = sum((x or {}).get("bytes", 0) for x in (d, u))
+        print(
+            f"  {site}: download {d_mbps:7.1f} MB/s, upload {u_mbps:7.1f} MB/s "
+            f"({total / MB:.0f} MB pulled, {linked / MB:.0f} MB of it over data links)"
+        )
+    return {
+        "correct": correct,
+        "seconds": seconds,
+        "model_bytes": model_bytes,
+        "download_mbps": down,
+        "upload_mbps": up,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=256)
@@ -87,7 +147,6 @@ def main() -> None:
     from ember import PocEnv
     from ember.envs.poc import start_workspace, stop_workspace
     from ember.recipes import NumpyFedAvgRecipe
-    from ember.system.admin import AdminClient
     from ember.system.poc import prepare
 
     out: dict[str, Any] = {"benchmark": "poc_transfer"}
@@ -100,61 +159,29 @@ def main() -> None:
     names = [k.name for k in ws.clients]
     ok = True
     try:
-        # -- W3 --------------------------------------------------------------------------------
-        per = args.mib * (1 << 20) // 8 // 4
-        model = {f"w{i}": np.zeros(per, dtype=np.float32) for i in range(8)}
-        model_bytes = sum(a.nbytes for a in model.values())
-        recipe = NumpyFedAvgRecipe(
-            name="poc-w3",
-            min_clients=args.clients,
-            num_rounds=args.rounds,
-            model=model,
-            train_script=str(HERE / "client.py"),
-            key_metric=None,
-        )
-        started = time.perf_counter()
-        run = recipe.execute(PocEnv(clients=names, workspace=ws.root))
-        result = Path(run.get_result(timeout=1800))
-        w3_s = time.perf_counter() - started
-        status = run.get_status()
-        with np.load(result / "server" / "models" / "global_model.npz") as saved:
-            correct = status == "FINISHED:COMPLETED" and all(
-                np.all(saved[k] == args.rounds) for k in model
-            )
-        ok &= correct
-        server_pulls = transfers((result / "server" / "log.txt").read_text())
-        with AdminClient(ws.admin) as admin:
-            site_pulls = {s: transfers(admin.logs(run.get_job_id(), s)) for s in names}
+        # -- W3: over data links, then through the hub (the baseline) -------------------------
+        w3 = {links: run_w3(args, ws, names, links) for links in (True, False)}
+        ok &= all(r["correct"] for r in w3.values())
+        link, hub = w3[True], w3[False]
+        raw = loopback_mbps(link["model_bytes"])
+        low = min(link["download_mbps"] + link["upload_mbps"])
+        hub_low = min(hub["download_mbps"] + hub["upload_mbps"])
+        print(f"  raw loopback TCP (same bytes, one socket, no TLS): {raw:.0f} MB/s")
         print(
-            f"W3: {args.clients} clients, {args.rounds} rounds, {model_bytes / MB:.0f} MB model: "
-            f"{w3_s:.2f} s, {status}, correct={correct}"
-        )
-        down, up = [], []
-        for site in names:
-            d = next((v for k, v in site_pulls[site].items() if k.startswith("server")), None)
-            u = next((v for k, v in server_pulls.items() if k.startswith(f"{site}.")), None)
-            d_mbps = d["bytes"] / d["seconds"] / MB if d and d["seconds"] else 0.0
-            u_mbps = u["bytes"] / u["seconds"] / MB if u and u["seconds"] else 0.0
-            down.append(d_mbps)
-            up.append(u_mbps)
-            print(
-                f"  {site}: download {d_mbps:7.1f} MB/s ({(d or {}).get('bytes', 0) / MB:.0f} MB), "
-                f"upload {u_mbps:7.1f} MB/s ({(u or {}).get('bytes', 0) / MB:.0f} MB)"
-            )
-        raw = loopback_mbps(model_bytes)
-        low = min(down + up) if down else 0.0
-        print(f"  raw loopback TCP (same bytes, one socket): {raw:.0f} MB/s")
-        print(
-            f"  slowest direction {low:.0f} MB/s per client = {low / raw:.2f}x raw loopback; "
+            f"  slowest direction per client: {low:.0f} MB/s over data links, {hub_low:.0f} MB/s "
+            f"through the hub = {low / hub_low:.2f}x the hub, {low / raw:.2f}x raw loopback; "
             f"target >= 500 MB/s: {'PASS' if low >= 500 else 'MISS'}"
         )
         out.update(
-            w3_s=round(w3_s, 3),
-            w3_correct=correct,
-            model_mb=round(model_bytes / MB, 1),
-            download_mbps=[round(x, 1) for x in down],
-            upload_mbps=[round(x, 1) for x in up],
+            model_mb=round(link["model_bytes"] / MB, 1),
+            w3_s=round(link["seconds"], 3),
+            w3_hub_s=round(hub["seconds"], 3),
+            download_mbps=link["download_mbps"],
+            upload_mbps=link["upload_mbps"],
+            hub_download_mbps=hub["download_mbps"],
+            hub_upload_mbps=hub["upload_mbps"],
             raw_loopback_mbps=round(raw, 1),
+            slowest_vs_hub=round(low / hub_low, 3) if hub_low else None,
             slowest_vs_raw=round(low / raw, 3) if raw else None,
         )
         # -- W1 --------------------------------------------------------------------------------
@@ -162,7 +189,7 @@ def main() -> None:
         for i in range(args.w1_repeat):
             recipe = NumpyFedAvgRecipe(
                 name=f"poc-w1-{i}",
-                min_clients=2,
+                min_clients=min(2, len(names)),
                 num_rounds=3,
                 model=np.zeros((3, 3), dtype=np.float32),
                 train_script=str(HERE / "client.py"),
@@ -183,6 +210,7 @@ def main() -> None:
         out.update(w1_best_s=round(best, 3), w1_median_s=round(median, 3), w1_runs_s=times)
     finally:
         stop_workspace(ws)
+        shutil.rmtree(root, ignore_errors=True)
     out["correct"] = ok
     print(json.dumps(out))
     sys.exit(0 if ok else 1)
