@@ -59,6 +59,7 @@ _BUFFER = 1 << 20  # a receiver's buffer between the socket and a sink that has 
 _HEAD = 64 << 10  # what a sink with a buffer gets first (its header, to make the buffer)
 _DIRECT = 8 << 20  # bytes received into a sink's own buffer between progress reports
 _CALLS = (MANIFEST, DONE)  # the small requests a link answers besides reads
+_MAX_HANDSHAKES = 64  # connections a listener admits at once (each within net.connect_timeout)
 _RETRY_AFTER = 1.0  # seconds before a site asks an unreachable peer for a link again
 _ERRORS = (OSError, ValueError, msgpack.UnpackException)  # ssl.SSLError is an OSError
 
@@ -338,6 +339,7 @@ class DataLinks:
         self._dial_host: str | None = None
         self._server_name: str | None = None
         self._closed = False
+        self._admitting = threading.BoundedSemaphore(_MAX_HANDSHAKES)
 
     @property
     def usable(self) -> bool:
@@ -402,6 +404,9 @@ class DataLinks:
                 raw, _ = listener.accept()
             except OSError:
                 return
+            if not self._admitting.acquire(blocking=False):
+                raw.close()  # too many connections still in their handshake
+                continue
             threading.Thread(
                 target=self._admit_connection,
                 args=(raw,),
@@ -410,6 +415,12 @@ class DataLinks:
             ).start()
 
     def _admit_connection(self, raw: socket.socket) -> None:
+        try:
+            self._handshake(raw)
+        finally:
+            self._admitting.release()
+
+    def _handshake(self, raw: socket.socket) -> None:
         raw.settimeout(self.settings.connect_timeout)
         _tune(raw)
         try:
