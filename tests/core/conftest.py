@@ -1,13 +1,15 @@
-"""Shared fixtures: fresh plugin state and a built third-party plugin."""
+"""Shared fixtures: fresh plugin state, a built third-party plugin, a count of served chunks."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ember.plugins import reset_plugin_manager
+from ember.streaming.downloader import Downloader
 from support.plugin_build import FIXTURES, PLUGIN_ENV_VARS, build_plugin
 
 
@@ -25,3 +27,17 @@ def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def demo_plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the installed demo plugin, to put on PYTHONPATH."""
     return build_plugin(FIXTURES / "demo_plugin", tmp_path_factory.mktemp("demo_site"))
+
+
+@pytest.fixture
+def chunk_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Owners that served a chunk of the request path (in this process)."""
+    served: list[str] = []
+    original = Downloader.chunk
+
+    def counting(self: Downloader, *args: Any, **kwargs: Any) -> Any:
+        served.append(self.owner)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Downloader, "chunk", counting)
+    return served

@@ -18,22 +18,14 @@ import msgpack
 import numpy as np
 import pytest
 
-from core.test_net_kit import Net, network, pki  # noqa: F401  (pki: a fixture)
+from core.test_net_kit import KIB, MIB, STREAMING, Net, network, pki  # noqa: F401  (pki: a fixture)
 from ember.config import use_config
 from ember.net import NetTransport, TransportError
 from ember.net import datalink as datalink_module
 from ember.net.datalink import LINK_TOPIC, DataLinks, LinkSettings, parse_ports
 from ember.streaming import StreamingError
-from ember.streaming.downloader import Downloader
 
 pytestmark = pytest.mark.timeout(120)
-
-KIB, MIB = 1 << 10, 1 << 20
-SETTINGS = {
-    "streaming__min_tensor_bytes": 64 * KIB,
-    "streaming__chunk_size": 256 * KIB,
-    "net__fragment_size": 1 * MIB,
-}
 
 
 def model(seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:
@@ -65,7 +57,7 @@ class Pair:
 
 @contextlib.contextmanager
 def linked(pki: Any, **settings: Any) -> Iterator[Pair]:  # noqa: F811
-    with network(pki, **{**SETTINGS, **settings}) as net:
+    with network(pki, **{**STREAMING, **settings}) as net:
         hub = net.hub()
         owner_tls = net.pki.tls("owner", server=True)
         owner_node = net.node("owner", hub, tls=owner_tls)
@@ -98,20 +90,6 @@ def linked(pki: Any, **settings: Any) -> Iterator[Pair]:  # noqa: F811
             site_links.close()
 
 
-@pytest.fixture
-def hub_chunks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Owners that served a chunk through the hub (in this process)."""
-    served: list[str] = []
-    original = Downloader.chunk
-
-    def counting(self: Downloader, *args: Any, **kwargs: Any) -> Any:
-        served.append(self.owner)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Downloader, "chunk", counting)
-    return served
-
-
 def streamed_bytes(params: dict[str, np.ndarray[Any, Any]]) -> int:
     """Bytes of the arrays that are pulled (safetensors headers excluded)."""
     return sum(a.nbytes for a in params.values() if a.nbytes >= 64 * KIB)
@@ -122,7 +100,7 @@ def send_round(pair: Pair) -> dict[str, np.ndarray[Any, Any]]:
     return reply["params"]  # type: ignore[no-any-return]
 
 
-def test_both_directions_go_over_the_link_bit_exact(pki: Any, hub_chunks: list[str]) -> None:  # noqa: F811
+def test_both_directions_go_over_the_link_bit_exact(pki: Any, chunk_calls: list[str]) -> None:  # noqa: F811
     with linked(pki) as pair:
         assert pair.port > 0
         for _ in range(2):  # the second round reuses the connections
@@ -135,10 +113,10 @@ def test_both_directions_go_over_the_link_bit_exact(pki: Any, hub_chunks: list[s
         # every pulled byte (tensor data plus its safetensors header) came over the link
         assert down["link_bytes"] == down["bytes"] >= expected
         assert up["link_bytes"] == up["bytes"] >= expected
-    assert hub_chunks == []  # no chunk went through the hub
+    assert chunk_calls == []  # no chunk went through the hub
 
 
-def test_links_off_use_the_hub_with_the_same_result(pki: Any, hub_chunks: list[str]) -> None:  # noqa: F811
+def test_links_off_use_the_hub_with_the_same_result(pki: Any, chunk_calls: list[str]) -> None:  # noqa: F811
     with linked(pki, net__data_links=False) as pair:
         assert pair.port == 0
         got = send_round(pair)
@@ -147,7 +125,7 @@ def test_links_off_use_the_hub_with_the_same_result(pki: Any, hub_chunks: list[s
         down, up = pair.stats()
         assert down["link_bytes"] == up["link_bytes"] == 0
         assert down["bytes"] >= streamed_bytes(model())
-    assert set(hub_chunks) == {"owner", "site-1"}
+    assert set(chunk_calls) == {"owner", "site-1"}
 
 
 def test_clear_security_offers_no_link(pki: Any) -> None:  # noqa: F811
@@ -198,7 +176,7 @@ class FailingServing:
 
 def test_a_link_broken_mid_item_goes_on_through_the_hub(
     pki: Any,  # noqa: F811
-    hub_chunks: list[str],
+    chunk_calls: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(datalink_module, "_SLICE", 1 * MIB)  # the 4 MiB tensor: 4 pieces
@@ -210,12 +188,12 @@ def test_a_link_broken_mid_item_goes_on_through_the_hub(
             assert got[name].tobytes() == (array * 2).tobytes()
         down, _ = pair.stats()
         assert 0 < down["link_bytes"] < down["bytes"]  # part by link, the rest by the hub
-    assert "owner" in hub_chunks
+    assert "owner" in chunk_calls
 
 
 def test_a_stalled_link_times_out_and_the_hub_finishes(
     pki: Any,  # noqa: F811
-    hub_chunks: list[str],
+    chunk_calls: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(datalink_module, "_SLICE", 1 * MIB)
@@ -230,7 +208,7 @@ def test_a_stalled_link_times_out_and_the_hub_finishes(
         for name, array in model().items():
             assert got[name].tobytes() == (array * 2).tobytes()
         assert 0 < pair.stats()[0]["link_bytes"] < pair.stats()[0]["bytes"]
-    assert "owner" in hub_chunks
+    assert "owner" in chunk_calls
 
 
 def hello(port: int, tls: Any, message: dict[str, Any]) -> dict[str, Any]:
@@ -292,7 +270,7 @@ def test_ports_setting() -> None:
             parse_ports(bad)
 
 
-def test_no_free_port_in_the_range_means_the_hub(pki: Any, hub_chunks: list[str]) -> None:  # noqa: F811
+def test_no_free_port_in_the_range_means_the_hub(pki: Any, chunk_calls: list[str]) -> None:  # noqa: F811
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         with linked(pki, net__data_link_ports=str(port)) as pair:
@@ -300,4 +278,4 @@ def test_no_free_port_in_the_range_means_the_hub(pki: Any, hub_chunks: list[str]
             got = send_round(pair)
             assert got["big"].tobytes() == (model()["big"] * 2).tobytes()
             assert pair.stats()[0]["link_bytes"] == 0
-    assert hub_chunks
+    assert chunk_calls

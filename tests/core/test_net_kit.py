@@ -18,6 +18,14 @@ from ember.config import Config, use_config
 from ember.net import Hub, NetNode, TlsFiles
 from ember.provision.certs import CertFiles, make_ca, make_cert
 
+KIB, MIB = 1 << 10, 1 << 20
+STREAMING = {
+    "streaming__min_tensor_bytes": 64 * KIB,
+    "streaming__chunk_size": 256 * KIB,
+    "net__fragment_size": 1 * MIB,
+}
+"""Small thresholds, so that test arrays are pulled in several chunks."""
+
 FAST = {
     "net.connect_timeout": 5.0,
     "net.heartbeat_interval": 1.0,

@@ -11,20 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.test_net_kit import network, pki  # noqa: F401  (pki: a fixture)
+from core.test_net_kit import KIB, MIB, STREAMING, network, pki  # noqa: F401  (pki: a fixture)
 from ember.config import use_config
 from ember.net import NetTransport, TransportError
 from ember.streaming import LazyTensor
-from ember.streaming.downloader import Downloader
 
 pytestmark = pytest.mark.timeout(120)
-
-KIB, MIB = 1 << 10, 1 << 20
-STREAMING = {
-    "streaming__min_tensor_bytes": 64 * KIB,
-    "streaming__chunk_size": 256 * KIB,
-    "net__fragment_size": 1 * MIB,
-}
 
 
 def arrays(seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:
@@ -35,20 +27,6 @@ def arrays(seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:
         "small": np.arange(10, dtype=np.int16),  # inline
         "fortran": np.asfortranarray(rng.standard_normal((300, 200))),
     }
-
-
-@pytest.fixture
-def chunk_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Owners that served a chunk (in this process)."""
-    served: list[str] = []
-    original = Downloader.chunk
-
-    def counting(self: Downloader, *args: Any, **kwargs: Any) -> Any:
-        served.append(self.owner)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Downloader, "chunk", counting)
-    return served
 
 
 def run_round(pki: Any, streaming: bool) -> tuple[dict[str, Any], dict[str, Any]]:  # noqa: F811

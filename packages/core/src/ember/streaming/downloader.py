@@ -360,15 +360,18 @@ class Downloader:
             raise StreamingError(f"cannot read tensor file {path}: {exc.strerror}") from exc
         return name, flat, True
 
+    def _entry(self, ref_id: str, item: str) -> _Item:
+        with self._lock:
+            entry = self._get(ref_id).items.get(item)
+        if entry is None:
+            raise StreamingError(f"download {ref_id} of {self.owner} has no item {item!r}")
+        return entry
+
     def read(
         self, ref_id: str, item: str, offset: int, length: int
     ) -> tuple[bytes | memoryview, int]:
         """Bytes ``[offset, offset + length)`` of an item (fewer at its end), and its size."""
-        with self._lock:
-            tx = self._get(ref_id)
-            entry = tx.items.get(item)
-            if entry is None:
-                raise StreamingError(f"download {ref_id} of {self.owner} has no item {item!r}")
+        entry = self._entry(ref_id, item)
         size = entry.size
         if offset < 0 or length <= 0 or offset > size:
             raise StreamingError(f"bad range {offset}+{length} for an item of {size} bytes")
@@ -378,11 +381,7 @@ class Downloader:
         self, ref_id: str, item: str, offset: int, piece: int
     ) -> tuple[int, Iterator[bytes | memoryview]]:
         """An item's size and its bytes from ``offset`` on, in pieces (see ``_Item.pieces``)."""
-        with self._lock:
-            tx = self._get(ref_id)
-            entry = tx.items.get(item)
-            if entry is None:
-                raise StreamingError(f"download {ref_id} of {self.owner} has no item {item!r}")
+        entry = self._entry(ref_id, item)
         size = entry.size
         if offset < 0 or offset > size:
             raise StreamingError(f"bad offset {offset} for an item of {size} bytes")
