@@ -263,7 +263,7 @@ CORE_SETTINGS: list[Setting] = [
         "listens on a port of net.data_link_ports. Anything a link cannot do goes through "
         "the hub, with the same result. Never with connection security 'clear'.",
         advice="Turn it off where sites may reach the server's hub port only; then every "
-        "byte goes through the hub (about half the throughput).",
+        "byte goes through the hub (3-4x slower for large models on the test machine).",
     ),
     Setting(
         name="net.data_link_ports",

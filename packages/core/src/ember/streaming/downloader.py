@@ -367,16 +367,6 @@ class Downloader:
             raise StreamingError(f"download {ref_id} of {self.owner} has no item {item!r}")
         return entry
 
-    def read(
-        self, ref_id: str, item: str, offset: int, length: int
-    ) -> tuple[bytes | memoryview, int]:
-        """Bytes ``[offset, offset + length)`` of an item (fewer at its end), and its size."""
-        entry = self._entry(ref_id, item)
-        size = entry.size
-        if offset < 0 or length <= 0 or offset > size:
-            raise StreamingError(f"bad range {offset}+{length} for an item of {size} bytes")
-        return entry.read(offset, length), size
-
     def pieces(
         self, ref_id: str, item: str, offset: int, piece: int
     ) -> tuple[int, Iterator[bytes | memoryview]]:
@@ -393,7 +383,11 @@ class Downloader:
         self, ref_id: str, item: str, offset: int, length: int, receiver: str
     ) -> dict[str, Any]:
         """Bytes ``[offset, offset + length)`` of an item, with their CRC-32."""
-        data, size = self.read(ref_id, item, offset, length)
+        entry = self._entry(ref_id, item)
+        size = entry.size
+        if offset < 0 or length <= 0 or offset > size:
+            raise StreamingError(f"bad range {offset}+{length} for an item of {size} bytes")
+        data = entry.read(offset, length)
         return {"data": data, "crc": zlib.crc32(data), "size": size}
 
     def done(self, ref_id: str, receiver: str, item: str | None = None) -> None:
