@@ -9,8 +9,9 @@ is prepared and started once. Then:
   rounds; each client adds 1 in place. Throughput comes from each job process's own count
   of what it pulled (``transfers:`` in its log): a client's download is what it pulled from
   the server, its upload what the server pulled from it; MB/s = bytes / seconds spent
-  pulling (into fresh arrays). Target >= 500 MB/s per client (NVFlare 2.7.1's GPT-2
-  benchmark: 56-76 MB/s). Run twice: over data links (the default), then with
+  pulling, over all rounds, and each round's own. Round 1 lands in fresh memory of fresh
+  job processes; later rounds in recycled receive buffers (``streaming.recycle_mib``).
+  Target >= 500 MB/s per client (NVFlare 2.7.1's GPT-2 benchmark: 56-76 MB/s). Run twice: over data links (the default), then with
   ``net.data_links`` off, every byte through the hub: the baseline of the same run. Also
   printed: one process copying the same bytes over a raw loopback TCP socket, no TLS.
 - W1: a 3x3 model, 2 clients, 3 rounds, the system already started: wall time of
@@ -78,6 +79,11 @@ def transfers(log_text: str) -> dict[str, dict[str, float]]:
     return json.loads(found[-1]) if found else {}
 
 
+def per_round(pulled: dict[str, Any] | None) -> list[float]:
+    """MB/s of each download (one per round for a model) from its [bytes, seconds]."""
+    return [round(b / t / MB, 1) for b, t in (pulled or {}).get("by_ref", []) if t and b > MB]
+
+
 def run_w3(args: argparse.Namespace, ws: Any, names: list[str], links: bool) -> dict[str, Any]:
     """W3 in the running system (``net.data_links`` on or off); per-client MB/s each way."""
     from ember import PocEnv
@@ -113,7 +119,7 @@ def run_w3(args: argparse.Namespace, ws: Any, names: list[str], links: bool) -> 
         f"{args.rounds} rounds, {model_bytes / MB:.0f} MB model: {seconds:.2f} s, {status}, "
         f"correct={correct}"
     )
-    down, up = [], []
+    down, up, down_rounds, up_rounds = [], [], [], []
     for site in names:
         d = next((v for k, v in site_pulls[site].items() if k.startswith("server")), None)
         u = next((v for k, v in server_pulls.items() if k.startswith(f"{site}.")), None)
@@ -123,9 +129,13 @@ def run_w3(args: argparse.Namespace, ws: Any, names: list[str], links: bool) -> 
         up.append(round(u_mbps, 1))
         linked = sum((x or {}).get("link_bytes", 0) for x in (d, u))
         total = sum((x or {}).get("bytes", 0) for x in (d, u))
+        down_rounds.append(per_round(d))
+        up_rounds.append(per_round(u))
         print(
             f"  {site}: download {d_mbps:7.1f} MB/s, upload {u_mbps:7.1f} MB/s "
-            f"({total / MB:.0f} MB pulled, {linked / MB:.0f} MB of it over data links)"
+            f"({total / MB:.0f} MB pulled, {linked / MB:.0f} MB of it over data links); "
+            f"by round: download {'/'.join(f'{r:.0f}' for r in down_rounds[-1])}, "
+            f"upload {'/'.join(f'{r:.0f}' for r in up_rounds[-1])} MB/s"
         )
     return {
         "correct": correct,
@@ -133,6 +143,8 @@ def run_w3(args: argparse.Namespace, ws: Any, names: list[str], links: bool) -> 
         "model_bytes": model_bytes,
         "download_mbps": down,
         "upload_mbps": up,
+        "download_rounds_mbps": down_rounds,
+        "upload_rounds_mbps": up_rounds,
     }
 
 
@@ -178,6 +190,8 @@ def main() -> None:
             w3_hub_s=round(hub["seconds"], 3),
             download_mbps=link["download_mbps"],
             upload_mbps=link["upload_mbps"],
+            download_rounds_mbps=link["download_rounds_mbps"],
+            upload_rounds_mbps=link["upload_rounds_mbps"],
             hub_download_mbps=hub["download_mbps"],
             hub_upload_mbps=hub["upload_mbps"],
             raw_loopback_mbps=round(raw, 1),

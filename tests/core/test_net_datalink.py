@@ -113,6 +113,9 @@ def test_both_directions_go_over_the_link_bit_exact(pki: Any, chunk_calls: list[
         # every pulled byte (tensor data plus its safetensors header) came over the link
         assert down["link_bytes"] == down["bytes"] >= expected
         assert up["link_bytes"] == up["bytes"] >= expected
+        # one download per round each way, with its own bytes and seconds
+        assert [b for b, _ in down["by_ref"]] == [down["bytes"] // 2] * 2
+        assert all(seconds > 0 for _, seconds in down["by_ref"] + up["by_ref"])
     assert chunk_calls == []  # no chunk went through the hub
 
 

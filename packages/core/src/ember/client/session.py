@@ -13,6 +13,7 @@ from ember.client.link import ServerLink
 from ember.client.model import FLModel, ParamsType
 from ember.runtime.messages import MetricRecord, Task, TaskName, TaskResult
 from ember.runtime.slots import WorkSlots
+from ember.streaming import buffers
 from ember.streaming.lazy import resolve_deferred
 
 
@@ -82,6 +83,7 @@ class ClientSession:
                     # pulled now that it may work, so waiting sites hold no model copies
                     got.data.params = resolve_deferred(got.data.params)
                     got.data.meta = resolve_deferred(got.data.meta)
+                    buffers.refill()  # the next round's model lands in warm memory
                 return got
         return None
 

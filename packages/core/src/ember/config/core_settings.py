@@ -175,6 +175,20 @@ CORE_SETTINGS: list[Setting] = [
         "the model.",
     ),
     Setting(
+        name="streaming.recycle_mib",
+        type=int,
+        default=1024,
+        unit="MiB",
+        bounds="How much idle memory a process keeps for the next tensors it receives: the "
+        "memory of a received array (1 MiB or more) is reused for the next one of the same "
+        "size once the array and its views are gone, instead of fresh memory the kernel "
+        "must zero first. 0: every tensor gets fresh memory.",
+        advice="Raise it to about one model for large models received every round (a site "
+        "that drops the previous model before the next arrives reuses all of it); lower it "
+        "where idle memory between rounds matters more than download speed.",
+        minimum=0,
+    ),
+    Setting(
         name="net.connect_timeout",
         type=float,
         default=30.0,

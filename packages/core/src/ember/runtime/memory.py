@@ -27,9 +27,13 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def release_memory(cuda: bool = False) -> dict[str, int | bool]:
-    """Collect garbage, return freed heap pages to the OS, and optionally empty the CUDA
-    cache (only if torch is already imported). Returns what was done."""
+    """Collect garbage, drop the idle receive buffers (``ember.streaming.buffers``), return
+    freed heap pages to the OS, and optionally empty the CUDA cache (only if torch is
+    already imported). Returns what was done."""
+    from ember.streaming.buffers import POOL
+
     collected = gc.collect()
+    buffers_released = POOL.clear()
     trim = _malloc_trim()
     trimmed = bool(trim(0)) if trim is not None else False
     cuda_emptied = False
@@ -38,4 +42,9 @@ def release_memory(cuda: bool = False) -> dict[str, int | bool]:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
             cuda_emptied = True
-    return {"collected": collected, "malloc_trim": trimmed, "cuda_cache_emptied": cuda_emptied}
+    return {
+        "collected": collected,
+        "buffers_released": buffers_released,
+        "malloc_trim": trimmed,
+        "cuda_cache_emptied": cuda_emptied,
+    }

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ember.streaming import buffers
 from ember.streaming.downloader import Downloader
 from ember.streaming.errors import LinkBroken, StreamingError
 from ember.streaming.layout import MAX_HEADER_BYTES, parse_header
@@ -245,11 +246,16 @@ class Fetcher:
                 progress(name or item, offset, size)
         elapsed = time.perf_counter() - started
         with self._stats_lock:
-            pulled = self._stats.setdefault(owner, [0, 0, 0.0, 0])
+            pulled = self._stats.setdefault(owner, [0, 0, 0.0, 0, {}])
             pulled[0] += 1
             pulled[1] += offset
             pulled[2] += elapsed
             pulled[3] += via_link
+            per_ref = pulled[4].setdefault(ref_id, [0, 0.0])
+            per_ref[0] += offset
+            per_ref[1] += elapsed
+            if len(pulled[4]) > _REFS_KEPT:
+                del pulled[4][next(iter(pulled[4]))]
         with contextlib.suppress(Exception):  # the owner's expiry cleans up if this is lost
             self._call(owner, DONE, {"ref": ref_id, "item": item}, self.per_request_timeout)
         return offset
@@ -300,13 +306,21 @@ class Fetcher:
                 future.cancel()
         return offset
 
-    def transfer_stats(self) -> dict[str, dict[str, float]]:
+    def transfer_stats(self) -> dict[str, dict[str, Any]]:
         """What this node pulled, by owner: items, bytes (``link_bytes`` of them over a data
-        link), and seconds spent pulling (summed over items: concurrent pulls add up)."""
+        link), seconds spent pulling (summed over items: concurrent pulls add up), and
+        ``by_ref``: ``[bytes, seconds]`` of each download (message) in the order they began,
+        the last few hundred."""
         with self._stats_lock:
             return {
-                owner: {"items": n, "bytes": b, "seconds": round(t, 6), "link_bytes": k}
-                for owner, (n, b, t, k) in self._stats.items()
+                owner: {
+                    "items": n,
+                    "bytes": b,
+                    "seconds": round(t, 6),
+                    "link_bytes": k,
+                    "by_ref": [[nb, round(sec, 6)] for nb, sec in refs.values()],
+                }
+                for owner, (n, b, t, k, refs) in self._stats.items()
             }
 
     def fetch_tensor(
@@ -438,7 +452,7 @@ class _TensorSink:
             if len(head) < 8 + hlen:
                 return
             self.name, dtype, shape, _ = parse_header(bytes(head[8 : 8 + hlen]))
-            self.array = np.empty(shape, dtype=dtype)
+            self.array = buffers.empty(shape, dtype)
             self.view = memoryview(self.array.reshape(-1).view(np.uint8))
             self.start = 8 + hlen
             data, offset = bytes(head[8 + hlen :]), 8 + hlen
@@ -458,3 +472,4 @@ class _TensorSink:
 
 
 _NO_LINK = object()
+_REFS_KEPT = 500  # downloads per owner whose bytes and seconds transfer_stats keeps
