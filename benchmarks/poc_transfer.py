@@ -10,8 +10,9 @@ is prepared and started once. Then:
   of what it pulled (``transfers:`` in its log): a client's download is what it pulled from
   the server, its upload what the server pulled from it; MB/s = bytes / seconds spent
   pulling, over all rounds, and each round's own. Round 1 lands in fresh memory of fresh
-  job processes; later rounds in recycled receive buffers (``streaming.recycle_mib``).
-  Target >= 500 MB/s per client (NVFlare 2.7.1's GPT-2 benchmark: 56-76 MB/s). Run twice: over data links (the default), then with
+  job processes, later rounds in recycled or warmed receive buffers
+  (``streaming.recycle_mib``). Target >= 500 MB/s per client (NVFlare 2.7.1's GPT-2
+  benchmark: 56-76 MB/s). Run twice: over data links (the default), then with
   ``net.data_links`` off, every byte through the hub: the baseline of the same run. Also
   printed: one process copying the same bytes over a raw loopback TCP socket, no TLS.
 - W1: a 3x3 model, 2 clients, 3 rounds, the system already started: wall time of

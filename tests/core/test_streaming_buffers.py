@@ -95,36 +95,62 @@ def test_clear_gives_idle_memory_back(pool: BufferPool) -> None:
     assert pool.idle_bytes == 0
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warming needs SCHED_IDLE")
-def test_refill_warms_the_sizes_taken_fresh(pool: BufferPool) -> None:
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="warming needs SCHED_IDLE and /dev/zero"
+)
+
+
+@linux_only
+def test_a_model_still_held_gets_its_successor_warmed(pool: BufferPool) -> None:
     held = [pool.empty(SHAPE, np.float32), pool.empty((3 * MIB,), np.uint8)]
-    assert pool.idle_bytes == 0
-    pool.refill()
+    pool.prepare_next()  # the script waits for the next model, still holding this one
     assert pool.wait_warm(30)
     assert pool.warmed == 2
     assert pool.idle_bytes == 5 * MIB
     warm = [pool.empty(SHAPE, np.float32), pool.empty((3 * MIB,), np.uint8)]
     assert pool.reused == 2
     assert {address(a) for a in warm}.isdisjoint(address(a) for a in held)
-    pool.refill()  # nothing was taken fresh since: nothing to warm
+    del held  # the script lets go of the old model once it has the new one
+    gc.collect()
+    pool.prepare_next()  # the old model's memory covers the next one: nothing new is made
     assert pool.wait_warm(30)
     assert pool.warmed == 2
+    assert pool.idle_bytes == 5 * MIB
 
 
-def test_refill_respects_the_cap(pool: BufferPool) -> None:
+@linux_only
+def test_a_model_let_go_before_the_next_is_recycled_not_warmed(pool: BufferPool) -> None:
+    dropped = [pool.empty(SHAPE, np.float32), pool.empty(SHAPE, np.float32)]
+    del dropped
+    gc.collect()
+    pool.prepare_next()
+    assert pool.wait_warm(30)
+    assert pool.warmed == 0  # no memory beyond what the process had
+    assert pool.idle_bytes == 4 * MIB
+
+
+@linux_only
+def test_nothing_received_nothing_warmed(pool: BufferPool) -> None:
+    pool.prepare_next()
+    assert pool.wait_warm(30)
+    assert pool.warmed == 0
+
+
+@linux_only
+def test_warming_stays_under_the_cap(pool: BufferPool) -> None:
     with use_config(Config({"streaming.recycle_mib": 2})):
         _held = [pool.empty(SHAPE, np.float32), pool.empty(SHAPE, np.float32)]
-        pool.refill()
+        pool.prepare_next()
         assert pool.wait_warm(30)
-        assert pool.idle_bytes <= 2 * MIB
+        assert pool.warmed == 1
+        assert pool.idle_bytes == 2 * MIB
 
 
-def test_a_stopped_warmer_keeps_what_it_did_not_warm(pool: BufferPool) -> None:
-    pool._stop_warming.set()  # a receive began before the warmer got going
-    pool._warm([2 * MIB, 3 * MIB])
+def test_a_receive_stops_the_warmer(pool: BufferPool) -> None:
+    pool._stop_warming.set()  # what a receive does when it takes a buffer
+    pool._warm([2 * MIB, 3 * MIB], 1024 * MIB, 60)
     assert pool.warmed == 0
     assert pool.idle_bytes == 0
-    assert pool._missed == [2 * MIB, 3 * MIB]  # the next refill warms them
 
 
 def test_module_functions_use_the_process_pool() -> None:
@@ -147,3 +173,60 @@ def test_pulled_tensors_land_in_recycled_memory() -> None:
     assert address(again) == where
     assert buffers.POOL.reused == before + 1
     np.testing.assert_array_equal(again, sent * 2)
+
+
+@pytest.fixture
+def process_pool(monkeypatch: pytest.MonkeyPatch) -> BufferPool:
+    """A fresh pool as the process's (what the downloader and the fetcher use)."""
+    fresh = BufferPool()
+    monkeypatch.setattr(buffers, "POOL", fresh)
+    return fresh
+
+
+def received_and_sent_back(keep: bool) -> tuple[Downloader, str, list[np.ndarray]]:
+    """A site's round: a model pulled into pooled memory, then offered back as its result;
+    the site keeps its arrays (``keep``) or leaves them to the upload."""
+    server = Downloader("server", 60)
+    sent = {"a": np.ones(SHAPE, np.float32), "b": np.zeros(SHAPE, np.float32)}
+    model = fetcher_for(Wire(server), chunk=MIB).download_tensors(
+        "server", server.add_tensors(sent)
+    )
+    site = Downloader("site", 60)
+    ref = site.add_tensors(model)
+    held = list(model.values()) if keep else []
+    return site, ref, held
+
+
+def pulled_elsewhere(site: Downloader, ref: str) -> int:
+    """The server pulls the result (in its own process: into memory that is not ours)."""
+    fetcher = fetcher_for(Wire(site), chunk=MIB)
+    return sum(
+        fetcher.read_item("site", ref, entry["item"], lambda offset, data: None)
+        for entry in fetcher.manifest("site", ref)
+    )
+
+
+@linux_only
+def test_warming_waits_for_the_result_upload_then_covers_a_held_model(
+    process_pool: BufferPool,
+) -> None:
+    site, ref, held = received_and_sent_back(keep=True)
+    process_pool.prepare_next()
+    assert not process_pool.wait_warm(0.2)  # the result is still waiting to be pulled
+    assert process_pool.warmed == 0
+    assert pulled_elsewhere(site, ref) > 4 * MIB
+    assert process_pool.wait_warm(30)
+    assert process_pool.warmed == 2  # the site still holds its model: the next needs new memory
+    assert process_pool.idle_bytes == 4 * MIB
+    assert len(held) == 2
+
+
+@linux_only
+def test_a_result_left_to_its_upload_is_recycled_not_warmed(process_pool: BufferPool) -> None:
+    site, ref, _ = received_and_sent_back(keep=False)
+    process_pool.prepare_next()
+    assert not process_pool.wait_warm(0.2)
+    assert pulled_elsewhere(site, ref) > 4 * MIB
+    assert process_pool.wait_warm(30)
+    assert process_pool.warmed == 0  # the upload gave the memory back: nothing new is made
+    assert process_pool.idle_bytes == 4 * MIB

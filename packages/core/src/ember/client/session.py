@@ -63,6 +63,7 @@ class ClientSession:
 
     def _fetch(self, timeout: float | None) -> Task | None:
         """Wait for the next task (or the end of the job)."""
+        buffers.prepare_next()  # while waiting: memory for the next model, if it needs new
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.ended:
             wait = self.poll_interval
@@ -83,7 +84,6 @@ class ClientSession:
                     # pulled now that it may work, so waiting sites hold no model copies
                     got.data.params = resolve_deferred(got.data.params)
                     got.data.meta = resolve_deferred(got.data.meta)
-                    buffers.refill()  # the next round's model lands in warm memory
                 return got
         return None
 

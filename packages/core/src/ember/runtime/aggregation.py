@@ -10,7 +10,6 @@ import numpy as np
 
 from ember.client.model import ParamsType
 from ember.runtime.errors import JobError
-from ember.streaming import buffers
 from ember.streaming.lazy import DeferredTensor, release_all
 
 
@@ -76,7 +75,6 @@ class WeightedAverage:
                     self._sums[key] = weighted
                     self._weights[key] = weight
         release_all(params)  # what was not pulled (excluded keys) is released at its owner
-        buffers.refill()  # the next results pulled land in warm memory
         for name, value in (metrics or {}).items():
             if isinstance(value, numbers.Real) and not isinstance(value, bool):
                 self._metric_sums[name] = self._metric_sums.get(name, 0.0) + float(value) * weight

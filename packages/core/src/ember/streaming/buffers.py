@@ -9,10 +9,14 @@ in the PoC benchmark that was half of a site's CPU while it downloaded, more tha
   so numpy records that array (not the buffer) as the base of every view made from it: when
   the array and all its views are garbage, the buffer goes back to the pool and the next
   tensor of the same size lands in it.
-- :func:`refill` (the Client API calls it once a task's model is in): buffers of the sizes
-  that had to be taken fresh are made again in the background, at idle priority, and
-  touched, so the next round's tensors land in warm memory even while the script still holds
-  the previous model. Linux only (``SCHED_IDLE`` and ``/dev/zero``); elsewhere only recycling.
+- :func:`prepare_next` (the Client API calls it when a script starts waiting for its next
+  task) warms, in the background at idle priority, buffers for the next model: as many as
+  the last model received had, less those back in the pool by then. It first waits until
+  this process's own uploads of pooled arrays (the result it sent) are pulled, so a script
+  that lets go of its model gets it recycled and nothing more; one that still holds it
+  (``model = flare.receive()`` in a loop does, until the call returns) gets new buffers
+  that the next model would take anyway. The process's peak memory stays what it was.
+  Linux only (``SCHED_IDLE`` and ``/dev/zero``); elsewhere only recycling.
 
 The pool keeps at most ``streaming.recycle_mib`` of idle memory (the oldest goes back to the
 kernel first); 0 turns both off.
@@ -24,7 +28,9 @@ import collections
 import contextlib
 import logging
 import os
+import queue
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -47,21 +53,28 @@ def _limit() -> int:
 
 
 class BufferPool:
-    """Idle receive buffers, oldest first."""
+    """Idle receive buffers, oldest first, and the arrays handed out over them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # regions whose arrays are gone, from finalizers that may run in any thread at any
-        # allocation (the cyclic GC): a deque needs no lock, the rest is tidied under it
-        self._returned: collections.deque[Region] = collections.deque()
+        # Finalizers may run in any thread at any allocation (the cyclic GC), even one that
+        # holds the lock: they only append to a deque or put into a SimpleQueue (both safe
+        # there), and the rest is tidied under the lock.
+        self._returned: collections.deque[Region] = collections.deque()  # arrays gone
+        self._departures: queue.SimpleQueue[int] = queue.SimpleQueue()  # 1: an upload let go
+        self._owners: weakref.WeakValueDictionary[int, np.ndarray[Any, Any]] = (
+            weakref.WeakValueDictionary()
+        )
         self._idle: list[Region] = []
         self._idle_bytes = 0
-        self._missed: list[int] = []  # sizes taken fresh since the last refill
-        self._missed_bytes = 0
+        self._taken: list[int] = []  # sizes handed out since the last prepare_next
+        self._taken_bytes = 0
+        self._offered = 0  # pooled arrays offered for upload, and how many of those let go
+        self._departed = 0
         self._warmer: threading.Thread | None = None
         self._stop_warming = threading.Event()
         self.reused = 0  # buffers handed out again
-        self.warmed = 0  # buffers made ahead by refill
+        self.warmed = 0  # buffers made ahead by prepare_next
 
     @property
     def idle_bytes(self) -> int:
@@ -77,20 +90,42 @@ class BufferPool:
         if nbytes < MIN_BYTES or nbytes > limit:
             return np.empty(shape, dtype=dtype)
         self._stop_warming.set()  # a receive is under way: the warmer steps aside
+        self._departures.put(0)  # (and wakes up to see it)
         with self._lock:
             self._tidy(limit)
             region = next((r for r in self._idle if r.nbytes == nbytes), None)
             if region is not None:
                 self._drop(region)
                 self.reused += 1
-            elif self._missed_bytes + nbytes <= limit:
-                self._missed.append(nbytes)
-                self._missed_bytes += nbytes
+            if self._taken_bytes + nbytes <= limit:
+                self._taken.append(nbytes)
+                self._taken_bytes += nbytes
         if region is None:
             region = np.empty(nbytes, dtype=np.uint8)
         owner = np.frombuffer(memoryview(region), dtype=np.uint8)
         weakref.finalize(owner, self._returned.append, region).atexit = False
+        self._owners[id(owner)] = owner
         return owner.view(dtype).reshape(shape)
+
+    def offered(self, holder: object, array: np.ndarray[Any, Any]) -> None:
+        """``holder`` (an upload's item) keeps ``array`` until it is pulled: if the array is
+        one of ours, :meth:`prepare_next` waits for ``holder`` to be gone."""
+        base: Any = array
+        while isinstance(base, np.ndarray):
+            if self._owners.get(id(base)) is base:
+                self._uploading()  # (keeps the queue short where nothing warms)
+                with self._lock:
+                    self._offered += 1
+                weakref.finalize(holder, self._departures.put, 1).atexit = False
+                return
+            base = base.base
+
+    def _uploading(self) -> int:
+        """Pooled arrays still held by uploads of this process."""
+        with self._lock, contextlib.suppress(queue.Empty):
+            while True:
+                self._departed += self._departures.get_nowait()
+        return self._offered - self._departed
 
     def _drop(self, region: Region) -> None:
         """Take ``region`` out of the idle list (under the lock)."""
@@ -110,59 +145,63 @@ class BufferPool:
         while self._idle_bytes > limit:
             self._idle_bytes -= self._idle.pop(0).nbytes
 
-    def _add(self, region: Region) -> bool:
-        """A warmed region joins the idle list if it fits under the limit."""
+    def prepare_next(self) -> None:
+        """Warm buffers for a next model like the last one received (see the module doc)."""
         with self._lock:
-            limit = _limit()
-            self._tidy(limit)
-            if self._idle_bytes + region.nbytes > limit:
-                return False
-            self._idle.append(region)
-            self._idle_bytes += region.nbytes
-            self.warmed += 1
-            return True
-
-    def refill(self) -> None:
-        """Make buffers like the ones taken fresh since the last call, in the background at
-        idle priority, for the next message of the same shapes (see the module doc)."""
-        with self._lock:
-            sizes, self._missed, self._missed_bytes = self._missed, [], 0
+            taken, self._taken, self._taken_bytes = self._taken, [], 0
             running = self._warmer is not None and self._warmer.is_alive()
-        if not sizes or not _WARMING or running:
+        if not taken or not _WARMING or running:
             return
         self._stop_warming.clear()
         self._warmer = threading.Thread(
-            target=self._warm, args=(sizes,), daemon=True, name="ember-buffer-warmer"
+            target=self._warm,
+            args=(taken, _limit(), float(get_setting("streaming.transaction_timeout"))),
+            daemon=True,
+            name="ember-buffer-warmer",
         )
         self._warmer.start()
 
-    def _warm(self, sizes: list[int]) -> None:
+    def _warm(self, sizes: list[int], limit: int, patience: float) -> None:
         with contextlib.suppress(OSError):  # only this thread's priority changes
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        done = 0
+        deadline = time.monotonic() + patience  # an upload waits at most that long
+        while self._uploading() > 0:
+            if self._stop_warming.is_set():
+                return
+            try:
+                departed = self._departures.get(timeout=deadline - time.monotonic())
+            except (queue.Empty, ValueError):  # not pulled in time: nothing to prepare
+                return
+            with self._lock:
+                self._departed += departed
+        claimed: collections.Counter[int] = collections.Counter()
         try:
             with open("/dev/zero", "rb", buffering=0) as zero:
                 for nbytes in sizes:
+                    with self._lock:
+                        self._tidy(limit)
+                        idle = sum(1 for r in self._idle if r.nbytes == nbytes)
+                        if idle > claimed[nbytes]:  # recycled memory covers this one
+                            claimed[nbytes] += 1
+                            continue
+                        if self._idle_bytes + nbytes > limit:
+                            return
                     region = np.empty(nbytes, dtype=np.uint8)
                     view = memoryview(region)
                     for at in range(0, nbytes, _TOUCH):
                         if self._stop_warming.is_set():
-                            self._missing(sizes[done:])  # for the next refill
-                            return
+                            return  # a receive began: it takes what is warm by now
                         zero.readinto(view[at : at + _TOUCH])
-                    if not self._add(region):
-                        return
-                    done += 1
+                    with self._lock:
+                        self._idle.append(region)
+                        self._idle_bytes += nbytes
+                        self.warmed += 1
+                        claimed[nbytes] += 1
         except OSError as exc:
             log.info("receive buffers not warmed: %s", exc)
 
-    def _missing(self, sizes: list[int]) -> None:
-        with self._lock:
-            self._missed[:0] = sizes
-            self._missed_bytes += sum(sizes)
-
     def wait_warm(self, timeout: float) -> bool:
-        """Wait for a running refill to end; True when none is running (tests)."""
+        """Wait for a running warm-up to end; True when none is running (tests)."""
         warmer = self._warmer
         if warmer is not None:
             warmer.join(timeout)
@@ -172,12 +211,13 @@ class BufferPool:
     def clear(self) -> int:
         """Give every idle buffer back to the kernel (and stop warming); returns the bytes."""
         self._stop_warming.set()
+        self._departures.put(0)
         with self._lock:
             self._tidy(_limit())
             released = self._idle_bytes
             self._idle.clear()
             self._idle_bytes = 0
-            self._missed, self._missed_bytes = [], 0
+            self._taken, self._taken_bytes = [], 0
         return released
 
 
@@ -189,6 +229,6 @@ def empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray[Any, Any]:
     return POOL.empty(shape, dtype)
 
 
-def refill() -> None:
-    """Warm buffers for the next message like the last one (see the module doc)."""
-    POOL.refill()
+def prepare_next() -> None:
+    """Warm buffers for the next model received like the last one (see the module doc)."""
+    POOL.prepare_next()

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.streaming import buffers
 from ember.streaming.errors import StreamingError
 from ember.streaming.layout import read_tensor_file, tensor_header
 
@@ -199,7 +200,9 @@ class Transaction:
     def add_tensor(self, name: str, array: np.ndarray[Any, Any], code: str | None = None) -> str:
         """Offer one array (C-contiguous; the caller must not change it until pulled);
         ``code``: the safetensors dtype of a tensor whose bits ``array`` holds (``BF16``)."""
-        return self.add(TensorItem(name, array, code))
+        item = TensorItem(name, array, code)
+        buffers.POOL.offered(item, array)  # a warm-up for the next receive waits for it
+        return self.add(item)
 
     def manifest(self) -> list[dict[str, Any]]:
         out = []
