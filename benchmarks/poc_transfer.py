@@ -12,8 +12,9 @@ is prepared and started once. Then:
   pulling, over all rounds, and each round's own. Round 1 lands in fresh memory of fresh
   job processes, later rounds in recycled or warmed receive buffers
   (``streaming.recycle_mib``). Target >= 500 MB/s per client (NVFlare 2.7.1's GPT-2
-  benchmark: 56-76 MB/s). Run twice: over data links (the default), then with
-  ``net.data_links`` off, every byte through the hub: the baseline of the same run. Also
+  benchmark: 56-76 MB/s). Run three times: over data links (the default), the same with
+  ``streaming.recycle_mib=0`` (every tensor in fresh memory), and with ``net.data_links``
+  off, every byte through the hub: the baselines of the same run. Also
   printed: one process copying the same bytes over a raw loopback TCP socket, no TLS.
 - W1: a 3x3 model, 2 clients, 3 rounds, the system already started: wall time of
   ``recipe.execute(env)`` + ``get_result()`` (submit, run, download). Target <= 3 s per job.
@@ -85,8 +86,11 @@ def per_round(pulled: dict[str, Any] | None) -> list[float]:
     return [round(b / t / MB, 1) for b, t in (pulled or {}).get("by_ref", []) if t and b > MB]
 
 
-def run_w3(args: argparse.Namespace, ws: Any, names: list[str], links: bool) -> dict[str, Any]:
-    """W3 in the running system (``net.data_links`` on or off); per-client MB/s each way."""
+def run_w3(
+    args: argparse.Namespace, ws: Any, names: list[str], links: bool, recycle: bool = True
+) -> dict[str, Any]:
+    """W3 in the running system (``net.data_links`` and receive buffer recycling on or off);
+    per-client MB/s each way."""
     from ember import PocEnv
     from ember.recipes import NumpyFedAvgRecipe
     from ember.system.admin import AdminClient
@@ -103,6 +107,8 @@ def run_w3(args: argparse.Namespace, ws: Any, names: list[str], links: bool) -> 
         key_metric=None,
     )
     recipe.set_config("net.data_links", links)
+    if not recycle:
+        recipe.set_config("streaming.recycle_mib", 0)
     started = time.perf_counter()
     run = recipe.execute(PocEnv(clients=names, workspace=ws.root))
     result = Path(run.get_result(timeout=1800))
@@ -116,7 +122,8 @@ def run_w3(args: argparse.Namespace, ws: Any, names: list[str], links: bool) -> 
     with AdminClient(ws.admin) as admin:
         site_pulls = {s: transfers(admin.logs(run.get_job_id(), s)) for s in names}
     print(
-        f"W3 {'over data links' if links else 'through the hub'}: {args.clients} clients, "
+        f"W3 {'over data links' if links else 'through the hub'}"
+        f"{'' if recycle else ', receive buffers not recycled'}: {args.clients} clients, "
         f"{args.rounds} rounds, {model_bytes / MB:.0f} MB model: {seconds:.2f} s, {status}, "
         f"correct={correct}"
     )
@@ -172,17 +179,20 @@ def main() -> None:
     names = [k.name for k in ws.clients]
     ok = True
     try:
-        # -- W3: over data links, then through the hub (the baseline) -------------------------
-        w3 = {links: run_w3(args, ws, names, links) for links in (True, False)}
-        ok &= all(r["correct"] for r in w3.values())
-        link, hub = w3[True], w3[False]
+        # -- W3: over data links; the same without recycled receive buffers; through the hub --
+        link = run_w3(args, ws, names, links=True)
+        fresh = run_w3(args, ws, names, links=True, recycle=False)
+        hub = run_w3(args, ws, names, links=False)
+        ok &= link["correct"] and fresh["correct"] and hub["correct"]
         raw = loopback_mbps(link["model_bytes"])
         low = min(link["download_mbps"] + link["upload_mbps"])
         hub_low = min(hub["download_mbps"] + hub["upload_mbps"])
+        fresh_low = min(fresh["download_mbps"] + fresh["upload_mbps"])
         print(f"  raw loopback TCP (same bytes, one socket, no TLS): {raw:.0f} MB/s")
         print(
-            f"  slowest direction per client: {low:.0f} MB/s over data links, {hub_low:.0f} MB/s "
-            f"through the hub = {low / hub_low:.2f}x the hub, {low / raw:.2f}x raw loopback; "
+            f"  slowest direction per client: {low:.0f} MB/s over data links, {fresh_low:.0f} "
+            f"MB/s without recycled buffers ({low / fresh_low:.2f}x), {hub_low:.0f} MB/s "
+            f"through the hub ({low / hub_low:.2f}x), {low / raw:.2f}x raw loopback; "
             f"target >= 500 MB/s: {'PASS' if low >= 500 else 'MISS'}"
         )
         out.update(
@@ -193,10 +203,13 @@ def main() -> None:
             upload_mbps=link["upload_mbps"],
             download_rounds_mbps=link["download_rounds_mbps"],
             upload_rounds_mbps=link["upload_rounds_mbps"],
+            fresh_download_mbps=fresh["download_mbps"],
+            fresh_upload_mbps=fresh["upload_mbps"],
             hub_download_mbps=hub["download_mbps"],
             hub_upload_mbps=hub["upload_mbps"],
             raw_loopback_mbps=round(raw, 1),
             slowest_vs_hub=round(low / hub_low, 3) if hub_low else None,
+            slowest_vs_fresh=round(low / fresh_low, 3) if fresh_low else None,
             slowest_vs_raw=round(low / raw, 3) if raw else None,
         )
         # -- W1 --------------------------------------------------------------------------------
