@@ -89,8 +89,10 @@ class BufferPool:
         limit = _limit()
         if nbytes < MIN_BYTES or nbytes > limit:
             return np.empty(shape, dtype=dtype)
-        self._stop_warming.set()  # a receive is under way: the warmer steps aside
-        self._departures.put(0)  # (and wakes up to see it)
+        warmer = self._warmer
+        if warmer is not None and warmer.is_alive():  # a receive is under way:
+            self._stop_warming.set()  # the warmer steps aside
+            self._departures.put(0)  # (and wakes up to see it)
         with self._lock:
             self._tidy(limit)
             region = next((r for r in self._idle if r.nbytes == nbytes), None)
