@@ -15,7 +15,7 @@ in the PoC benchmark that was half of a site's CPU while it downloaded, more tha
   this process's own uploads of pooled arrays (the result it sent) are pulled, so a script
   that lets go of its model gets it recycled and nothing more; one that still holds it
   (``model = flare.receive()`` in a loop does, until the call returns) gets new buffers
-  that the next model would take anyway. The process's peak memory stays what it was.
+  that the next model would take anyway, so its peak memory does not grow for it.
   Linux only (``SCHED_IDLE`` and ``/dev/zero``); elsewhere only recycling.
 
 The pool keeps at most ``streaming.recycle_mib`` of idle memory (the oldest goes back to the
