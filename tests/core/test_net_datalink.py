@@ -10,6 +10,7 @@ import socket
 import ssl
 import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from ember.net import NetTransport, TransportError
 from ember.net import datalink as datalink_module
 from ember.net.datalink import LINK_TOPIC, DataLinks, LinkSettings, parse_ports
 from ember.streaming import StreamingError
+from ember.streaming.layout import tensor_header
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -282,3 +284,33 @@ def test_no_free_port_in_the_range_means_the_hub(pki: Any, chunk_calls: list[str
             assert got["big"].tobytes() == (model()["big"] * 2).tobytes()
             assert pair.stats()[0]["link_bytes"] == 0
     assert chunk_calls
+
+
+def test_chunks_relayed_for_a_script_come_over_the_link(pki: Any, chunk_calls: list[str]) -> None:  # noqa: F811
+    """A site relays its script's pulls (``launch_external_process``): each chunk is a
+    ranged read over the link, with the CRC-32 the script checks."""
+    with linked(pki) as pair:
+        owner = pair.owner._endpoints["owner"].stream  # type: ignore[union-attr]
+        fetcher = pair.site._endpoints["site-1"].stream.fetcher  # type: ignore[union-attr]
+        big = model()["big"]
+        ref = owner.downloader.add_tensors({"big": big})
+        stream = tensor_header("big", big) + big.tobytes()  # a one-tensor safetensors file
+        assert fetcher.relay("owner", "stream.manifest", {"ref": ref})[0]["size"] == len(stream)
+        got, offset = bytearray(), 0
+        while offset < len(stream):
+            payload = {"ref": ref, "item": "0", "offset": offset, "length": 1_000_003}
+            reply = fetcher.relay("owner", "stream.chunk", payload)
+            assert reply["size"] == len(stream)
+            assert zlib.crc32(reply["data"]) == reply["crc"]
+            got += reply["data"]
+            offset += len(reply["data"])
+        assert bytes(got) == stream
+        past = fetcher.relay("owner", "stream.chunk", {**payload, "offset": len(stream)})
+        assert len(past["data"]) == 0
+        unknown = fetcher.relay("owner", "stream.chunk", {**payload, "ref": "nope"})
+        assert "has no download nope" in unknown["error"]
+        assert fetcher.relay("owner", "stream.done", {"ref": ref}) is True
+        pulled = fetcher.transfer_stats()["owner"]
+        assert pulled["items"] == 1
+        assert pulled["link_bytes"] == pulled["bytes"] == len(stream)
+    assert chunk_calls == []  # nothing went through the hub

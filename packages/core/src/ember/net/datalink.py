@@ -183,15 +183,19 @@ class Connection:
         offset: int,
         sink: Sink,
         progress: Callable[[int, int], None] | None = None,
+        length: int | None = None,
     ) -> int:
-        """Stream ``item`` from ``offset`` to its end into ``sink(offset, data)`` (``data`` is
-        valid during the call only; a sink with a ``buffer(offset)`` method that returns a
-        writable view gets the bytes received straight into it instead). Returns the item's
-        size. StreamingError: the owner said no (its reason); LinkBroken: the connection
-        failed, with how far it got. Any failure after the owner said yes closes the
-        connection (the rest of the stream is still on it)."""
+        """Stream ``item`` from ``offset`` to its end (or ``length`` bytes of it) into
+        ``sink(offset, data)`` (``data`` is valid during the call only; a sink with a
+        ``buffer(offset)`` method that returns a writable view gets the bytes received
+        straight into it instead). Returns the item's size. StreamingError: the owner said
+        no (its reason); LinkBroken: the connection failed, with how far it got. Any failure
+        after the owner said yes closes the connection (the rest of the stream is on it)."""
+        request = {"op": "read", "ref": ref_id, "item": item, "offset": offset}
+        if length is not None:
+            request["length"] = length
         try:
-            _send(self.sock, {"op": "read", "ref": ref_id, "item": item, "offset": offset})
+            _send(self.sock, request)
             head = _recv_header(self.sock)
         except _ERRORS as exc:
             self.close()
@@ -202,17 +206,17 @@ class Connection:
         if "error" in head:
             raise StreamingError(str(head["error"]))
         size, n = head.get("size"), head.get("n")
-        if not isinstance(size, int) or not isinstance(n, int) or n != size - offset:
+        if not isinstance(size, int) or n != _span(size, offset, length):
             self.close()
             raise LinkBroken("malformed read header", offset)
-        at = offset
+        end = offset + n
         try:
-            self._stream(at, size, sink, progress)
+            self._stream(offset, end, sink, progress)
         except LinkBroken as exc:
             exc.size = size
             raise
         finally:
-            if self._at != size:
+            if self._at != end:
                 self.close()
         return size
 
@@ -270,7 +274,13 @@ def _answer(conn: Connection, request: dict[str, Any], serving: Serving) -> None
         _send(sock, {"error": f"unknown data link request {op!r}"})
         return
     ref, item, offset = request.get("ref"), request.get("item"), request.get("offset")
-    if not isinstance(ref, str) or not isinstance(item, str) or not isinstance(offset, int):
+    length = request.get("length")
+    if (
+        not isinstance(ref, str)
+        or not isinstance(item, str)
+        or not isinstance(offset, int)
+        or not (length is None or (isinstance(length, int) and length >= 0))
+    ):
         _send(sock, {"error": "malformed read request"})
         return
     try:
@@ -278,13 +288,23 @@ def _answer(conn: Connection, request: dict[str, Any], serving: Serving) -> None
     except StreamingError as exc:
         _send(sock, {"error": str(exc)})
         return
-    _send(sock, {"size": size, "n": size - offset})
-    sent = offset
-    for data in pieces:
-        sock.sendall(data)
-        sent += len(data)
-    if sent != size:
-        raise LinkBroken(f"item {item} of {ref} ended at byte {sent} of {size}")
+    n = _span(size, offset, length)
+    _send(sock, {"size": size, "n": n})
+    left = n
+    for data in pieces if left else ():
+        piece = memoryview(data).cast("B")[:left]
+        sock.sendall(piece)
+        left -= len(piece)
+        if not left:
+            break
+    if left:
+        raise LinkBroken(f"item {item} of {ref} ended at byte {offset + n - left} of {size}")
+
+
+def _span(size: int, offset: int, length: int | None) -> int:
+    """How many bytes a read of ``length`` (None: to the end) from ``offset`` gets."""
+    rest = max(size - offset, 0)
+    return rest if length is None else min(length, rest)
 
 
 def _serve(conn: Connection, serving: Serving, on_end: Callable[[Connection], None]) -> None:

@@ -176,8 +176,8 @@ class SubprocessSite:
             return True
         if op == "stream":  # the script pulls what another node offers, through this site
             assert self.node is not None
-            return self.node.fetcher.request(
-                str(payload["target"]), str(payload["topic"]), payload["payload"], None
+            return self.node.fetcher.relay(
+                str(payload["target"]), str(payload["topic"]), payload["payload"]
             )
         raise ValueError(f"unknown op {op!r}")
 

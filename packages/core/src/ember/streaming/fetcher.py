@@ -48,8 +48,10 @@ class LinkConnection(Protocol):
         offset: int,
         sink: Callable[[int, memoryview], None],
         progress: Callable[[int, int], None] | None = None,
+        length: int | None = None,
     ) -> int:
-        """Stream an item from ``offset`` to its end into ``sink``; returns its size."""
+        """Stream an item from ``offset`` to its end (or ``length`` bytes of it) into
+        ``sink``; returns the item's size."""
 
 
 class Links(Protocol):
@@ -244,21 +246,88 @@ class Fetcher:
             offset += len(data)
             if progress is not None:
                 progress(name or item, offset, size)
-        elapsed = time.perf_counter() - started
-        with self._stats_lock:
-            pulled = self._stats.setdefault(owner, [0, 0, 0.0, 0, {}])
-            pulled[0] += 1
-            pulled[1] += offset
-            pulled[2] += elapsed
-            pulled[3] += via_link
-            per_ref = pulled[4].setdefault(ref_id, [0, 0.0])
-            per_ref[0] += offset
-            per_ref[1] += elapsed
-            if len(pulled[4]) > _REFS_KEPT:
-                del pulled[4][next(iter(pulled[4]))]
+        self._count(owner, ref_id, 1, offset, time.perf_counter() - started, via_link)
         with contextlib.suppress(Exception):  # the owner's expiry cleans up if this is lost
             self._call(owner, DONE, {"ref": ref_id, "item": item}, self.per_request_timeout)
         return offset
+
+    def _count(
+        self, owner: str, ref_id: str, items: int, nbytes: int, seconds: float, via_link: int
+    ) -> None:
+        """Add a pull to :meth:`transfer_stats`."""
+        with self._stats_lock:
+            pulled = self._stats.setdefault(owner, [0, 0, 0.0, 0, {}])
+            pulled[0] += items
+            pulled[1] += nbytes
+            pulled[2] += seconds
+            pulled[3] += via_link
+            per_ref = pulled[4].setdefault(ref_id, [0, 0.0])
+            per_ref[0] += nbytes
+            per_ref[1] += seconds
+            if len(pulled[4]) > _REFS_KEPT:
+                del pulled[4][next(iter(pulled[4]))]
+
+    def relay(self, owner: str, topic: str, payload: dict[str, Any]) -> Any:
+        """The owner's reply to a download request a script's process makes through this
+        node (a site relaying for ``launch_external_process``): a chunk comes over a data
+        link when there is one (with the CRC-32 the script checks), else as it is asked."""
+        if topic == CHUNK:
+            reply = self._linked_chunk(owner, payload)
+        elif topic in (MANIFEST, DONE):
+            reply = self._linked_call(owner, topic, payload)
+        else:
+            reply = _NO_LINK
+        if reply is _NO_LINK:
+            started = time.perf_counter()
+            reply = self.request(owner, topic, payload, None)
+            data = reply.get("data") if topic == CHUNK and isinstance(reply, dict) else None
+            if isinstance(data, bytes | memoryview) and isinstance(reply.get("size"), int):
+                end = int(payload.get("offset", 0)) + len(data)
+                seconds = time.perf_counter() - started
+                self._count(
+                    owner,
+                    str(payload.get("ref")),
+                    int(bool(data) and end >= reply["size"]),
+                    len(data),
+                    seconds,
+                    0,
+                )
+        return reply
+
+    def _linked_chunk(self, owner: str, payload: dict[str, Any]) -> Any:
+        ref_id, item = payload.get("ref"), payload.get("item")
+        offset, length = payload.get("offset"), payload.get("length")
+        if not (
+            isinstance(ref_id, str)
+            and isinstance(item, str)
+            and isinstance(offset, int)
+            and isinstance(length, int)
+            and offset >= 0
+            and length > 0
+        ):
+            return _NO_LINK  # the owner answers what is malformed
+        conn = self.links.acquire(owner) if self.links is not None else None
+        if conn is None:
+            return _NO_LINK
+        started = time.perf_counter()
+        sink = _ChunkSink(offset, length)
+        ok = False
+        try:
+            size = conn.read(ref_id, item, offset, sink, length=length)
+            ok = True
+        except StreamingError as exc:
+            ok = True  # the owner answered: the link is fine
+            return {"error": str(exc)}
+        except LinkBroken as exc:
+            log.info("%s: data link to %s failed (%s); using the hub", self.node, owner, exc)
+            return _NO_LINK
+        finally:
+            self.links.release(conn, ok)  # type: ignore[union-attr]
+        data = sink.data(size)
+        end = offset + len(data)
+        seconds = time.perf_counter() - started
+        self._count(owner, ref_id, int(bool(data) and end >= size), len(data), seconds, len(data))
+        return {"data": data, "crc": zlib.crc32(data), "size": size}
 
     def _pipelined(
         self,
@@ -469,6 +538,25 @@ class _TensorSink:
         if self.array is None or not 0 <= pos < len(self.view):
             return None
         return self.view[pos:]
+
+
+class _ChunkSink:
+    """Up to ``length`` bytes of an item from ``start``, received straight into one buffer."""
+
+    def __init__(self, start: int, length: int) -> None:
+        self.start = start
+        self.buf = bytearray(length)
+        self.view = memoryview(self.buf)
+
+    def buffer(self, offset: int) -> memoryview:
+        return self.view[offset - self.start :]
+
+    def __call__(self, offset: int, data: memoryview) -> None:  # (buffer covers it all)
+        self.view[offset - self.start : offset - self.start + len(data)] = data
+
+    def data(self, size: int) -> bytes | memoryview:
+        """What arrived of an item of ``size`` bytes."""
+        return self.view[: max(0, min(len(self.buf), size - self.start))]
 
 
 _NO_LINK = object()
