@@ -206,7 +206,7 @@ class Connection:
         if "error" in head:
             raise StreamingError(str(head["error"]))
         size, n = head.get("size"), head.get("n")
-        if not isinstance(size, int) or n != _span(size, offset, length):
+        if not isinstance(size, int) or not isinstance(n, int) or n != _span(size, offset, length):
             self.close()
             raise LinkBroken("malformed read header", offset)
         end = offset + n

@@ -271,27 +271,23 @@ class Fetcher:
         """The owner's reply to a download request a script's process makes through this
         node (a site relaying for ``launch_external_process``): a chunk comes over a data
         link when there is one (with the CRC-32 the script checks), else as it is asked."""
+        started = time.perf_counter()
         if topic == CHUNK:
             reply = self._linked_chunk(owner, payload)
         elif topic in (MANIFEST, DONE):
             reply = self._linked_call(owner, topic, payload)
         else:
             reply = _NO_LINK
-        if reply is _NO_LINK:
-            started = time.perf_counter()
+        via_link = reply is not _NO_LINK
+        if not via_link:
             reply = self.request(owner, topic, payload, None)
-            data = reply.get("data") if topic == CHUNK and isinstance(reply, dict) else None
-            if isinstance(data, bytes | memoryview) and isinstance(reply.get("size"), int):
-                end = int(payload.get("offset", 0)) + len(data)
-                seconds = time.perf_counter() - started
-                self._count(
-                    owner,
-                    str(payload.get("ref")),
-                    int(bool(data) and end >= reply["size"]),
-                    len(data),
-                    seconds,
-                    0,
-                )
+        data = reply.get("data") if topic == CHUNK and isinstance(reply, dict) else None
+        if isinstance(data, bytes | memoryview) and isinstance(reply.get("size"), int):
+            end = int(payload.get("offset", 0)) + len(data)
+            whole = int(bool(data) and end >= reply["size"])  # the chunk that ends an item
+            seconds = time.perf_counter() - started
+            ref_id = str(payload.get("ref"))
+            self._count(owner, ref_id, whole, len(data), seconds, len(data) if via_link else 0)
         return reply
 
     def _linked_chunk(self, owner: str, payload: dict[str, Any]) -> Any:
@@ -309,7 +305,6 @@ class Fetcher:
         conn = self.links.acquire(owner) if self.links is not None else None
         if conn is None:
             return _NO_LINK
-        started = time.perf_counter()
         sink = _ChunkSink(offset, length)
         ok = False
         try:
@@ -324,9 +319,6 @@ class Fetcher:
         finally:
             self.links.release(conn, ok)  # type: ignore[union-attr]
         data = sink.data(size)
-        end = offset + len(data)
-        seconds = time.perf_counter() - started
-        self._count(owner, ref_id, int(bool(data) and end >= size), len(data), seconds, len(data))
         return {"data": data, "crc": zlib.crc32(data), "size": size}
 
     def _pipelined(
