@@ -159,7 +159,7 @@ def test_module_functions_use_the_process_pool() -> None:
     assert isinstance(array.base.base, memoryview)
 
 
-def test_pulled_tensors_land_in_recycled_memory() -> None:
+def test_pulled_tensors_land_in_recycled_memory(process_pool: BufferPool) -> None:
     owner = Downloader("owner", 60)
     fetcher = fetcher_for(Wire(owner), chunk=MIB)
     sent = np.arange(MIB, dtype=np.float32)  # 4 MiB
@@ -168,10 +168,10 @@ def test_pulled_tensors_land_in_recycled_memory() -> None:
     where = address(got)
     del got
     gc.collect()
-    before = buffers.POOL.reused
+    before = process_pool.reused
     again = fetcher.download_tensors("owner", owner.add_tensors({"w": sent * 2}))["w"]
     assert address(again) == where
-    assert buffers.POOL.reused == before + 1
+    assert process_pool.reused == before + 1
     np.testing.assert_array_equal(again, sent * 2)
 
 
