@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from ember.config.setting import ConfigError
-from ember.fobs.errors import FOBSError
+from ember.errors import EmberError
 from ember.plugins.errors import PluginError
 from ember.plugins.registry import get_registry
 
@@ -34,7 +33,7 @@ class PluginCommandGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (PluginError, ConfigError, FOBSError) as exc:
+        except EmberError as exc:  # every error Ember raises names its fix: no traceback
             raise click.ClickException(str(exc)) from exc
 
 
@@ -48,6 +47,6 @@ def main() -> None:
     """Console-script entry point."""
     try:
         cli.main(prog_name="ember")
-    except (PluginError, ConfigError) as exc:  # raised while listing commands
+    except EmberError as exc:  # raised while listing commands
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)

@@ -11,13 +11,14 @@ import numpy as np
 from ember.client.formats import NUMPY, Converter, get_converter
 from ember.client.link import ServerLink
 from ember.client.model import FLModel, ParamsType
+from ember.errors import EmberError
 from ember.runtime.messages import MetricRecord, Task, TaskName, TaskResult
 from ember.runtime.slots import WorkSlots
 from ember.streaming import buffers
 from ember.streaming.lazy import resolve_deferred
 
 
-class ClientAPIError(RuntimeError):
+class ClientAPIError(EmberError, RuntimeError):
     """The Client API was used out of order (``send`` before ``receive``, ...)."""
 
 

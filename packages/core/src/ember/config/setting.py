@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ember.errors import EmberError
+
 _BOOL_WORDS = {
     "1": True,
     "true": True,
@@ -17,7 +19,7 @@ _BOOL_WORDS = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(EmberError, ValueError):
     """A setting's name or value is wrong."""
 
 

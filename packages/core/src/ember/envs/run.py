@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from ember.errors import EmberError
+
 
 class Run(Protocol):
     """What ``recipe.execute(env)`` returns."""
@@ -23,7 +25,7 @@ class Run(Protocol):
     def abort(self) -> None: ...
 
 
-class RunTimeout(TimeoutError):
+class RunTimeout(EmberError, TimeoutError):
     """The job did not finish within the timeout given to ``get_result``."""
 
 

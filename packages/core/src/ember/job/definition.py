@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ember.errors import EmberError
+
 JOB_FILE = "job.json"
 APP_DIR = "app"
 FORMAT = 1
@@ -21,7 +23,7 @@ JobFile = Path | bytes | Callable[[Path], None]
 """What a job carries at a path: a file or folder to copy, bytes, or a function writing it."""
 
 
-class JobDefinitionError(ValueError):
+class JobDefinitionError(EmberError, ValueError):
     """A job folder or ``job.json`` is missing or malformed."""
 
 

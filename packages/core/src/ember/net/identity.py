@@ -35,10 +35,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
+from ember.errors import EmberError
+
 NONCE_BYTES = 32
 
 
-class IdentityError(Exception):
+class IdentityError(EmberError):
     """A certificate or signature that does not prove the identity it claims (the message
     says why)."""
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ember.errors import EmberError
 
-class PluginError(Exception):
+
+class PluginError(EmberError):
     """A plugin could not be loaded or a registration is invalid."""
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ember.errors import EmberError
 from ember.provision.certs import CertFiles, make_ca, make_cert
 from ember.provision.manifest import sign_kit
 from ember.provision.policy import default_policy
@@ -46,7 +47,7 @@ STARTUP = "startup"
 _PROD = re.compile(r"^prod_(\d{2,})$")
 
 
-class ProvisionError(ValueError):
+class ProvisionError(EmberError, ValueError):
     """Provisioning cannot be done as asked; the message says why and what to do."""
 
 

@@ -19,6 +19,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from ember.errors import EmberError
+
 POLICY_FORMAT = 1
 ROLES = ("project_admin", "org_admin", "lead", "member")
 BOOL_RIGHTS = ("submit_job", "view", "operate")
@@ -61,7 +63,7 @@ _DEFAULT: dict[str, Any] = {
 }
 
 
-class PolicyError(ValueError):
+class PolicyError(EmberError, ValueError):
     """An authorization policy is malformed, or a check names an unknown right."""
 
 

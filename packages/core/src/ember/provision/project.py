@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from ember.errors import EmberError
 from ember.provision.policy import ROLES
 
 SECURITY = ("mtls", "tls", "clear")
@@ -52,7 +53,7 @@ _CLIENT = ("name", "org", "allow_custom_code", "max_concurrent_jobs")
 _ADMIN = ("name", "org", "role")
 
 
-class ProjectError(ValueError):
+class ProjectError(EmberError, ValueError):
     """A project file is missing, unreadable or invalid; the message lists every problem."""
 
 

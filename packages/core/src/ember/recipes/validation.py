@@ -6,8 +6,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from ember.errors import EmberError
 
-class RecipeArgumentError(ValueError):
+
+class RecipeArgumentError(EmberError, ValueError):
     """A recipe argument is wrong; the message names it and the values it accepts."""
 
 

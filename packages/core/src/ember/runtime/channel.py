@@ -18,12 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ember import fobs
+from ember.errors import EmberError
 from ember.runtime.ipc import ConnectionClosed, recv_frame, write_frame
 
 Handler = Callable[[str, Any], Any]
 
 
-class ChannelError(RuntimeError):
+class ChannelError(EmberError, RuntimeError):
     """The peer answered a request with an error."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ember.errors import EmberError
 
-class JobError(RuntimeError):
+
+class JobError(EmberError, RuntimeError):
     """The job cannot go on; the message says which site and why."""
 
 

@@ -7,11 +7,12 @@ import struct
 from typing import Any
 
 from ember import fobs
+from ember.errors import EmberError
 
 _LEN = struct.Struct("<Q")
 
 
-class ConnectionClosed(ConnectionError):
+class ConnectionClosed(EmberError, ConnectionError):
     """The peer closed the connection."""
 
 

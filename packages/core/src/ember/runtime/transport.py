@@ -15,6 +15,7 @@ from typing import Any
 
 from ember import fobs
 from ember.config import get_setting
+from ember.errors import EmberError
 from ember.streaming.downloader import Downloader
 from ember.streaming.fetcher import CHUNK
 from ember.streaming.node import StreamNode
@@ -23,7 +24,7 @@ Handler = Callable[[str, Any], Any]
 _RAW_TOPICS = frozenset({CHUNK})
 
 
-class TransportError(RuntimeError):
+class TransportError(EmberError, RuntimeError):
     """A message could not be delivered or its handler failed."""
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from ember.errors import EmberError
 
-class StreamingError(RuntimeError):
+
+class StreamingError(EmberError, RuntimeError):
     """A download failed: expired or unknown transaction, corrupt data, retries exhausted."""
 
 
-class LinkBroken(Exception):
+class LinkBroken(EmberError):
     """A direct data link failed during a request (closed, timed out, malformed reply): the
     pull goes on through the hub. ``offset``: how far an item's bytes were delivered; ``size``:
     the item's size, when the owner had said it."""

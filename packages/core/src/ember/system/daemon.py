@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from ember.config import get_setting
+from ember.errors import EmberError
 
 PID_FILE = "daemon.pid"
 LOG_FILE = "daemon.log"
 _children: dict[int, subprocess.Popen[bytes]] = {}  # daemons this process started: reaped here
 
 
-class DaemonError(RuntimeError):
+class DaemonError(EmberError, RuntimeError):
     """A daemon did not start or stop as asked; the message says why (with its log tail)."""
 
 

@@ -13,13 +13,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ember.errors import EmberError
 from ember.net import TlsFiles
 
 STARTUP = "startup"
 KIT_FILE = "kit.json"
 
 
-class KitError(ValueError):
+class KitError(EmberError, ValueError):
     """A startup kit is missing or malformed."""
 
 

@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from ember.errors import EmberError
 from ember.provision.certs import make_ca, make_cert
 from ember.provision.manifest import sign_kit
 from ember.system.kit import Kit
@@ -25,7 +26,7 @@ ADMIN = "admin@ember.local"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
-class PocError(ValueError):
+class PocError(EmberError, ValueError):
     """A PoC workspace cannot be made or used as asked."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.config import get_setting
+from ember.errors import EmberError
 from ember.job.definition import JobDefinition, JobDefinitionError
 from ember.runtime.logs import NodeLogs
 from ember.system import jobstore
@@ -39,7 +40,7 @@ SERVER = "server"
 ADMIN_PREFIX = "admin:"
 
 
-class AdminError(RuntimeError):
+class AdminError(EmberError, RuntimeError):
     """An admin command cannot be done (unknown job, wrong state, ...); its message says why."""
 
 
