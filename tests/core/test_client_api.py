@@ -6,7 +6,7 @@ import pytest
 
 import ember.client as flare
 from ember.client.session import ClientAPIError, ClientSession
-from ember.runtime.messages import Task, TaskResult
+from ember.common.messages import Task, TaskResult
 
 
 def test_client_api_outside_a_job_explains_itself(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from ember.runtime.slots import WorkSlots
+from ember.client.slots import WorkSlots
 
 
 def test_a_freed_slot_goes_to_the_first_waiting_site_in_order() -> None:

@@ -275,7 +275,7 @@ def test_fedavg_results_do_not_depend_on_streaming(
 def test_release_memory_trims_on_glibc() -> None:
     import platform
 
-    from ember.runtime.memory import _malloc_trim, release_memory
+    from ember.streaming.memory import _malloc_trim, release_memory
 
     assert (_malloc_trim() is not None) == (platform.libc_ver()[0] == "glibc")
     garbage = [[i] for i in range(1000)]

@@ -13,7 +13,7 @@ import pytest
 import safetensors.numpy
 
 from ember import fobs
-from ember.client.model import ParamsType
+from ember.common.model import ParamsType
 from ember.runtime.aggregation import WeightedAverage
 from ember.streaming import Downloader, Fetcher, LazyTensor, StreamingError
 from ember.streaming.layout import read_tensor_file

@@ -15,7 +15,7 @@ from pt_tiny import TinyNet
 from safetensors.numpy import load_file
 
 from ember import SimEnv
-from ember.client.model import ParamsType
+from ember.common.model import ParamsType
 from ember.recipes.validation import RecipeArgumentError
 from ember.runtime.aggregation import WeightedAverage
 from ember.runtime.errors import JobError

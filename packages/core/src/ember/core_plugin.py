@@ -27,12 +27,12 @@ def ember_fobs_decomposers() -> list[DecomposerEntry]:
         DecomposerEntry(
             "ember.streaming.lazy.DeferredTensor", f"{_NUMPY}:DeferredTensorDecomposer"
         ),
-        DecomposerEntry("ember.client.model.FLModel", "ember.client.model:FLModel"),
-        DecomposerEntry("ember.client.model.ParamsType", "ember.client.model:ParamsType"),
-        DecomposerEntry("ember.runtime.messages.Task", "ember.runtime.messages:Task"),
-        DecomposerEntry("ember.runtime.messages.TaskResult", "ember.runtime.messages:TaskResult"),
+        DecomposerEntry("ember.common.model.FLModel", "ember.common.model:FLModel"),
+        DecomposerEntry("ember.common.model.ParamsType", "ember.common.model:ParamsType"),
+        DecomposerEntry("ember.common.messages.Task", "ember.common.messages:Task"),
+        DecomposerEntry("ember.common.messages.TaskResult", "ember.common.messages:TaskResult"),
         DecomposerEntry(
-            "ember.runtime.messages.MetricRecord", "ember.runtime.messages:MetricRecord"
+            "ember.common.messages.MetricRecord", "ember.common.messages:MetricRecord"
         ),
     ]
 

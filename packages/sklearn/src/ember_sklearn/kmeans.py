@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 import ember.client as flare
-from ember.client.model import FLModel, MetaKey, ParamsType
+from ember.common.messages import TaskName, TaskResult
+from ember.common.model import FLModel, MetaKey, ParamsType
 from ember.runtime.context import ServerContext
 from ember.runtime.errors import JobError
-from ember.runtime.messages import TaskName, TaskResult
 from ember_sklearn.model_io import save_model
 from ember_sklearn.spec import PHASE_KEY, SPEC_KEY, build_estimator, model_spec
 

@@ -11,8 +11,8 @@ import importlib
 import json
 from typing import Any
 
-from ember.client.model import FLModel
 from ember.client.session import ClientAPIError
+from ember.common.model import FLModel
 from ember.recipes.validation import RecipeArgumentError
 
 SPEC_KEY = "ember_sklearn.spec"

@@ -19,8 +19,8 @@ from ember.client.api import (
     send,
     system_info,
 )
-from ember.client.model import NUMPY_KEY, FLModel, MetaKey, ParamsType, TransferType
 from ember.client.session import ClientAPIError
+from ember.common.model import NUMPY_KEY, FLModel, MetaKey, ParamsType, TransferType
 
 NUM_STEPS_CURRENT_ROUND = MetaKey.NUM_STEPS_CURRENT_ROUND
 

@@ -11,9 +11,9 @@ import os
 import threading
 from typing import Any
 
-from ember.client.model import FLModel
 from ember.client.session import ClientAPIError, ClientSession
-from ember.runtime.messages import TaskName
+from ember.common.messages import TaskName
+from ember.common.model import FLModel
 
 _local = threading.local()
 _process_session: ClientSession | None = None
@@ -49,7 +49,7 @@ def init(rank: str | None = None) -> None:
                         "flare.init(): this script was not started by Ember (no "
                         f"{ENV_ENDPOINT} in the environment); run it through a recipe"
                     )
-                from ember.runtime.subprocess_client import connect_from_env
+                from ember.client.subprocess_client import connect_from_env
 
                 _process_session = connect_from_env()
             session = _process_session

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ember.runtime.messages import MetricRecord, Task, TaskResult
+from ember.common.messages import MetricRecord, Task, TaskResult
 
 SERVER = "server"
 

@@ -10,10 +10,10 @@ import numpy as np
 
 from ember.client.formats import NUMPY, Converter, get_converter
 from ember.client.link import ServerLink
-from ember.client.model import FLModel, ParamsType
+from ember.client.slots import WorkSlots
+from ember.common.messages import MetricRecord, Task, TaskName, TaskResult
+from ember.common.model import FLModel, ParamsType
 from ember.errors import EmberError
-from ember.runtime.messages import MetricRecord, Task, TaskName, TaskResult
-from ember.runtime.slots import WorkSlots
 from ember.streaming import buffers
 from ember.streaming.lazy import resolve_deferred
 
@@ -127,7 +127,7 @@ class ClientSession:
         self.rounds_sent += 1
         gc_rounds = int(self.config.get("client_memory_gc_rounds") or 0)
         if gc_rounds and self.rounds_sent % gc_rounds == 0:
-            from ember.runtime.memory import release_memory
+            from ember.streaming.memory import release_memory
 
             release_memory(cuda=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ember.client.model import TransferType
+from ember.common.model import TransferType
 from ember.job.definition import APP_DIR, ClientApp, JobFile
 from ember.recipes.validation import RecipeArgumentError, check_choice, check_int, check_str
 

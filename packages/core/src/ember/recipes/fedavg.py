@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ember.client.formats import NUMPY
-from ember.client.model import TransferType
+from ember.common.model import TransferType
 from ember.job.definition import APP_DIR, JobDefinition, JobFile
 from ember.recipes.base import Recipe
 from ember.recipes.client_app import client_app

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.client.model import ParamsType
+from ember.common.model import ParamsType
 from ember.runtime.errors import JobError
 from ember.streaming.lazy import DeferredTensor, release_all
 

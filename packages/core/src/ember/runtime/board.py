@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ember.client.model import FLModel
+from ember.common.messages import ResultStatus, Task, TaskResult
+from ember.common.model import FLModel
 from ember.runtime.errors import InsufficientClients, JobAborted, JobError
-from ember.runtime.messages import ResultStatus, Task, TaskResult
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ember.client.model import NUMPY_KEY
+from ember.common.model import NUMPY_KEY
 from ember.runtime.errors import JobError
 
 

@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ember.common.messages import MetricRecord
+from ember.extras import require
 from ember.runtime.board import Collected
-from ember.runtime.messages import MetricRecord
 
 
 def current_rss() -> int | None:
@@ -60,13 +61,21 @@ class RoundRecorder:
 
 
 class MetricSink:
-    """Receives the values scripts log; writes TensorBoard event files when tracking is on."""
+    """Receives the values scripts log; writes TensorBoard event files when tracking is on.
+
+    tensorboardX comes with the ``tracking`` extra; a job that asks for TensorBoard tracking
+    without it fails as it starts (MissingDependencyError naming the extra), not at its first
+    logged value.
+    """
 
     def __init__(self, server_dir: Path, tracking: str | None) -> None:
         self.dir = server_dir / "tb_events"
         self.tracking = tracking
         self._writers: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._tb: Any = None
+        if tracking == "tensorboard":
+            self._tb = require("tensorboardX", "tracking", "TensorBoard experiment tracking")
 
     def add(self, records: list[MetricRecord]) -> None:
         with self._lock:
@@ -82,9 +91,7 @@ class MetricSink:
     def _writer(self, site: str) -> Any:
         writer = self._writers.get(site)
         if writer is None:
-            from tensorboardX import SummaryWriter
-
-            writer = self._writers[site] = SummaryWriter(logdir=str(self.dir / site))
+            writer = self._writers[site] = self._tb.SummaryWriter(logdir=str(self.dir / site))
         return writer
 
     def close(self) -> None:

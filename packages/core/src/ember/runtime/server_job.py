@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.client.link import Topic
+from ember.common.messages import MetricRecord, TaskResult
 from ember.config import get_setting
 from ember.job.definition import JobDefinition
 from ember.plugins.entries import load_target
@@ -17,7 +18,6 @@ from ember.runtime.board import TaskBoard
 from ember.runtime.context import ServerContext
 from ember.runtime.errors import JobAborted, JobError
 from ember.runtime.inprocess_site import describe_exception
-from ember.runtime.messages import MetricRecord, TaskResult
 from ember.runtime.progress import Progress
 from ember.runtime.records import MetricSink, RoundRecorder
 from ember.runtime.transport import Endpoint

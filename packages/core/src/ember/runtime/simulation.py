@@ -12,6 +12,7 @@ from types import CodeType
 from typing import Any
 
 from ember.client.link import SERVER
+from ember.client.slots import WorkSlots
 from ember.config import Config, use_config
 from ember.job.definition import JobDefinition
 from ember.runtime.inprocess_site import InProcessSite, compile_script
@@ -19,7 +20,6 @@ from ember.runtime.logs import NodeLogs, forget_logger_tree
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob, Status
 from ember.runtime.site_runner import build_site_runner
-from ember.runtime.slots import WorkSlots
 from ember.runtime.subprocess_site import SubprocessSite
 from ember.runtime.transport import InProcessTransport
 from ember.streaming import FileReceiver, bind_node

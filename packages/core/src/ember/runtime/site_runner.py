@@ -14,11 +14,11 @@ from typing import Any
 
 from ember.client.link import ServerLink, TransportLink
 from ember.client.session import ClientSession
+from ember.client.slots import WorkSlots
 from ember.job.definition import JobDefinition
 from ember.plugins.entries import load_target
 from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.peers import PeerLink
-from ember.runtime.slots import WorkSlots
 from ember.runtime.subprocess_site import SubprocessSite
 from ember.runtime.transport import Endpoint
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ember import fobs
+from ember.client.channel import Channel
+from ember.client.ipc import ConnectionClosed, recv_frame, send_frame
 from ember.client.link import ServerLink
 from ember.config import get_setting
-from ember.runtime.channel import Channel
-from ember.runtime.ipc import ConnectionClosed, recv_frame, send_frame
 from ember.streaming.node import StreamNode
 
 ENV_ENDPOINT = "EMBER_CLIENT_ENDPOINT"

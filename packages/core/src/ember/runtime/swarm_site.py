@@ -23,13 +23,13 @@ import numpy as np
 
 from ember.client.formats import NUMPY, convert_params
 from ember.client.link import ServerLink
-from ember.client.model import FLModel, MetaKey, ParamsType
+from ember.common.messages import MetricRecord, ResultStatus, Task, TaskName, TaskResult
+from ember.common.model import FLModel, MetaKey, ParamsType
 from ember.config import get_setting
 from ember.plugins.entries import load_target
 from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.controllers.swarm import SWARM_AGGREGATE, SWARM_META
 from ember.runtime.errors import JobError
-from ember.runtime.messages import MetricRecord, ResultStatus, Task, TaskName, TaskResult
 from ember.runtime.peers import PeerLink
 from ember.streaming.lazy import resolve_relayed
 

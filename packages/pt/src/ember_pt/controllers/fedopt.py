@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ember.client.formats import NUMPY, convert_params
-from ember.client.model import ParamsType
+from ember.common.model import ParamsType
 from ember.plugins.entries import load_target
 from ember.recipes.validation import RecipeArgumentError
 from ember.runtime.aggregation import WeightedAverage, apply_update

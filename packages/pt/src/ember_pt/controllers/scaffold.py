@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.client.model import FLModel
+from ember.common.model import FLModel
 from ember.runtime.context import ServerContext
 from ember.runtime.controllers.fedavg import FedAvgController
 from ember.runtime.errors import JobError

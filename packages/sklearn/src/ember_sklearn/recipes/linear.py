@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.client.model import TransferType
+from ember.common.model import TransferType
 from ember.job.definition import APP_DIR, JobFile
 from ember.recipes.fedavg import FedAvgRecipe, bundle_checkpoint
 from ember.recipes.validation import RecipeArgumentError, check_choice, check_int

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ember.client.model import FLModel, MetaKey, ParamsType
+from ember.common.messages import TaskName, TaskResult
+from ember.common.model import FLModel, MetaKey, ParamsType
 from ember.runtime.context import ServerContext
-from ember.runtime.messages import TaskName, TaskResult
 
 SERVER_MODEL = "SRV_global_model"
 

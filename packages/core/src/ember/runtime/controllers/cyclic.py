@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from ember.client.model import FLModel, ParamsType
+from ember.common.messages import TaskName, TaskResult
+from ember.common.model import FLModel, ParamsType
 from ember.plugins.entries import load_target
 from ember.runtime.aggregation import apply_update
 from ember.runtime.board import Collected
 from ember.runtime.context import ServerContext
 from ember.runtime.errors import InsufficientClients, JobError
-from ember.runtime.messages import TaskName, TaskResult
 from ember.streaming.lazy import DeferredTensor, release_all
 
 ORDERS = ("fixed", "random")

@@ -7,11 +7,11 @@ import numbers
 import time
 from typing import Any
 
-from ember.client.model import FLModel, MetaKey, ParamsType
+from ember.common.messages import TaskName, TaskResult
+from ember.common.model import FLModel, MetaKey, ParamsType
 from ember.plugins.entries import load_target
 from ember.runtime.context import ServerContext
 from ember.runtime.errors import JobError
-from ember.runtime.messages import TaskName, TaskResult
 
 #: task meta: the name of the model being evaluated
 MODEL_NAME = "model_name"

@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from ember.client.formats import NUMPY, convert_params
-from ember.client.model import FLModel, MetaKey, ParamsType
+from ember.common.messages import TaskName, TaskResult
+from ember.common.model import FLModel, MetaKey, ParamsType
 from ember.config import get_setting
 from ember.plugins.entries import load_target
 from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.context import ServerContext
 from ember.runtime.errors import JobError
-from ember.runtime.memory import release_memory
-from ember.runtime.messages import TaskName, TaskResult
 from ember.runtime.stop_condition import StopCondition
 from ember.streaming.lazy import offload_arrays
+from ember.streaming.memory import release_memory
 
 
 class FedAvgController:

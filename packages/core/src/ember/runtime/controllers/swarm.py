@@ -14,12 +14,12 @@ import random
 import time
 from typing import Any
 
-from ember.client.model import FLModel, MetaKey
+from ember.common.messages import TaskName, TaskResult
+from ember.common.model import FLModel, MetaKey
 from ember.runtime.aggregation import WeightedAverage
 from ember.runtime.board import Collected
 from ember.runtime.context import ServerContext
 from ember.runtime.errors import InsufficientClients, JobError
-from ember.runtime.messages import TaskName, TaskResult
 
 SWARM_AGGREGATE = "swarm_aggregate"
 SWARM_META = "swarm"

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ember import fobs
+from ember.client.ipc import ConnectionClosed, recv_frame, write_frame
 from ember.errors import EmberError
-from ember.runtime.ipc import ConnectionClosed, recv_frame, write_frame
 
 Handler = Callable[[str, Any], Any]
 

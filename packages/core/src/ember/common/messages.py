@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ember.client.model import FLModel
+    from ember.common.model import FLModel
 
 
 class TaskName:

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ember import fobs
+from ember.client.channel import Channel
+from ember.client.ipc import recv_frame, send_frame
 from ember.client.session import ClientSession
+from ember.common.messages import MetricRecord, Task, TaskResult
 from ember.config import Config, get_setting, use_process_config
-from ember.runtime.channel import Channel
-from ember.runtime.ipc import recv_frame, send_frame
-from ember.runtime.messages import MetricRecord, Task, TaskResult
 from ember.streaming import bind_node
 from ember.streaming.lazy import resolve_relayed
 from ember.streaming.node import StreamNode
