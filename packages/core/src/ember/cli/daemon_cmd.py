@@ -20,12 +20,9 @@ kit_option = click.option(
 
 
 def _kit(folder: Path):  # type: ignore[no-untyped-def]
-    from ember.system.kit import Kit, KitError
+    from ember.system.kit import Kit
 
-    try:
-        kit = Kit.load(folder)
-    except KitError as exc:
-        raise click.ClickException(str(exc)) from None
+    kit = Kit.load(folder)  # a KitError is printed by the `ember` group, as every EmberError
     if kit.kind not in ("server", "client"):
         raise click.ClickException(f"{kit.folder} is an {kit.kind} kit: no daemon runs from it")
     return kit
@@ -44,10 +41,7 @@ def start(folder: Path, fmt: str) -> None:
     from ember.system import daemon as daemons
 
     kit = _kit(folder)
-    try:
-        pid = daemons.start(kit.kind, kit.folder)
-    except daemons.DaemonError as exc:
-        raise click.ClickException(str(exc)) from None
+    pid = daemons.start(kit.kind, kit.folder)
     if fmt == "json":
         echo_json({"name": kit.name, "kind": kit.kind, "pid": pid})
     else:

@@ -21,12 +21,9 @@ workspace_option = click.option(
 
 
 def _load(workspace: Path):  # type: ignore[no-untyped-def]
-    from ember.system.poc import PocError, PocWorkspace
+    from ember.system.poc import PocWorkspace
 
-    try:
-        return PocWorkspace.load(workspace)
-    except PocError as exc:
-        raise click.ClickException(str(exc)) from None
+    return PocWorkspace.load(workspace)  # a PocError is printed by the `ember` group
 
 
 @click.group()
@@ -46,7 +43,7 @@ def prepare(
 ) -> None:
     """Make the workspace: a project CA and one startup kit per participant."""
     from ember.system import daemon
-    from ember.system.poc import PocError, PocWorkspace, prepare
+    from ember.system.poc import PocWorkspace, prepare
 
     names = [c for c in clients.split(",")] if clients else None
     if force and (workspace / "project.json").is_file():
@@ -55,10 +52,7 @@ def prepare(
             raise click.ClickException(
                 f"the PoC in {workspace} is running; stop it first (`ember poc stop`)"
             )
-    try:
-        ws = prepare(workspace, num_clients, names, port, force=force)
-    except PocError as exc:
-        raise click.ClickException(str(exc)) from None
+    ws = prepare(workspace, num_clients, names, port, force=force)
     info = {
         "workspace": str(ws.root),
         "server": ws.server.address,
@@ -78,13 +72,9 @@ def prepare(
 def start(workspace: Path, fmt: str) -> None:
     """Start the server and the clients (those not running yet)."""
     from ember.envs.poc import start_workspace
-    from ember.system.daemon import DaemonError
 
     ws = _load(workspace)
-    try:
-        start_workspace(ws)
-    except DaemonError as exc:
-        raise click.ClickException(str(exc)) from None
+    start_workspace(ws)
     _status(ws, fmt)
 
 
