@@ -65,7 +65,7 @@ class _Encoder:
         if self.depth > self.max_depth:
             raise FOBSError(_too_deep(self.max_depth))
         try:
-            return msgpack.packb(
+            packed: bytes = msgpack.packb(  # msgpack has no type hints
                 obj,
                 default=self.default,
                 use_bin_type=True,
@@ -73,6 +73,7 @@ class _Encoder:
                 unicode_errors="surrogatepass",
                 datetime=False,
             )
+            return packed
         finally:
             self.depth -= 1
 
@@ -119,7 +120,7 @@ class _Decoder:
         self.depth = 0
         self.max_depth = int(get_setting("fobs.max_depth"))
 
-    def unpack(self, data: bytes) -> Any:
+    def unpack(self, data: bytes | memoryview) -> Any:
         self.depth += 1
         if self.depth > self.max_depth:
             raise FOBSError(_too_deep(self.max_depth))

@@ -61,7 +61,8 @@ def dtype_from_wire(wire: Any, depth: int = 0) -> np.dtype[Any]:
                 raise FOBSError("malformed dtype: field names must be strings")
             if "titles" in wire:
                 spec["titles"] = wire["titles"]
-            dtype = np.dtype(spec)
+            # numpy's stubs take a field dict only as their private _DTypeDict TypedDict
+            dtype = np.dtype(spec)  # type: ignore[call-overload]
         else:
             raise FOBSError(f"malformed dtype description of type {type(wire).__name__}")
     except FOBSError:
@@ -123,10 +124,13 @@ class NDArrayDecomposer:
             "dtype": wire_dtype,
             "shape": list(obj.shape),
             "order": order,
-            "data": Buffer(memoryview(raw)),
+            # numpy's stubs give ndarray the buffer protocol (__buffer__) only on Python 3.12+
+            "data": Buffer(memoryview(raw)),  # type: ignore[arg-type]
         }
 
-    def recompose(self, data: Any, ctx: Context) -> np.ndarray[Any, Any]:
+    def recompose(self, data: Any, ctx: Context) -> Any:
+        """An ``ndarray``, or for a streamed one its stand-in (``ember.streaming.lazy``): a
+        ``RelayedRef`` (``relay_tensors``) or a ``LazyTensor`` (``lazy_tensors``)."""
         if not isinstance(data, dict):
             raise FOBSError("malformed ndarray")
         if "strings" in data:
@@ -162,7 +166,7 @@ class NDArrayDecomposer:
 
     @staticmethod
     def _referenced(
-        ref: Any, dtype: np.dtype[Any], shape: tuple[int, ...], order: str, ctx: Context
+        ref: Any, dtype: np.dtype[Any], shape: tuple[int, ...], order: Any, ctx: Context
     ) -> Any:
         """An array the sender offered for download: pulled now, or lazily (the server)."""
         if not (isinstance(ref, list) and len(ref) == 3 and all(isinstance(r, str) for r in ref)):

@@ -159,8 +159,12 @@ class DecomposerTable:
 
 
 def _same(a: Decomposer, b: Decomposer) -> bool:
-    if type(a) is type(b) and isinstance(a, EnumDecomposer | DataclassDecomposer):
-        return a.cls is b.cls  # type: ignore[union-attr]
+    if (
+        type(a) is type(b)
+        and isinstance(a, EnumDecomposer | DataclassDecomposer)
+        and isinstance(b, EnumDecomposer | DataclassDecomposer)
+    ):
+        return a.cls is b.cls
     return a is b
 
 
