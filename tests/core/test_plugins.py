@@ -112,23 +112,23 @@ def test_malformed_target_is_rejected() -> None:
         entry.load()
 
 
-def test_entry_point_plugin_is_discovered(demo_plugin_path: Path) -> None:
-    result = run_ember("plugins", "--format", "json", pythonpath=[demo_plugin_path])
+def test_entry_point_plugin_is_discovered(median_plugin_path: Path) -> None:
+    result = run_ember("plugins", "--format", "json", pythonpath=[median_plugin_path])
     assert result.returncode == 0, result.stderr
     plugins = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}
-    demo = plugins["demo"]
-    assert demo["distribution"] == "ember-recipe-demo"
-    assert demo["version"] == "0.3.0"
-    assert demo["registers"] == {"recipe": ["demo-fedavg"]}
+    median = plugins["median"]
+    assert median["distribution"] == "ember-recipe-median"
+    assert median["version"] == "0.1.0"
+    assert median["registers"] == {"recipe": ["numpy-median"]}
     assert "core" in plugins
 
 
-def test_disable_autoload_skips_entry_points(demo_plugin_path: Path) -> None:
+def test_disable_autoload_skips_entry_points(median_plugin_path: Path) -> None:
     result = run_ember(
         "plugins",
         "--format",
         "json",
-        pythonpath=[demo_plugin_path],
+        pythonpath=[median_plugin_path],
         env={"EMBER_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )
     assert result.returncode == 0, result.stderr
@@ -137,32 +137,32 @@ def test_disable_autoload_skips_entry_points(demo_plugin_path: Path) -> None:
     assert [p["name"] for p in data["plugins"]] == ["core"]
 
 
-def test_explicit_plugins_load_even_without_autoload(demo_plugin_path: Path) -> None:
+def test_explicit_plugins_load_even_without_autoload(median_plugin_path: Path) -> None:
     result = run_ember(
         "recipe",
         "list",
         "--format",
         "json",
-        pythonpath=[demo_plugin_path],
-        env={"EMBER_DISABLE_PLUGIN_AUTOLOAD": "1", "EMBER_PLUGINS": "ember_recipe_demo.plugin"},
+        pythonpath=[median_plugin_path],
+        env={"EMBER_DISABLE_PLUGIN_AUTOLOAD": "1", "EMBER_PLUGINS": "ember_recipe_median.plugin"},
     )
     assert result.returncode == 0, result.stderr
-    assert [r["name"] for r in json.loads(result.stdout)] == ["demo-fedavg", "numpy-fedavg"]
+    assert [r["name"] for r in json.loads(result.stdout)] == ["numpy-fedavg", "numpy-median"]
 
 
-@pytest.mark.parametrize("disabled", ["demo", "ember-recipe-demo"])
-def test_disabled_plugins_are_skipped(demo_plugin_path: Path, disabled: str) -> None:
+@pytest.mark.parametrize("disabled", ["median", "ember-recipe-median"])
+def test_disabled_plugins_are_skipped(median_plugin_path: Path, disabled: str) -> None:
     result = run_ember(
         "plugins",
         "--format",
         "json",
-        pythonpath=[demo_plugin_path],
+        pythonpath=[median_plugin_path],
         env={"EMBER_DISABLED_PLUGINS": f"other, {disabled}"},
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["disabled"] == ["demo"]
-    assert "demo" not in [p["name"] for p in data["plugins"]]
+    assert data["disabled"] == ["median"]
+    assert "median" not in [p["name"] for p in data["plugins"]]
 
 
 def test_bad_autoload_value_is_a_clear_error() -> None:
@@ -177,14 +177,16 @@ def test_core_cannot_be_disabled() -> None:
     assert "cannot be disabled" in result.stderr
 
 
-def test_conflicting_entry_point_plugins_name_both(demo_plugin_path: Path, tmp_path: Path) -> None:
+def test_conflicting_entry_point_plugins_name_both(
+    median_plugin_path: Path, tmp_path: Path
+) -> None:
     twin = build_plugin(
         renamed_copy(tmp_path, "ember-recipe-twin", "ember_recipe_twin", "twin"), tmp_path / "site"
     )
-    result = run_ember("recipe", "list", pythonpath=[demo_plugin_path, twin])
+    result = run_ember("recipe", "list", pythonpath=[median_plugin_path, twin])
     assert result.returncode == 1
-    assert "recipe 'demo-fedavg' is registered by two plugins" in result.stderr
-    assert "'demo' (ember-recipe-demo)" in result.stderr
+    assert "recipe 'numpy-median' is registered by two plugins" in result.stderr
+    assert "'median' (ember-recipe-median)" in result.stderr
     assert "'twin' (ember-recipe-twin)" in result.stderr
 
 
@@ -200,14 +202,14 @@ def test_plugin_that_fails_to_import_names_itself(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
 
 
-def test_loading_every_plugin_imports_no_framework(demo_plugin_path: Path) -> None:
+def test_loading_every_plugin_imports_no_framework(median_plugin_path: Path) -> None:
     code = (
         "import sys, json\n"
         "from ember.plugins import get_registry\n"
         "from ember.cli.main import cli\n"
         "import click\n"
         "reg = get_registry()\n"
-        "for kind in ('recipe', 'decomposer', 'tensor_adapter', 'params_converter', 'env'):\n"
+        "for kind in ('recipe', 'decomposer', 'tensor_adapter', 'params_converter', 'framework'):\n"
         "    reg.items(kind)\n"
         "cli.list_commands(click.Context(cli))\n"
         "print(json.dumps(sorted(reg.manager.report.plugins[i].name"
@@ -218,7 +220,7 @@ def test_loading_every_plugin_imports_no_framework(demo_plugin_path: Path) -> No
     import os
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": str(demo_plugin_path)}
+    env = {**os.environ, "PYTHONPATH": str(median_plugin_path)}
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -228,5 +230,5 @@ def test_loading_every_plugin_imports_no_framework(demo_plugin_path: Path) -> No
         check=True,
     )
     loaded, frameworks = (json.loads(line) for line in result.stdout.splitlines())
-    assert {"demo", "core"} <= set(loaded)
+    assert {"median", "core"} <= set(loaded)
     assert frameworks == []

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from ember.common.setting import Setting
 from ember.config.core_settings import CORE_SETTINGS
-from ember.config.setting import Setting
-from ember.plugins.entries import CommandEntry, DecomposerEntry, EnvEntry, RecipeEntry
+from ember.plugins.entries import CommandEntry, DecomposerEntry, FrameworkEntry, RecipeEntry
 from ember.plugins.markers import hookimpl
 
 _BUILTIN = "ember.fobs.builtin_decomposers"
 _NUMPY = "ember.fobs.numpy_decomposers"
+_ARRAYS = "ember.streaming.array_decomposers"
 
 
 @hookimpl
@@ -21,19 +22,17 @@ def ember_fobs_decomposers() -> list[DecomposerEntry]:
         DecomposerEntry("uuid.UUID", f"{_BUILTIN}:UUIDDecomposer"),
         DecomposerEntry("decimal.Decimal", f"{_BUILTIN}:DecimalDecomposer"),
         DecomposerEntry("collections.OrderedDict", f"{_BUILTIN}:OrderedDictDecomposer"),
-        DecomposerEntry("numpy.ndarray", f"{_NUMPY}:NDArrayDecomposer"),
-        DecomposerEntry("numpy.memmap", f"{_NUMPY}:MemmapDecomposer"),
+        DecomposerEntry("numpy.ndarray", f"{_ARRAYS}:StreamedNDArrayDecomposer"),
+        DecomposerEntry("numpy.memmap", f"{_ARRAYS}:StreamedMemmapDecomposer"),
         DecomposerEntry("numpy.generic", f"{_NUMPY}:NumpyScalarDecomposer"),
         DecomposerEntry(
-            "ember.streaming.lazy.DeferredTensor", f"{_NUMPY}:DeferredTensorDecomposer"
+            "ember.streaming.lazy.DeferredTensor", f"{_ARRAYS}:DeferredTensorDecomposer"
         ),
         DecomposerEntry("ember.common.model.FLModel", "ember.common.model:FLModel"),
         DecomposerEntry("ember.common.model.ParamsType", "ember.common.model:ParamsType"),
         DecomposerEntry("ember.common.messages.Task", "ember.common.messages:Task"),
         DecomposerEntry("ember.common.messages.TaskResult", "ember.common.messages:TaskResult"),
-        DecomposerEntry(
-            "ember.common.messages.MetricRecord", "ember.common.messages:MetricRecord"
-        ),
+        DecomposerEntry("ember.common.messages.MetricRecord", "ember.common.messages:MetricRecord"),
     ]
 
 
@@ -51,23 +50,13 @@ def ember_recipes() -> list[RecipeEntry]:
 
 
 @hookimpl
-def ember_envs() -> list[EnvEntry]:
+def ember_frameworks() -> list[FrameworkEntry]:
     return [
-        EnvEntry(
-            "SimEnv",
-            "ember.envs.sim:SimEnv",
-            description="All sites in one process (threads or subprocesses)",
-        ),
-        EnvEntry(
-            "PocEnv",
-            "ember.envs.poc:PocEnv",
-            description="A server and clients as processes on this machine, gRPC + mutual TLS",
-        ),
-        EnvEntry(
-            "ProdEnv",
-            "ember.envs.prod:ProdEnv",
-            description="A provisioned deployment, reached with an admin's startup kit",
-        ),
+        FrameworkEntry(
+            "numpy",
+            "ember.recipes.framework:NumpyFramework",
+            description="numpy arrays (a nested list, an array or a dict of arrays)",
+        )
     ]
 
 

@@ -20,8 +20,12 @@ class EmberError(Exception):
     """Base of every error Ember raises; the CLI prints its message without a traceback."""
 
 
+class RecipeArgumentError(EmberError, ValueError):
+    """An argument of a recipe or an env is wrong; the message names it and what it must be."""
+
+
 class MissingDependencyError(EmberError, ImportError):
     """An optional dependency is not installed; the message names what to ``pip install``."""
 
 
-__all__ = ["EmberError", "MissingDependencyError"]
+__all__ = ["EmberError", "MissingDependencyError", "RecipeArgumentError"]

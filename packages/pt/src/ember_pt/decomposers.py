@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ember.fobs.decomposer import Context
-from ember.fobs.errors import FOBSError
-from ember.streaming.lazy import DeferredTensor
+from ember.fobs import Context, FOBSError
+from ember.streaming import DeferredTensor
 from ember_pt.convert import check_wire, numpy_value, tensor_from_wire, tensor_to_wire
 
 
@@ -38,7 +37,7 @@ class RelayedTensor:
 
     def resolve_relayed(self, fetcher: Any) -> torch.Tensor:
         """Pull the data after all (a relay that needs it: a swarm aggregator)."""
-        from ember.streaming.lazy import resolve_relayed
+        from ember.streaming import resolve_relayed
 
         return tensor_from_wire(self.dtype, resolve_relayed(self.ref, fetcher))
 

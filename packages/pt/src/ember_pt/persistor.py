@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.runtime.errors import JobError
-from ember.runtime.persistors import InitialModelPersistor
+from ember.controllers import InitialModelPersistor, JobError
 
 
 class TorchPersistor(InitialModelPersistor):

@@ -1,9 +1,11 @@
-"""ember-pt's hook module: registers its decomposers and recipes lazily, imports no torch."""
+"""ember-pt's hook module: registers its decomposers, framework and recipes lazily, imports
+no torch."""
 
 from __future__ import annotations
 
 from ember.plugins import (
     DecomposerEntry,
+    FrameworkEntry,
     ParamsConverterEntry,
     RecipeEntry,
     TensorAdapterEntry,
@@ -73,6 +75,17 @@ def ember_recipes() -> list[RecipeEntry]:
             description=description,
         )
         for name, (cls, algorithm, description) in _RECIPES.items()
+    ]
+
+
+@hookimpl
+def ember_frameworks() -> list[FrameworkEntry]:
+    return [
+        FrameworkEntry(
+            "pytorch",
+            "ember_pt.framework:PyTorchFramework",
+            description="torch.nn.Module state_dicts; scripts receive CPU tensors",
+        )
     ]
 
 

@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ember.streaming import Downloader, Fetcher, StreamingError
+from ember.streaming import Downloader, Fetcher, Progress, StreamingError
 from ember.streaming import add_tensors as _add_tensors
 from ember.streaming import download_tensors as _download_tensors
-from ember.streaming.fetcher import Progress
 from ember_pt.convert import DTYPES, tensor_from_wire, tensor_to_wire
 
 # torch dtype name -> safetensors dtype code (complex dtypes have none)

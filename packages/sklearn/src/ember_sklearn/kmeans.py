@@ -23,10 +23,8 @@ from typing import Any
 import numpy as np
 
 import ember.client as flare
-from ember.common.messages import TaskName, TaskResult
-from ember.common.model import FLModel, MetaKey, ParamsType
-from ember.runtime.context import ServerContext
-from ember.runtime.errors import JobError
+from ember.common import FLModel, MetaKey, ParamsType, TaskName, TaskResult
+from ember.controllers import JobError, ServerContext
 from ember_sklearn.model_io import save_model
 from ember_sklearn.spec import PHASE_KEY, SPEC_KEY, build_estimator, model_spec
 
@@ -113,8 +111,7 @@ def init_centers(
     k = int(spec["params"]["n_clusters"])
     if len(union) < k:
         raise JobError(
-            f"k-means init: the sites sent {len(union)} centres in all, fewer than "
-            f"n_clusters={k}"
+            f"k-means init: the sites sent {len(union)} centres in all, fewer than n_clusters={k}"
         )
     model = build_estimator({"estimator": "KMeans", "params": spec["params"]})
     model.fit(union, sample_weight=weights)

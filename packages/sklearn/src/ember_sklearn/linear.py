@@ -12,9 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.runtime.controllers.fedavg import FedAvgController
-from ember.runtime.errors import JobError
-from ember.runtime.persistors import load_numpy_file
+from ember.controllers import FedAvgController, JobError, load_numpy_file
 from ember_sklearn.model_io import load_model, save_model
 from ember_sklearn.spec import SPEC_KEY, build_estimator
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.runtime.persistors import save_npz
+from ember.controllers import save_npz
 
 FORMAT = "ember-sklearn/1"
 

@@ -11,9 +11,9 @@ import importlib
 import json
 from typing import Any
 
-from ember.client.session import ClientAPIError
-from ember.common.model import FLModel
-from ember.recipes.validation import RecipeArgumentError
+from ember.client import ClientAPIError
+from ember.common import FLModel
+from ember.recipes import RecipeArgumentError
 
 SPEC_KEY = "ember_sklearn.spec"
 """``FLModel.meta`` key of the model spec (a dict: algorithm, estimator, params, ...)."""

@@ -14,11 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ember.common.messages import TaskName, TaskResult
-from ember.common.model import FLModel, MetaKey, ParamsType
-from ember.runtime.aggregation import WeightedAverage
-from ember.runtime.context import ServerContext
-from ember.runtime.errors import JobError
+from ember.common import FLModel, MetaKey, ParamsType, TaskName, TaskResult
+from ember.controllers import JobError, ServerContext, WeightedAverage
 from ember_sklearn.model_io import save_model
 from ember_sklearn.spec import SPEC_KEY, build_estimator
 

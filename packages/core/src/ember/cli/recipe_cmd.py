@@ -48,8 +48,8 @@ def _jsonable(value: Any) -> Any:
 def describe_parameters(cls: type) -> list[dict[str, Any]]:
     """The constructor's parameters: name, annotation, default (or required)."""
     params = []
-    for p in inspect.signature(cls.__init__).parameters.values():
-        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+    for p in inspect.signature(cls).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         annotation = p.annotation
         if annotation is not p.empty and not isinstance(annotation, str):

@@ -54,7 +54,12 @@ def _offering(node: StreamNode) -> Callable[[], tuple[fobs.Context, Callable[[],
             return fobs.Context(), lambda: None
         tx = node.downloader.open(receivers=1)
         ctx = fobs.Context({"stream_tx": tx, "stream_min_bytes": node.min_tensor_bytes})
-        return ctx, lambda: node.downloader.publish(tx) if tx.items else None
+
+        def publish() -> None:
+            if tx.items:
+                node.downloader.publish(tx)
+
+        return ctx, publish
 
     return encode
 
@@ -72,7 +77,7 @@ def connect_from_env() -> ClientSession:
     site = hello["site"]
     holder: dict[str, Any] = {}
 
-    def pull(target: str, topic: str, payload: Any, timeout: float) -> Any:
+    def pull(target: str, topic: str, payload: Any, timeout: float | None) -> Any:
         return holder["channel"].request(
             "stream", {"target": target, "topic": topic, "payload": payload}, timeout
         )

@@ -1,6 +1,6 @@
 """The config registry: every tunable declared once, overridable per job and by environment."""
 
-from ember.config.setting import ConfigError, Setting
+from ember.common.setting import ConfigError, Setting
 from ember.config.store import (
     Config,
     current_config,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itertools import groupby
 
-from ember.config.setting import Setting
+from ember.common.setting import Setting
 
 HEADER = """# Configuration reference
 

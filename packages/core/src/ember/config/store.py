@@ -9,12 +9,13 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ember.config.setting import ConfigError, Setting
+from ember.common.setting import ConfigError, Setting
+from ember.plugins.manager import on_reset
 
 
 def declared_settings() -> dict[str, Setting]:
     """Every setting declared by core and the loaded plugins, by name."""
-    from ember.plugins.registry import get_registry
+    from ember.plugins.registry import get_registry  # loads the plugins on first use
 
     return {name: reg.item for name, reg in get_registry().items("setting").items()}
 
@@ -46,10 +47,10 @@ class Config:
                 self._values[name] = setting.parse(env[setting.env_var], setting.env_var)
                 self._sources[name] = "env"
         for name, value in (overrides or {}).items():
-            setting = self.settings.get(name)
-            if setting is None:
+            declared = self.settings.get(name)
+            if declared is None:
                 raise _unknown(name, self.settings)
-            self._values[name] = setting.validate(value, "the job config")
+            self._values[name] = declared.validate(value, "the job config")
             self._sources[name] = "job"
 
     def get(self, name: str) -> Any:
@@ -115,3 +116,6 @@ def reset_process_config() -> None:
     """Re-read the environment on next use (tests, after changing ``os.environ``)."""
     global _process
     _process = None
+
+
+on_reset(reset_process_config)  # the declared settings come from the plugins

@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ember.envs.run import Run
-    from ember.recipes.base import Recipe
+    from ember.job.definition import Deployable
 
 
 class Env(Protocol):
-    """Deploys a recipe's job and returns a :class:`Run` to follow it."""
+    """Deploys a recipe's job (any :class:`~ember.job.definition.Deployable`, which every
+    ``Recipe`` is) and returns a :class:`Run` to follow it."""
 
-    def deploy(self, recipe: Recipe) -> Run: ...
+    def deploy(self, recipe: Deployable) -> Run: ...

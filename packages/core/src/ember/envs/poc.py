@@ -22,7 +22,7 @@ from ember.system.jobstore import FINISHED
 from ember.system.poc import DEFAULT_WORKSPACE, PocError, PocWorkspace, client_names, prepare
 
 if TYPE_CHECKING:
-    from ember.recipes.base import Recipe
+    from ember.job.definition import Deployable
 
 
 def start_workspace(ws: PocWorkspace) -> None:
@@ -118,7 +118,7 @@ class PocEnv:
         start_workspace(ws)
         return ws
 
-    def deploy(self, recipe: Recipe) -> PocRun:
+    def deploy(self, recipe: Deployable) -> PocRun:
         ws = self.system()
         tmp = Path(tempfile.mkdtemp(prefix="ember-poc-job-"))
         try:

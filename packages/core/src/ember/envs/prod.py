@@ -11,7 +11,7 @@ from ember.envs.poc import PocRun
 from ember.system.admin import AdminClient
 
 if TYPE_CHECKING:
-    from ember.recipes.base import Recipe
+    from ember.job.definition import Deployable
 
 
 class ProdEnv:
@@ -42,7 +42,7 @@ class ProdEnv:
         self.sites = sites
         self.result_root = Path(result_root)
 
-    def deploy(self, recipe: Recipe) -> PocRun:
+    def deploy(self, recipe: Deployable) -> PocRun:
         admin = self.admin if self.admin.connected else self.admin.connect(self.login_timeout)
         tmp = Path(tempfile.mkdtemp(prefix="ember-prod-job-"))
         try:

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ember.errors import RecipeArgumentError
 from ember.runtime.logs import resolve_level
 from ember.runtime.simulation import Simulation
 
 if TYPE_CHECKING:
-    from ember.recipes.base import Recipe
+    from ember.job.definition import Deployable
 
 DEFAULT_WORKSPACE_ROOT = "/tmp/ember/simulation"
 
@@ -69,8 +70,6 @@ class SimEnv:
         wait: bool = True,
         progress: bool | None = None,
     ) -> None:
-        from ember.recipes.validation import RecipeArgumentError
-
         if clients is not None:
             if (
                 not isinstance(clients, list | tuple)
@@ -104,10 +103,8 @@ class SimEnv:
         self.wait = wait
         self.progress = progress
 
-    def deploy(self, recipe: Recipe) -> SimRun:
+    def deploy(self, recipe: Deployable) -> SimRun:
         """Export the job into its workspace, run it, and (by default) wait for the end."""
-        from ember.recipes.validation import RecipeArgumentError
-
         if len(self.clients) < recipe.job.min_clients:
             raise RecipeArgumentError(
                 f"recipe {recipe.name!r} needs min_clients={recipe.job.min_clients} but SimEnv "

@@ -1,8 +1,12 @@
-"""Decomposers for numpy arrays and scalars: raw buffers, no per-element work."""
+"""Decomposers for numpy arrays and scalars: raw buffers, no per-element work.
+
+These send every array inline; ``ember.streaming.array_decomposers`` builds on them to offer
+large arrays for download (what core registers).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -10,6 +14,18 @@ from ember.fobs.decomposer import Buffer, Context
 from ember.fobs.errors import FOBSError
 
 _StringDType = getattr(np.dtypes, "StringDType", None)
+
+Order = Literal["C", "F"]
+
+
+def flat_in_order(array: np.ndarray[Any, Any]) -> tuple[Order, np.ndarray[Any, Any]]:
+    """``(order, data)``: a C-contiguous array whose flat memory is ``array`` flattened in
+    ``order`` ("C" or "F"); no copy unless ``array`` is neither C- nor F-contiguous."""
+    if array.flags.c_contiguous:
+        return "C", array
+    if array.flags.f_contiguous:
+        return "F", array.T
+    return "C", np.ascontiguousarray(array)
 
 
 def dtype_to_wire(dtype: np.dtype[Any]) -> Any:
@@ -80,6 +96,19 @@ def _shape(data: Any) -> tuple[int, ...]:
     return tuple(data)
 
 
+def array_header(data: dict[str, Any]) -> tuple[np.dtype[Any], tuple[int, ...], Order]:
+    """The dtype, shape and order of an encoded array (inline or streamed)."""
+    try:
+        dtype = dtype_from_wire(data["dtype"])
+        shape = _shape(data["shape"])
+        order = data["order"]
+    except KeyError as exc:
+        raise FOBSError(f"malformed ndarray: missing {exc.args[0]!r}") from None
+    if order not in ("C", "F"):
+        raise FOBSError(f"malformed ndarray: order {order!r}")
+    return dtype, shape, order
+
+
 def _is_string_dtype(dtype: np.dtype[Any]) -> bool:
     return _StringDType is not None and isinstance(dtype, _StringDType)
 
@@ -101,24 +130,8 @@ class NDArrayDecomposer:
             if na is not None:
                 raise FOBSError("numpy StringDType arrays with an na_object cannot be sent")
             return {"strings": obj.reshape(-1).tolist(), "shape": list(obj.shape)}
-        from ember.streaming.layout import flat_in_order, streamable
-
         wire_dtype = dtype_to_wire(obj.dtype)
         order, flat = flat_in_order(obj)
-        tx = ctx.props.get("stream_tx")
-        if (
-            tx is not None
-            and flat.nbytes >= ctx.props["stream_min_bytes"]
-            and streamable(flat.dtype)
-        ):
-            # large: offered for download; the message carries only a reference
-            item = tx.add_tensor(f"t{len(tx.items)}", flat.reshape(-1))
-            return {
-                "dtype": wire_dtype,
-                "shape": list(obj.shape),
-                "order": order,
-                "ref": [tx.owner, tx.ref_id, item],
-            }
         raw = flat.reshape(-1).view(np.uint8) if flat.nbytes else np.empty(0, np.uint8)
         return {
             "dtype": wire_dtype,
@@ -129,29 +142,20 @@ class NDArrayDecomposer:
         }
 
     def recompose(self, data: Any, ctx: Context) -> Any:
-        """An ``ndarray``, or for a streamed one its stand-in (``ember.streaming.lazy``): a
-        ``RelayedRef`` (``relay_tensors``) or a ``LazyTensor`` (``lazy_tensors``)."""
+        """An ``ndarray`` (a streamed one is ``ember.streaming``'s to decode)."""
         if not isinstance(data, dict):
             raise FOBSError("malformed ndarray")
         if "strings" in data:
             return self._strings(data)
-        try:
-            dtype = dtype_from_wire(data["dtype"])
-            shape = _shape(data["shape"])
-            order = data["order"]
-            raw = data["ref"] if "ref" in data else data["data"]
-        except KeyError as exc:
-            raise FOBSError(f"malformed ndarray: missing {exc.args[0]!r}") from None
-        if order not in ("C", "F"):
-            raise FOBSError(f"malformed ndarray: order {order!r}")
+        dtype, shape, order = array_header(data)
         if "ref" in data:
-            if ctx.props.get("relay_tensors"):
-                from ember.streaming.lazy import RelayedRef
-
-                return RelayedRef(
-                    {"dtype": data["dtype"], "shape": list(shape), "order": order, "ref": raw}
-                )
-            return self._referenced(raw, dtype, shape, order, ctx)
+            raise FOBSError(
+                "the message references a streamed array, but it was decoded without a "
+                "download service (decode it through a transport, or send with streaming off)"
+            )
+        if "data" not in data:
+            raise FOBSError("malformed ndarray: missing 'data'")
+        raw = data["data"]
         if not isinstance(raw, memoryview | bytes):
             raise FOBSError("malformed ndarray: data is not a buffer")
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -163,26 +167,6 @@ class NDArrayDecomposer:
         if count == 0 or dtype.itemsize == 0:
             return np.zeros(shape, dtype=dtype, order=order)
         return np.frombuffer(raw, dtype=dtype).reshape(shape, order=order)
-
-    @staticmethod
-    def _referenced(
-        ref: Any, dtype: np.dtype[Any], shape: tuple[int, ...], order: Any, ctx: Context
-    ) -> Any:
-        """An array the sender offered for download: pulled now, or lazily (the server)."""
-        if not (isinstance(ref, list) and len(ref) == 3 and all(isinstance(r, str) for r in ref)):
-            raise FOBSError("malformed ndarray reference")
-        fetcher = ctx.props.get("fetcher")
-        if fetcher is None:
-            raise FOBSError(
-                "the message references a streamed array, but it was decoded without a "
-                "download service (decode it through a transport, or send with streaming off)"
-            )
-        from ember.streaming.lazy import LazyTensor, pull_array
-
-        owner, ref_id, item = ref
-        if ctx.props.get("lazy_tensors"):
-            return LazyTensor(fetcher, owner, ref_id, item, dtype, shape, order)
-        return pull_array(fetcher, owner, ref_id, item, dtype, shape, order)
 
     @staticmethod
     def _strings(data: dict[str, Any]) -> np.ndarray[Any, Any]:
@@ -234,38 +218,3 @@ class NumpyScalarDecomposer:
         if not isinstance(raw, bytes) or len(raw) != dtype.itemsize:
             raise FOBSError(f"malformed numpy scalar of {dtype}")
         return np.frombuffer(raw, dtype=dtype).reshape(())[()]
-
-
-class DeferredTensorDecomposer(NDArrayDecomposer):
-    """A not-yet-fetched array being passed on (cross-site evaluation relays site models):
-    it is fetched, then sent as an array, and decodes as one."""
-
-    match_subclasses = True
-
-    def supported_type(self) -> type:
-        from ember.streaming.lazy import DeferredTensor
-
-        return DeferredTensor
-
-    def decompose(self, obj: Any, ctx: Context) -> Any:
-        from ember.streaming.downloader import TensorFileItem
-        from ember.streaming.lazy import OffloadedTensor
-
-        reference = obj.as_reference()
-        if reference is not None:
-            return reference
-        tx = ctx.props.get("stream_tx")
-        if (
-            isinstance(obj, OffloadedTensor)
-            and tx is not None
-            and obj.nbytes >= ctx.props["stream_min_bytes"]
-        ):
-            # served from its file, chunk by chunk: the sender holds none of it
-            item = tx.add(TensorFileItem(obj.path.stem, obj.path))
-            return {
-                "dtype": dtype_to_wire(obj.dtype),
-                "shape": list(obj.shape),
-                "order": obj.order,
-                "ref": [tx.owner, tx.ref_id, item],
-            }
-        return super().decompose(obj.fetch(keep=True), ctx)

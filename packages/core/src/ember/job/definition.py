@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ember.errors import EmberError
 
@@ -21,6 +21,18 @@ _IGNORED = shutil.ignore_patterns(
 
 JobFile = Path | bytes | Callable[[Path], None]
 """What a job carries at a path: a file or folder to copy, bytes, or a function writing it."""
+
+
+class Deployable(Protocol):
+    """What an env deploys (every ``Recipe``): a named job that writes itself to a folder."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def job(self) -> JobDefinition: ...
+
+    def export(self, job_dir: str | Path) -> Path: ...
 
 
 class JobDefinitionError(EmberError, ValueError):

@@ -109,7 +109,7 @@ class _Collector(cst.CSTVisitor):
             if not _is_nvflare(full):
                 continue
             if alias.asname is not None:
-                local = _dotted(alias.asname.name)  # type: ignore[arg-type]
+                local = _dotted(alias.asname.name)
                 self._bind(_Binding(local, full, "module", node, alias, self._line(node)))
             else:
                 self._bind(_Binding("nvflare", full, "plain", node, alias, self._line(node)))
@@ -128,7 +128,7 @@ class _Collector(cst.CSTVisitor):
             return False
         for alias in node.names:
             name = _dotted(alias.name)
-            local = _dotted(alias.asname.name) if alias.asname else name  # type: ignore[arg-type]
+            local = _dotted(alias.asname.name) if alias.asname else name
             qual = f"{module}.{name}"
             kind: Literal["module", "name"] = "module" if qual in MODULES else "name"
             self._bind(_Binding(local, qual, kind, node, alias, self._line(node)))
@@ -391,7 +391,7 @@ def _alias_text(alias: cst.ImportAlias) -> str:
     name = _dotted(alias.name)
     if alias.asname is None:
         return name
-    return f"{name} as {_dotted(alias.asname.name)}"  # type: ignore[arg-type]
+    return f"{name} as {_dotted(alias.asname.name)}"
 
 
 def _import_stmts(stmt: _Import, bindings: list[_Binding], seen: set[_Need]) -> list[_Stmt]:
@@ -435,8 +435,8 @@ def _import_stmts(stmt: _Import, bindings: list[_Binding], seen: set[_Need]) -> 
             pending += notes.trailing.get(index, [])
     stmts = plain + list(froms.values())
     if kept:
-        module = stmt.module if isinstance(stmt, cst.ImportFrom) else None
-        stmts.append(_Stmt(_dotted(module) if module is not None else None, kept))
+        source = stmt.module if isinstance(stmt, cst.ImportFrom) else None
+        stmts.append(_Stmt(_dotted(source) if source is not None else None, kept))
     pending += notes.closing
     if stmts:
         first_from = next((s for s in stmts if s.module is not None), None)
@@ -516,6 +516,7 @@ class _Rewriter(cst.CSTTransformer):
                 return cst.RemovalSentinel.REMOVE
         lines = [cst.parse_statement(code + "\n") for code in codes]
         first = lines[0]
+        assert isinstance(first, cst.SimpleStatementLine)  # small statements, never compound
         leading = [*original_node.leading_lines, *first.leading_lines]
         trailing = original_node.trailing_whitespace
         if first.trailing_whitespace.comment is not None:  # the generated line has its own
@@ -535,7 +536,7 @@ def migrate_source(source: str) -> MigrationResult:
     collector = _Collector()
     wrapper.visit(collector)
     replace, changes, problems = _plan(collector)
-    by_stmt: dict[cst.CSTNode, list[_Binding]] = {}
+    by_stmt: dict[_Import, list[_Binding]] = {}
     for b in collector.all_bindings:
         by_stmt.setdefault(b.stmt, []).append(b)
     seen: set[_Need] = set()

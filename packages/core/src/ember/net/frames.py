@@ -59,7 +59,6 @@ ABORT = 4  # the rest of this frame will never come (its sender is gone): drop w
 
 PROTOCOL_VERSION = 2  # 2: the hub opens each stream with a CHALLENGE
 MAX_NAME_BYTES = 1024  # each of source, target and topic
-MIN_FRAGMENT_SIZE = 16 * 1024
 
 _FRAGMENT = struct.Struct("<BQ")
 _HEADER = struct.Struct("<BBQHHH")
@@ -262,9 +261,10 @@ def abort_fragment(seq: int) -> bytes:
 
 def error_body(exc: BaseException, origin: str) -> bytes:
     """An ERROR frame's body: the exception's type name and message."""
-    return msgpack.packb(
+    body: bytes = msgpack.packb(  # msgpack has no type hints
         {"type": type(exc).__name__, "message": str(exc), "origin": origin}, use_bin_type=True
     )
+    return body
 
 
 def parse_error(body: bytes | memoryview) -> dict[str, str]:

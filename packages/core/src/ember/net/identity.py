@@ -151,12 +151,15 @@ def check_host(cert: x509.Certificate, host: str) -> None:
 
 def hello_statement(security: str, hub: str, nonce: bytes, name: str) -> bytes:
     """What a node signs: it asks ``hub`` (over ``security``) for ``name``, now."""
-    return msgpack.packb(["ember.net hello", security, hub, bytes(nonce), name])
+    # msgpack has no type hints: to mypy its packb returns Any
+    statement: bytes = msgpack.packb(["ember.net hello", security, hub, bytes(nonce), name])
+    return statement
 
 
 def welcome_statement(security: str, hub: str, nonce: bytes, name: str) -> bytes:
     """What a hub signs (``clear``): it welcomes ``name``, who sent ``nonce``."""
-    return msgpack.packb(["ember.net welcome", security, hub, bytes(nonce), name])
+    statement: bytes = msgpack.packb(["ember.net welcome", security, hub, bytes(nonce), name])
+    return statement
 
 
 def sign(key: Any, data: bytes) -> bytes:

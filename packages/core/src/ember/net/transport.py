@@ -68,7 +68,7 @@ class NetTransport:
         endpoint = _NetEndpoint(self, name, lazy_tensors, relay_tensors)
         self._endpoints[name] = endpoint
 
-        def request(target: str, topic: str, payload: Any, timeout: float) -> Any:
+        def request(target: str, topic: str, payload: Any, timeout: float | None) -> Any:
             return self.request(name, target, topic, payload, timeout)
 
         endpoint.stream = StreamNode(name, request)

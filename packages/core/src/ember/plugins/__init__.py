@@ -7,7 +7,7 @@ A plugin is a module with ``@hookimpl`` functions for the hooks in
 from ember.plugins.entries import (
     CommandEntry,
     DecomposerEntry,
-    EnvEntry,
+    FrameworkEntry,
     ParamsConverterEntry,
     RecipeEntry,
     TensorAdapterEntry,
@@ -22,7 +22,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "CommandEntry",
     "DecomposerEntry",
-    "EnvEntry",
+    "FrameworkEntry",
     "ParamsConverterEntry",
     "PluginConflictError",
     "PluginError",

@@ -44,8 +44,6 @@ class Entry:
     name: str
     target: str
 
-    KIND = "entry"
-
     def load(self) -> Any:
         """Import and return the registered object."""
         return load_target(self.target)
@@ -66,8 +64,6 @@ class RecipeEntry(Entry):
     algorithm: str = ""
     description: str = ""
 
-    KIND = "recipe"
-
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
@@ -85,14 +81,10 @@ class DecomposerEntry(Entry):
     builds one with no arguments.
     """
 
-    KIND = "decomposer"
-
 
 @dataclass(frozen=True)
 class TensorAdapterEntry(Entry):
     """Lets the downloader stream one framework's tensors (``name`` is the framework)."""
-
-    KIND = "tensor_adapter"
 
 
 @dataclass(frozen=True)
@@ -102,19 +94,19 @@ class ParamsConverterEntry(Entry):
     from_format: str = ""
     to_format: str = ""
 
-    KIND = "params_converter"
-
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "from_format": self.from_format, "to_format": self.to_format}
 
 
 @dataclass(frozen=True)
-class EnvEntry(Entry):
-    """An execution environment (``SimEnv``, ``PocEnv``, ``ProdEnv`` or a plugin's own)."""
+class FrameworkEntry(Entry):
+    """A model framework recipes can take (``FedAvgRecipe(framework=name)``).
+
+    ``name`` is the framework (``"pytorch"``); ``target`` resolves to a
+    :class:`ember.recipes.Framework` subclass (built with no arguments) or instance.
+    """
 
     description: str = ""
-
-    KIND = "env"
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "description": self.description}
@@ -126,15 +118,5 @@ class CommandEntry(Entry):
 
     help: str = ""
 
-    KIND = "command"
-
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "help": self.help}
-
-
-@dataclass(frozen=True)
-class Registration:
-    """One entry together with the plugin that registered it."""
-
-    entry: Entry
-    plugin: str

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 from ember.plugins.markers import hookspec
 
 if TYPE_CHECKING:
-    from ember.config.setting import Setting
+    from ember.common.setting import Setting
     from ember.plugins.entries import (
         CommandEntry,
         DecomposerEntry,
-        EnvEntry,
+        FrameworkEntry,
         ParamsConverterEntry,
         RecipeEntry,
         TensorAdapterEntry,
@@ -54,8 +54,9 @@ def ember_params_converters() -> list[ParamsConverterEntry]:
 
 
 @hookspec
-def ember_envs() -> list[EnvEntry]:
-    """Execution environments a recipe can run in."""
+def ember_frameworks() -> list[FrameworkEntry]:
+    """Model frameworks for recipes (``FedAvgRecipe(framework=...)``): what scripts receive
+    and how the server loads and saves the model."""
     raise NotImplementedError
 
 

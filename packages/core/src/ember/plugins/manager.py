@@ -6,6 +6,7 @@ import importlib
 import importlib.metadata as metadata
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -172,6 +173,14 @@ def _dist_version(dist: str) -> str | None:
 
 _lock = threading.Lock()
 _manager: EmberPluginManager | None = None
+_on_reset: list[Callable[[], None]] = []
+
+
+def on_reset(callback: Callable[[], None]) -> None:
+    """Call ``callback`` after every :func:`reset_plugin_manager`: a layer above that keeps
+    something built from the plugins (the config registry) forgets it there."""
+    if callback not in _on_reset:
+        _on_reset.append(callback)
 
 
 def get_plugin_manager() -> EmberPluginManager:
@@ -190,8 +199,8 @@ def reset_plugin_manager() -> None:
     global _manager
     with _lock:
         _manager = None
-    from ember.config import reset_process_config
     from ember.plugins import registry
 
     registry.reset_registry()
-    reset_process_config()
+    for callback in list(_on_reset):
+        callback()

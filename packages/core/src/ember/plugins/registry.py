@@ -5,14 +5,14 @@ from __future__ import annotations
 import difflib
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ember.config.setting import Setting
+from ember.common.setting import Setting
 from ember.plugins.catalog import provider_for
 from ember.plugins.entries import (
     CommandEntry,
     DecomposerEntry,
-    EnvEntry,
+    FrameworkEntry,
     ParamsConverterEntry,
     RecipeEntry,
     TensorAdapterEntry,
@@ -21,13 +21,20 @@ from ember.plugins.errors import PluginConflictError, PluginError, UnknownNameEr
 from ember.plugins.manager import EmberPluginManager, get_plugin_manager
 
 
+class Named(Protocol):
+    """What every registered item has: a name, unique within its kind."""
+
+    @property
+    def name(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of registration: the hook that returns it and the type of its items."""
 
     name: str
     hook: str
-    item_type: type
+    item_type: type[Named]
     label: str
 
 
@@ -40,7 +47,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             "params_converter", "ember_params_converters", ParamsConverterEntry, "params converters"
         ),
-        Kind("env", "ember_envs", EnvEntry, "envs"),
+        Kind("framework", "ember_frameworks", FrameworkEntry, "frameworks"),
         Kind("command", "ember_cli_commands", CommandEntry, "CLI commands"),
         Kind("setting", "ember_config_settings", Setting, "config settings"),
     )

@@ -21,12 +21,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ember.system.kit import KitError
+from ember.errors import EmberError
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 ROOT_CA = "rootCA.pem"
 MANIFEST_FORMAT = 1
+
+
+class KitError(EmberError, ValueError):
+    """A startup kit is missing or malformed."""
 
 
 class KitTamperedError(KitError):

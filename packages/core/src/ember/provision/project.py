@@ -133,7 +133,8 @@ class Project:
 
     def dump(self) -> str:
         """The project as YAML text."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        text: str = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        return text  # (PyYAML has no type hints here)
 
 
 class _Checker:
@@ -313,12 +314,12 @@ def parse_project(data: Any, source: str | Path | None = None) -> Project:
     named = [("server.name", server.name if server else None)]
     named += [
         (f"clients[{i}].name", x.get("name"))
-        for i, x in enumerate(raw_clients)
+        for i, x in enumerate(raw_clients if isinstance(raw_clients, list) else [])
         if isinstance(x, Mapping)
     ]
     named += [
         (f"admins[{i}].name", x.get("name"))
-        for i, x in enumerate(raw_admins)
+        for i, x in enumerate(raw_admins if isinstance(raw_admins, list) else [])
         if isinstance(x, Mapping)
     ]
     for key, value in named:

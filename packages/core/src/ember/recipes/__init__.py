@@ -1,15 +1,65 @@
-"""Recipes: jobs described in Python. Framework packages add theirs (``ember recipe list``)."""
+"""Recipes: jobs described in Python, and the building blocks of a recipe plugin.
 
-from ember.recipes.base import Recipe
-from ember.recipes.fedavg import FedAvgRecipe, NumpyFedAvgRecipe
+Users build a recipe and run it (``FedAvgRecipe(framework=...)``, ``NumpyFedAvgRecipe``,
+``add_cross_site_evaluation``, ``add_experiment_tracking``); framework packages add theirs
+(``ember recipe list``). A plugin's recipe subclasses :class:`FedAvgRecipe` (the unified
+base: one set of parameters, inherited through ``**kwargs``) or :class:`Recipe` (any
+workflow: check the arguments with the ``check_*`` functions, make the client app with
+:func:`client_app`, the model with :func:`get_framework`, and end with
+:meth:`Recipe.assemble`). The server-side contract is :mod:`ember.controllers`.
+"""
+
+from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
+from ember.recipes.base import Recipe, recipe_parameters
+from ember.recipes.client_apps import client_app
+from ember.recipes.fedavg import FEDAVG_CONTROLLER, FedAvgRecipe, NumpyFedAvgRecipe
+from ember.recipes.framework import (
+    Framework,
+    ModelSetup,
+    NumpyFramework,
+    bundle_checkpoint,
+    get_framework,
+    model_factory,
+)
 from ember.recipes.helpers import add_cross_site_evaluation, add_experiment_tracking
-from ember.recipes.validation import RecipeArgumentError
+from ember.recipes.validation import (
+    RecipeArgumentError,
+    check_choice,
+    check_int,
+    check_job_name,
+    check_optional_int,
+    check_params_format,
+    check_regex,
+    check_str,
+    check_weights,
+)
 
 __all__ = [
+    "APP_DIR",
+    "FEDAVG_CONTROLLER",
+    "ClientApp",
     "FedAvgRecipe",
+    "Framework",
+    "JobDefinition",
+    "JobFile",
+    "ModelSetup",
     "NumpyFedAvgRecipe",
+    "NumpyFramework",
     "Recipe",
     "RecipeArgumentError",
     "add_cross_site_evaluation",
     "add_experiment_tracking",
+    "bundle_checkpoint",
+    "check_choice",
+    "check_int",
+    "check_job_name",
+    "check_optional_int",
+    "check_params_format",
+    "check_regex",
+    "check_str",
+    "check_weights",
+    "client_app",
+    "get_framework",
+    "model_factory",
+    "recipe_parameters",
 ]

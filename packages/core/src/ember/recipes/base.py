@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ember.job.definition import JobDefinition, JobFile, write_job
+from ember.job.definition import ClientApp, JobDefinition, JobFile, write_job
+from ember.recipes.validation import RecipeArgumentError
 
 if TYPE_CHECKING:
     from ember.envs.base import Env
@@ -17,15 +21,63 @@ DEFAULT_EXPORT_DIR = "/tmp/ember/jobs"
 
 
 class Recipe:
-    """A job (``self.job``) plus the files it carries (``self.files``: job path -> source)."""
+    """A job (``self.job``) plus the files it carries (``self.files``: job path -> source).
+
+    A recipe built on another takes the base recipe's parameters through ``**kwargs``; its
+    signature (``help()``, ``inspect.signature``, ``ember recipe show``) is its own
+    parameters followed by the base's, less those listed in :attr:`replaces`. Example::
+
+        class MedianRecipe(FedAvgRecipe):
+            controller = "my_package.median:MedianController"
+
+            def __init__(self, *, name: str = "median", trim: int = 0, **kwargs: Any) -> None:
+                self.trim = check_int("trim", trim, 0)
+                super().__init__(name=name, **kwargs)
+
+            def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
+                return {**args, "trim": self.trim}
+    """
+
+    #: the framework named in the job's meta; :class:`FedAvgRecipe` takes it as an argument
+    framework: ClassVar[str | None] = None
+    #: parameters of the base recipe this one sets itself: not in its signature, refused
+    replaces: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, job: JobDefinition, files: dict[str, JobFile]) -> None:
         self.job = job
         self.files = dict(files)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__ and cls.replaces:
+            cls.__init__ = _refusing(cls.__init__, cls.replaces, cls.__name__)  # type: ignore[method-assign]
+        cls.__signature__ = inspect.Signature(recipe_parameters(cls))  # type: ignore[attr-defined]
+
     @property
     def name(self) -> str:
         return self.job.name
+
+    def assemble(
+        self,
+        *,
+        name: str,
+        min_clients: int,
+        workflows: list[dict[str, Any]],
+        client: ClientApp,
+        files: dict[str, JobFile],
+        framework: str | None = None,
+    ) -> None:
+        """Make this recipe's job: the server ``workflows`` in order (each ``{"target":
+        "module:Class", "args": {...}}``), ``client`` at every site (from
+        :func:`client_app`), ``files`` to bundle. Every recipe ends its ``__init__`` here."""
+        job = JobDefinition(
+            name=name,
+            min_clients=min_clients,
+            workflows=workflows,
+            client=client,
+            meta={"recipe": type(self).__name__, "framework": framework or self.framework},
+        )
+        Recipe.__init__(self, job, files)
 
     def set_config(self, name: str, value: Any) -> None:
         """Override a setting of the config registry for this job only (a timeout, a limit)."""
@@ -52,3 +104,45 @@ class Recipe:
             print(f"exported job {self.name!r} to {job_dir}")
             return ExportedRun(job_dir)
         return env.deploy(self)
+
+
+def recipe_parameters(cls: type) -> list[inspect.Parameter]:
+    """The keyword parameters ``cls(...)`` takes: its ``__init__``'s own, then, when that
+    passes ``**kwargs`` on, its base recipe's (recursively) that it does not declare or
+    list in ``replaces``. A ``framework`` parameter defaults to the class's framework."""
+    init = cls.__dict__.get("__init__")
+    if init is None:  # inherits its base's constructor
+        base = next((b for b in cls.__mro__[1:] if "__init__" in b.__dict__), object)
+        params = recipe_parameters(base) if issubclass(base, Recipe) else []
+    else:
+        own = list(inspect.signature(inspect.unwrap(init)).parameters.values())[1:]  # no self
+        params = [p for p in own if p.kind is not p.VAR_KEYWORD]
+        if any(p.kind is p.VAR_KEYWORD for p in own):
+            base = next(b for b in cls.__mro__[1:] if "__init__" in b.__dict__)
+            names = {p.name for p in params} | set(getattr(cls, "replaces", ()))
+            if issubclass(base, Recipe) and base is not Recipe:
+                params += [p for p in recipe_parameters(base) if p.name not in names]
+    fixed = getattr(cls, "framework", None)
+    return [
+        p.replace(default=fixed) if p.name == "framework" and fixed is not None else p
+        for p in params
+    ]
+
+
+def _refusing(
+    init: Callable[..., None], replaced: tuple[str, ...], owner: str
+) -> Callable[..., None]:
+    """``init`` refusing, by name, the base-recipe parameters the recipe sets itself."""
+
+    @functools.wraps(init)
+    def checked(self: Recipe, *args: Any, **kwargs: Any) -> None:
+        given = sorted(set(kwargs) & set(replaced))
+        if given:
+            raise RecipeArgumentError(
+                f"{owner} sets {', '.join(given)} itself; drop "
+                + ", ".join(f"{g}=" for g in given)
+                + f" (see help({owner}) for what it takes)"
+            )
+        init(self, *args, **kwargs)
+
+    return checked

@@ -1,18 +1,15 @@
-"""``FedAvgRecipe`` (framework-neutral base) and ``NumpyFedAvgRecipe``."""
+"""``FedAvgRecipe``: the unified base recipe, for every framework; ``NumpyFedAvgRecipe``."""
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ember.client.formats import NUMPY
 from ember.common.model import TransferType
-from ember.job.definition import APP_DIR, JobDefinition, JobFile
+from ember.job.definition import JobFile
 from ember.recipes.base import Recipe
-from ember.recipes.client_app import client_app
+from ember.recipes.client_apps import client_app
+from ember.recipes.framework import ModelSetup, get_framework
 from ember.recipes.validation import (
     RecipeArgumentError,
     check_choice,
@@ -24,7 +21,6 @@ from ember.recipes.validation import (
     check_str,
     check_weights,
 )
-from ember.runtime.persistors import as_numpy_params, save_npz
 from ember.runtime.stop_condition import StopCondition
 
 FEDAVG_CONTROLLER = "ember.runtime.controllers.fedavg:FedAvgController"
@@ -35,14 +31,17 @@ class FedAvgRecipe(Recipe):
     averages their results (weighted by ``NUM_STEPS_CURRENT_ROUND`` and
     ``aggregation_weights``) as they arrive.
 
-    Framework packages subclass it and implement :meth:`model_persistor`; they may run
-    another server workflow (:attr:`controller`, :meth:`controller_args`).
+    ``framework`` names the model's framework (``"numpy"``; ``"pytorch"`` with ember-pt;
+    any registered through the ``ember_frameworks`` hook): it decides what ``model`` and
+    ``initial_ckpt`` may be, what scripts receive, and how the server saves global models.
+    Framework packages subclass it with their framework fixed (``ember_pt.recipes``); a
+    recipe built on FedAvg takes its parameters through ``**kwargs`` (see :class:`Recipe`)
+    and may run another server workflow (:attr:`controller`, :meth:`controller_args`) or
+    set up its model itself (:meth:`model_setup`).
     """
 
-    framework = "neutral"
+    #: the server workflow (a ``module:Class`` target built with :meth:`controller_args`)
     controller: str = FEDAVG_CONTROLLER
-    #: what training scripts receive as ``FLModel.params`` (a registered params format)
-    params_format: str = NUMPY
 
     def __init__(
         self,
@@ -66,8 +65,10 @@ class FedAvgRecipe(Recipe):
         server_memory_gc_rounds: int = 0,
         client_memory_gc_rounds: int = 0,
         server_expected_format: str = NUMPY,
+        framework: str | None = None,
     ) -> None:
         name = check_job_name(name)
+        framework = self._framework(framework)
         min_clients = check_int("min_clients", min_clients, 1)
         num_rounds = check_int("num_rounds", num_rounds, 1)
         app, files = client_app(
@@ -78,7 +79,6 @@ class FedAvgRecipe(Recipe):
             params_transfer_type,
             client_memory_gc_rounds,
         )
-        app.params_format = self.params_format
         server_format = check_params_format("server_expected_format", server_expected_format)
         weights = check_weights(aggregation_weights)
         check_str("key_metric", key_metric, allow_none=True)
@@ -98,11 +98,12 @@ class FedAvgRecipe(Recipe):
         if model is None and initial_ckpt is None:
             raise RecipeArgumentError("give the initial model: model=... or initial_ckpt=...")
 
-        persistor = self.model_persistor(model, initial_ckpt, files)
+        setup = self.model_setup(framework, model, initial_ckpt, files)
+        app.params_format = setup.params_format
         args: dict[str, Any] = {
             "num_rounds": num_rounds,
             "min_clients": min_clients,
-            "persistor": persistor,
+            "persistor": setup.persistor,
             "params_transfer_type": app.params_transfer_type,
             "aggregation_weights": weights,
             "key_metric": key_metric,
@@ -114,90 +115,46 @@ class FedAvgRecipe(Recipe):
         }
         if server_format != NUMPY:
             args["server_expected_format"] = server_format
-        job = JobDefinition(
+        if setup.task_meta:
+            args["task_meta"] = dict(setup.task_meta)
+        self.assemble(
             name=name,
             min_clients=min_clients,
             workflows=[{"target": self.controller, "args": self.controller_args(args)}],
             client=app,
-            meta={"recipe": type(self).__name__, "framework": self.framework},
+            files=files,
+            framework=framework,
         )
-        super().__init__(job, files)
+
+    def _framework(self, framework: Any) -> str:
+        """``framework`` checked against the class's own (a subclass may fix one)."""
+        fixed = type(self).framework
+        if framework is None:
+            return fixed or NUMPY
+        name = check_str("framework", framework)
+        if fixed is not None and name != fixed:
+            raise RecipeArgumentError(
+                f"{type(self).__name__} is for framework {fixed!r}, got framework={name!r}; "
+                f"use ember.recipes.FedAvgRecipe(framework={name!r}) instead"
+            )
+        return name or NUMPY
 
     def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """The arguments of :attr:`controller`, given FedAvg's; subclasses add their own."""
         return args
 
-    def model_persistor(
-        self, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
-    ) -> dict[str, Any]:
-        """The persistor spec (``target`` and ``args``) for ``model``/``initial_ckpt``;
-        may add files to bundle into the job."""
-        raise NotImplementedError(f"{type(self).__name__} must implement model_persistor")
-
-
-def model_factory(model: dict[str, Any]) -> dict[str, Any] | None:
-    """``{"path": "pkg.Class", "args": {...}}`` (``class_path`` accepted too), or None."""
-    if not isinstance(model, dict) or not ({"path", "class_path"} & set(model)):
-        return None
-    path = model.get("path", model.get("class_path"))
-    extra = set(model) - {"path", "class_path", "args"}
-    if not isinstance(path, str) or "." not in path or extra:
-        raise RecipeArgumentError(
-            "model given by path must be {'path': 'package.module.Class', 'args': {...}}"
-            + (f"; unexpected keys {sorted(extra)}" if extra else "")
-        )
-    args = model.get("args", {})
-    if not isinstance(args, dict):
-        raise RecipeArgumentError("model['args'] must be a dict of constructor arguments")
-    return {"path": path, "args": args}
-
-
-def bundle_checkpoint(
-    initial_ckpt: str, suffixes: tuple[str, ...], files: dict[str, JobFile]
-) -> str:
-    """Absolute: left to the server at run time. Relative: checked now and bundled."""
-    if not isinstance(initial_ckpt, str) or Path(initial_ckpt).suffix not in suffixes:
-        raise RecipeArgumentError(
-            f"initial_ckpt must be a path ending in {' or '.join(suffixes)}, got {initial_ckpt!r}"
-        )
-    path = Path(initial_ckpt)
-    if path.is_absolute():
-        return initial_ckpt
-    if not path.is_file():
-        raise RecipeArgumentError(
-            f"initial_ckpt {initial_ckpt!r} does not exist (a relative "
-            "path is bundled into the job, so it must exist now)"
-        )
-    dest = f"{APP_DIR}/ckpt/{path.name}"
-    files[dest] = path.resolve()
-    return dest
+    def model_setup(
+        self, framework: str, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
+    ) -> ModelSetup:
+        """The persistor and task meta for ``model``/``initial_ckpt`` (may add files to
+        bundle into the job): the registered framework's. Override for a model the
+        framework alone cannot describe."""
+        return get_framework(framework).setup(model, initial_ckpt, files)
 
 
 class NumpyFedAvgRecipe(FedAvgRecipe):
     """FedAvg for numpy models: ``model`` is an array, a nested list, a dict of arrays, or
-    ``{"path": "pkg.factory", "args": {...}}`` returning one; ``initial_ckpt`` is .npy/.npz."""
+    ``{"path": "pkg.factory", "args": {...}}`` returning one; ``initial_ckpt`` is .npy/.npz.
+    The same as ``FedAvgRecipe(framework="numpy")``."""
 
-    framework = "numpy"
-
-    def model_persistor(
-        self, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
-    ) -> dict[str, Any]:
-        args: dict[str, Any] = {}
-        if initial_ckpt is not None:
-            args["initial_ckpt"] = bundle_checkpoint(initial_ckpt, (".npy", ".npz"), files)
-        elif (factory := model_factory(model)) is not None:
-            args["factory"] = factory
-        else:
-            if not isinstance(model, np.ndarray | list | tuple | dict):
-                raise RecipeArgumentError(
-                    "model must be a numpy array, a nested list, a dict of arrays or "
-                    f"{{'path': ..., 'args': ...}}, got {type(model).__name__}"
-                )
-            try:
-                params = as_numpy_params(model, "model")
-            except Exception as exc:
-                raise RecipeArgumentError(f"model cannot become numpy arrays: {exc}") from None
-            # written when the job is exported: the recipe holds the arrays, not a copy
-            files[f"{APP_DIR}/initial_model.npz"] = functools.partial(save_npz, params)
-            args["initial_file"] = f"{APP_DIR}/initial_model.npz"
-        return {"target": "ember.runtime.persistors:NumpyPersistor", "args": args}
+    framework = NUMPY

@@ -6,11 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ember.errors import EmberError
-
-
-class RecipeArgumentError(EmberError, ValueError):
-    """A recipe argument is wrong; the message names it and the values it accepts."""
+from ember.errors import RecipeArgumentError
 
 
 def check_int(name: str, value: Any, minimum: int) -> int:

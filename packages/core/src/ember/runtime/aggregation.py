@@ -126,7 +126,7 @@ def _scale(value: Any, weight: float, site: str, key: str) -> Any:
                 f"{site}: params[{key!r}] has dtype {value.dtype}, which cannot be averaged"
             )
         return value * value.dtype.type(weight)
-    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+    if isinstance(value, numbers.Complex) and not isinstance(value, bool):
         return value * weight
     raise JobError(
         f"{site}: params[{key!r}] is a {type(value).__name__}; FedAvg averages numpy arrays "

@@ -38,7 +38,7 @@ class OpenPerRecordHandler(logging.FileHandler):
         with self.lock:  # type: ignore[union-attr]
             if self.stream is not None:
                 self.stream.close()
-                self.stream = None  # type: ignore[assignment]
+                self.stream = None
 
 
 class NodeLogs:
@@ -60,9 +60,9 @@ class NodeLogs:
         text.setFormatter(logging.Formatter(TEXT_FORMAT))
         jsonl = handler(folder / "log.jsonl")
         jsonl.setFormatter(JsonLinesFormatter())
-        for handler in (text, jsonl):
-            self.logger.addHandler(handler)
-            self.handlers.append(handler)
+        for each in (text, jsonl):
+            self.logger.addHandler(each)
+            self.handlers.append(each)
 
     def close(self) -> None:
         for handler in self.handlers:

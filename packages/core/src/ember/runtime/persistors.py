@@ -132,7 +132,7 @@ def save_npz(params: dict[str, Any], path: Path) -> None:
     """Write params as an ``.npz`` file (what ``np.savez`` writes), atomically (a temp file,
     then a rename). Each array is written straight from its memory, where ``np.savez``
     copies it through 16 MiB buffers first: about twice as fast for a large model."""
-    from ember.streaming.layout import flat_in_order
+    from ember.fobs.numpy_decomposers import flat_in_order
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -154,5 +154,6 @@ def save_npz(params: dict[str, Any], path: Path) -> None:
                 except ValueError:  # a header too large for format 1.0
                     npy_format.write_array_header_2_0(entry, header)
                 if flat.size:
-                    entry.write(memoryview(flat.reshape(-1).view(np.uint8)))
+                    # numpy's stubs give ndarray __buffer__ (the buffer protocol) on 3.12+ only
+                    entry.write(memoryview(flat.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
     os.replace(tmp, path)

@@ -44,7 +44,7 @@ class ThreadArgv(list[str]):
     def __eq__(self, other: object) -> bool:
         return self._current() == other
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
 
 def thread_argv() -> ThreadArgv:

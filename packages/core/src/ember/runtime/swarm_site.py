@@ -26,8 +26,8 @@ from ember.client.link import ServerLink
 from ember.common.messages import MetricRecord, ResultStatus, Task, TaskName, TaskResult
 from ember.common.model import FLModel, MetaKey, ParamsType
 from ember.config import get_setting
-from ember.plugins.entries import load_target
 from ember.runtime.aggregation import WeightedAverage, apply_update
+from ember.runtime.controller import build_persistor
 from ember.runtime.controllers.swarm import SWARM_AGGREGATE, SWARM_META
 from ember.runtime.errors import JobError
 from ember.runtime.peers import PeerLink
@@ -57,7 +57,7 @@ class SwarmSiteLink:
         self.site = site
         self.models_dir = Path(site_dir) / "models"
         self.job_dir = Path(job_dir)
-        self.persistor = load_target(persistor["target"])(**persistor.get("args", {}))
+        self.persistor = build_persistor(persistor)
         self.exclude_vars = exclude_vars
         self.fetcher = fetcher
         self.params_format = params_format

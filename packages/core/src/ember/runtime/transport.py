@@ -82,7 +82,7 @@ class InProcessTransport:
                 raise TransportError(f"an endpoint named {name!r} is already attached")
             endpoint = self._endpoints[name] = Endpoint(name, lazy_tensors, relay_tensors)
 
-        def request(target: str, topic: str, payload: Any, timeout: float) -> Any:
+        def request(target: str, topic: str, payload: Any, timeout: float | None) -> Any:
             return self.request(name, target, topic, payload, timeout)
 
         endpoint.stream = StreamNode(name, request)

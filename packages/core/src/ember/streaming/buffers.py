@@ -32,11 +32,14 @@ import queue
 import threading
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ember.config import get_setting
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class BufferPool:
             self._tidy(_limit())
             return self._idle_bytes
 
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray[Any, Any]:
+    def empty(self, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray[Any, Any]:
         """A writable C-ordered array whose contents are undefined, like ``np.empty``."""
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -104,7 +107,8 @@ class BufferPool:
                 self._taken_bytes += nbytes
         if region is None:
             region = np.empty(nbytes, dtype=np.uint8)
-        owner = np.frombuffer(memoryview(region), dtype=np.uint8)
+        # numpy's stubs give ndarray the buffer protocol (__buffer__) only on Python 3.12+
+        owner = np.frombuffer(memoryview(region), dtype=np.uint8)  # type: ignore[arg-type]
         weakref.finalize(owner, self._returned.append, region).atexit = False
         self._owners[id(owner)] = owner
         return owner.view(dtype).reshape(shape)
@@ -189,7 +193,7 @@ class BufferPool:
                         if self._idle_bytes + nbytes > limit:
                             return
                     region = np.empty(nbytes, dtype=np.uint8)
-                    view = memoryview(region)
+                    view = memoryview(region)  # type: ignore[arg-type]  # as in empty()
                     for at in range(0, nbytes, _TOUCH):
                         if self._stop_warming.is_set():
                             return  # a receive began: it takes what is warm by now
@@ -226,7 +230,7 @@ class BufferPool:
 POOL = BufferPool()
 
 
-def empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray[Any, Any]:
+def empty(shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray[Any, Any]:
     """A fresh or recycled writable array for a received tensor (see the module doc)."""
     return POOL.empty(shape, dtype)
 

@@ -71,7 +71,8 @@ class TensorItem(_Item):
         self.array = array
         self.code = code
         self.header = tensor_header(name, array, code)
-        self.data = memoryview(array.reshape(-1).view(np.uint8)) if array.nbytes else b""
+        # numpy's stubs give ndarray the buffer protocol (__buffer__) only on Python 3.12+
+        self.data = memoryview(array.reshape(-1).view(np.uint8)) if array.nbytes else b""  # type: ignore[arg-type]
 
     @property
     def size(self) -> int:

@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -22,8 +22,11 @@ from ember.streaming.downloader import Downloader
 from ember.streaming.errors import LinkBroken, StreamingError
 from ember.streaming.layout import MAX_HEADER_BYTES, parse_header
 
-Request = Callable[[str, str, Any, float], Any]
-"""``request(target, topic, payload, timeout) -> reply`` on the node's transport."""
+Request = Callable[[str, str, Any, float | None], Any]
+"""``request(target, topic, payload, timeout) -> reply`` on the node's transport (``timeout``
+None: wait until the reply comes or the connection is lost)."""
+Sink = Callable[[int, bytes | memoryview], None]
+"""``sink(offset, data)``: where the bytes of an item go as they arrive."""
 Progress = Callable[[str, int, int], None]
 """``progress(item name, bytes received, item size)``."""
 
@@ -54,12 +57,17 @@ class LinkConnection(Protocol):
         ``sink``; returns the item's size."""
 
 
-class Links(Protocol):
-    """Direct data links to owners, beside the request path (None: none to ``owner``)."""
+_Conn = TypeVar("_Conn", bound=LinkConnection)
+_T = TypeVar("_T")
 
-    def acquire(self, owner: str) -> LinkConnection | None: ...
 
-    def release(self, conn: LinkConnection, ok: bool) -> None: ...
+class Links(Protocol[_Conn]):
+    """Direct data links to owners, beside the request path (None: none to ``owner``);
+    ``release`` takes back the connections of this ``acquire``."""
+
+    def acquire(self, owner: str) -> _Conn | None: ...
+
+    def release(self, conn: _Conn, ok: bool) -> None: ...
 
 
 class Fetcher:
@@ -74,7 +82,7 @@ class Fetcher:
     request path from where the link stopped.
     """
 
-    links: Links | None = None
+    links: Links[Any] | None = None
 
     def __init__(
         self,
@@ -113,8 +121,9 @@ class Fetcher:
         )
 
     def _linked_call(self, owner: str, topic: str, payload: dict[str, Any]) -> Any:
-        conn = self.links.acquire(owner) if self.links is not None else None
-        if conn is None:
+        links = self.links
+        conn: LinkConnection | None = links.acquire(owner) if links is not None else None
+        if links is None or conn is None:
             return _NO_LINK
         ok = False
         try:
@@ -125,20 +134,21 @@ class Fetcher:
             log.info("%s: data link to %s failed (%s); using the hub", self.node, owner, exc)
             return _NO_LINK
         finally:
-            self.links.release(conn, ok)  # type: ignore[union-attr]
+            links.release(conn, ok)
 
     def _linked_read(
         self,
         owner: str,
         ref_id: str,
         item: str,
-        sink: Callable[[int, bytes], None],
+        sink: Sink,
         name: str,
         progress: Progress | None,
     ) -> tuple[int, int | None]:
         """Stream an item over a data link: ``(bytes delivered, item size or None)``."""
-        conn = self.links.acquire(owner) if self.links is not None else None
-        if conn is None:
+        links = self.links
+        conn: LinkConnection | None = links.acquire(owner) if links is not None else None
+        if links is None or conn is None:
             return 0, None
         report = None
         if progress is not None:
@@ -148,7 +158,7 @@ class Fetcher:
 
         ok = False
         try:
-            size = conn.read(ref_id, item, 0, sink, report)  # type: ignore[arg-type]
+            size = conn.read(ref_id, item, 0, sink, report)
             ok = True
             return size, size
         except StreamingError:
@@ -165,7 +175,7 @@ class Fetcher:
             )
             return exc.offset, exc.size
         finally:
-            self.links.release(conn, ok)  # type: ignore[union-attr]
+            links.release(conn, ok)
 
     def _retry(
         self,
@@ -173,8 +183,8 @@ class Fetcher:
         topic: str,
         payload: dict[str, Any],
         timeout: float | None,
-        check: Callable[[Any], Any],
-    ) -> Any:
+        check: Callable[[Any], _T | None],
+    ) -> _T:
         timeout = self.per_request_timeout if timeout is None else timeout
         problems: list[str] = []
         for _ in range(self.max_retries + 1):
@@ -196,8 +206,8 @@ class Fetcher:
 
     def _chunk(
         self, owner: str, ref_id: str, item: str, offset: int, length: int, timeout: float | None
-    ) -> tuple[bytes, int]:
-        def check(reply: Any) -> tuple[bytes, int] | None:
+    ) -> tuple[bytes | memoryview, int]:
+        def check(reply: Any) -> tuple[bytes | memoryview, int] | None:
             if not isinstance(reply, dict):
                 return None
             data, crc, size = reply.get("data"), reply.get("crc"), reply.get("size")
@@ -212,14 +222,14 @@ class Fetcher:
             return data, size
 
         payload = {"ref": ref_id, "item": item, "offset": offset, "length": length}
-        return self._retry(owner, CHUNK, payload, timeout, check)  # type: ignore[no-any-return]
+        return self._retry(owner, CHUNK, payload, timeout, check)
 
     def read_item(
         self,
         owner: str,
         ref_id: str,
         item: str,
-        sink: Callable[[int, bytes], None],
+        sink: Sink,
         name: str = "",
         progress: Progress | None = None,
         timeout: float | None = None,
@@ -302,8 +312,9 @@ class Fetcher:
             and length > 0
         ):
             return _NO_LINK  # the owner answers what is malformed
-        conn = self.links.acquire(owner) if self.links is not None else None
-        if conn is None:
+        links = self.links
+        conn: LinkConnection | None = links.acquire(owner) if links is not None else None
+        if links is None or conn is None:
             return _NO_LINK
         sink = _ChunkSink(offset, length)
         ok = False
@@ -317,7 +328,7 @@ class Fetcher:
             log.info("%s: data link to %s failed (%s); using the hub", self.node, owner, exc)
             return _NO_LINK
         finally:
-            self.links.release(conn, ok)  # type: ignore[union-attr]
+            links.release(conn, ok)
         data = sink.data(size)
         return {"data": data, "crc": zlib.crc32(data), "size": size}
 
@@ -328,7 +339,7 @@ class Fetcher:
         item: str,
         offset: int,
         size: int,
-        sink: Callable[[int, bytes], None],
+        sink: Sink,
         timeout: float | None,
         name: str,
         progress: Progress | None,
@@ -343,7 +354,9 @@ class Fetcher:
                         max_workers=4 * self.in_flight, thread_name_prefix=f"ember-pull-{self.node}"
                     )
         pool = self._pool
-        pending: collections.deque[tuple[int, int, Future[tuple[bytes, int]]]] = collections.deque()
+        pending: collections.deque[tuple[int, int, Future[tuple[bytes | memoryview, int]]]] = (
+            collections.deque()
+        )
         next_offset = offset
         try:
             while offset < size:
@@ -401,6 +414,7 @@ class Fetcher:
         aggregator that only reads it needs). Otherwise it is pulled in checked chunks. So
         with ``copy=False`` a writable result is the caller's own.
         """
+        array: np.ndarray[Any, Any] | None
         owner_downloader = self.local(owner) if self.local is not None else None
         if owner_downloader is not None and owner_downloader.has(ref_id):
             name, array, _ = owner_downloader.take(ref_id, item, self.node, copy)
@@ -450,7 +464,7 @@ class Fetcher:
         tmp = dest.with_name(dest.name + ".part")
         with open(tmp, "wb") as f:
 
-            def sink(offset: int, data: bytes) -> None:
+            def sink(offset: int, data: bytes | memoryview) -> None:
                 f.seek(offset)
                 f.write(data)
 
@@ -478,7 +492,7 @@ class Fetcher:
         (entry,) = self.manifest(owner, ref_id, timeout)
         buf = bytearray(entry["size"])
 
-        def sink(offset: int, data: bytes) -> None:
+        def sink(offset: int, data: bytes | memoryview) -> None:
             buf[offset : offset + len(data)] = data
 
         self.read_item(owner, ref_id, entry["item"], sink, timeout=timeout)
@@ -501,7 +515,7 @@ class _TensorSink:
         self.view = memoryview(b"")
         self.start = 0
 
-    def __call__(self, offset: int, data: bytes) -> None:
+    def __call__(self, offset: int, data: bytes | memoryview) -> None:
         if self.array is None:
             self.head += data
             head = self.head
@@ -514,7 +528,8 @@ class _TensorSink:
                 return
             self.name, dtype, shape, _ = parse_header(bytes(head[8 : 8 + hlen]))
             self.array = buffers.empty(shape, dtype)
-            self.view = memoryview(self.array.reshape(-1).view(np.uint8))
+            # numpy's stubs give ndarray the buffer protocol (__buffer__) only on Python 3.12+
+            self.view = memoryview(self.array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
             self.start = 8 + hlen
             data, offset = bytes(head[8 + hlen :]), 8 + hlen
             self.head = bytearray()

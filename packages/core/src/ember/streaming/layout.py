@@ -19,6 +19,8 @@ import numpy as np
 
 from ember.streaming.errors import StreamingError
 
+"""The order an array's flat memory is in: C (row-major) or Fortran (column-major)."""
+
 # safetensors dtype codes for the numpy dtypes it supports
 _CODES: dict[str, str] = {
     "float64": "F64",
@@ -88,16 +90,6 @@ def parse_header(data: bytes) -> tuple[str, np.dtype[Any], tuple[int, ...], int]
     return name, dtype, shape, end
 
 
-def flat_in_order(array: np.ndarray[Any, Any]) -> tuple[str, np.ndarray[Any, Any]]:
-    """``(order, data)``: a C-contiguous array whose flat memory is ``array`` flattened in
-    ``order`` ("C" or "F"); no copy unless ``array`` is neither C- nor F-contiguous."""
-    if array.flags.c_contiguous:
-        return "C", array
-    if array.flags.f_contiguous:
-        return "F", array.T
-    return "C", np.ascontiguousarray(array)
-
-
 def write_tensor_file(path: Path, name: str, flat: np.ndarray[Any, Any]) -> None:
     """``flat`` (C-contiguous) as a one-tensor ``.safetensors`` file, written straight from
     its memory (no serialized copy); atomically, a partial file never appears."""
@@ -105,7 +97,8 @@ def write_tensor_file(path: Path, name: str, flat: np.ndarray[Any, Any]) -> None
     with open(tmp, "wb") as f:
         f.write(tensor_header(name, flat))
         if flat.nbytes:
-            f.write(memoryview(flat.reshape(-1).view(np.uint8)))
+            # numpy's stubs give ndarray the buffer protocol (__buffer__) only on Python 3.12+
+            f.write(memoryview(flat.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
     os.replace(tmp, path)
 
 
@@ -121,6 +114,7 @@ def read_tensor_file(path: Path) -> tuple[str, np.ndarray[Any, Any]]:
             raise StreamingError(f"{path}: a tensor header of {hlen} bytes is not plausible")
         name, dtype, shape, size = parse_header(f.read(hlen))
         flat = np.empty(int(np.prod(shape, dtype=np.int64)) if shape else 1, dtype=dtype)
-        if size and f.readinto(memoryview(flat.view(np.uint8))) != size:
+        # numpy's stubs give ndarray the buffer protocol (__buffer__) only on Python 3.12+
+        if size and f.readinto(memoryview(flat.view(np.uint8))) != size:  # type: ignore[arg-type]
             raise StreamingError(f"{path} is truncated: its header promises {size} bytes")
     return name, flat

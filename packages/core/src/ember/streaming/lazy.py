@@ -9,9 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from ember.fobs.numpy_decomposers import Order, dtype_from_wire, flat_in_order
 from ember.streaming.errors import StreamingError
 from ember.streaming.fetcher import Fetcher
-from ember.streaming.layout import flat_in_order, read_tensor_file, streamable, write_tensor_file
+from ember.streaming.layout import (
+    read_tensor_file,
+    streamable,
+    write_tensor_file,
+)
 
 
 class DeferredTensor:
@@ -62,7 +67,7 @@ class OffloadedTensor(DeferredTensor):
     server received, or a global model it sends (:func:`offload_arrays`)."""
 
     def __init__(
-        self, path: Path, dtype: np.dtype[Any], shape: tuple[int, ...], order: str
+        self, path: Path, dtype: np.dtype[Any], shape: tuple[int, ...], order: Order
     ) -> None:
         self.path = path
         self.dtype = dtype
@@ -73,7 +78,7 @@ class OffloadedTensor(DeferredTensor):
         _, flat = read_tensor_file(self.path)
         if not keep:
             self.release()
-        return flat.reshape(self.shape, order=self.order)  # type: ignore[call-overload]
+        return flat.reshape(self.shape, order=self.order)
 
     def take(self) -> tuple[np.ndarray[Any, Any], bool]:
         return self.fetch(keep=False), True  # read from its file into a fresh array
@@ -97,7 +102,7 @@ class LazyTensor(DeferredTensor):
         item: str,
         dtype: np.dtype[Any],
         shape: tuple[int, ...],
-        order: str,
+        order: Order,
     ) -> None:
         self.fetcher = fetcher
         self.owner = owner
@@ -157,7 +162,7 @@ def pull_array(
     item: str,
     dtype: np.dtype[Any],
     shape: tuple[int, ...],
-    order: str,
+    order: Order,
     copy: bool = True,
 ) -> np.ndarray[Any, Any]:
     """Pull one referenced array and check it is what the message said."""
@@ -167,7 +172,7 @@ def pull_array(
             f"tensor {item} of {ref_id} from {owner} is {flat.dtype}{flat.shape}, the message "
             f"said {dtype}{shape}"
         )
-    return flat.reshape(shape, order=order)  # type: ignore[call-overload,no-any-return]
+    return flat.reshape(shape, order=order)
 
 
 def release_all(params: dict[str, Any] | None) -> None:
@@ -237,8 +242,6 @@ def resolve_relayed(value: Any, fetcher: Fetcher) -> Any:
     read the replies the pulls wait for); the thread that asked pulls them here.
     """
     if isinstance(value, RelayedRef):
-        from ember.fobs.numpy_decomposers import dtype_from_wire
-
         wire = value.wire
         owner, ref_id, item = wire["ref"]
         return pull_array(

@@ -75,7 +75,7 @@ class StreamNode:
 
     def pieces(
         self, sender: str, ref: str, item: str, offset: int, piece: int
-    ) -> tuple[int, Iterator[bytes | memoryview]]:
+    ) -> tuple[int, Iterator[bytes | bytearray | memoryview]]:
         """An item's size and its bytes from ``offset`` on for ``sender`` (what a data link
         streams); a download this node does not hold is read through its forward (a
         relaying site), chunk by chunk."""
@@ -83,7 +83,7 @@ class StreamNode:
             return self.downloader.pieces(ref, item, offset, piece)
         step = self.fetcher.chunk_size
 
-        def read(at: int) -> tuple[bytes | memoryview, int]:
+        def read(at: int) -> tuple[bytes | bytearray | memoryview, int]:
             payload = {"ref": ref, "item": item, "offset": at, "length": step}
             reply = self._forwarded(sender, CHUNK, payload)
             if isinstance(reply, dict) and "error" in reply:
@@ -98,7 +98,7 @@ class StreamNode:
 
         first, size = read(offset)
 
-        def relayed() -> Iterator[bytes | memoryview]:
+        def relayed() -> Iterator[bytes | bytearray | memoryview]:
             data, at = first, offset
             while True:
                 yield data

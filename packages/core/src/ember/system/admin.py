@@ -75,7 +75,9 @@ class AdminClient:
         tmp = temp_zip("ember-admin-")
         try:
             archive = pack(job_dir, tmp)
-            ref = self._endpoint.stream.downloader.add_file(archive, receivers=1)
+            stream = self._endpoint.stream
+            assert stream is not None  # a NetTransport endpoint has a download service
+            ref = stream.downloader.add_file(archive, receivers=1)
             return self._call(  # type: ignore[no-any-return]
                 "admin.submit", {"owner": self.name, "ref": ref, "sites": sites or []}
             )
@@ -100,7 +102,9 @@ class AdminClient:
         dest = Path(dest)
         tmp = temp_zip("ember-result-")
         try:
-            self._endpoint.stream.fetcher.download_file(str(offer["owner"]), str(offer["ref"]), tmp)
+            stream = self._endpoint.stream
+            assert stream is not None  # a NetTransport endpoint has a download service
+            stream.fetcher.download_file(str(offer["owner"]), str(offer["ref"]), tmp)
             if dest.exists():
                 shutil.rmtree(dest)
             return unpack(tmp, dest)

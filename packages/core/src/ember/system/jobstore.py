@@ -6,6 +6,7 @@ survives restarts: a job that was running when the server died is marked failed 
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -172,12 +173,12 @@ class JobStore:
                     (status, message, job_id),
                 )
 
-    def set_sites(self, job_id: str, sites: list[str]) -> None:
+    def set_sites(self, job_id: str, sites: builtins.list[str]) -> None:
         """The sites a job runs on (decided when it starts, for jobs that named none)."""
         with self._lock, self._db:
             self._db.execute("UPDATE jobs SET sites = ? WHERE id = ?", (json.dumps(sites), job_id))
 
-    def fail_unfinished(self, reason: str) -> list[str]:
+    def fail_unfinished(self, reason: str) -> builtins.list[str]:
         """Mark jobs left RUNNING (the server stopped under them) failed."""
         running = [j.id for j in self.list(RUNNING)]
         for job_id in running:

@@ -13,15 +13,11 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ember.errors import EmberError
 from ember.net import TlsFiles
+from ember.provision.manifest import KitError
 
 STARTUP = "startup"
 KIT_FILE = "kit.json"
-
-
-class KitError(EmberError, ValueError):
-    """A startup kit is missing or malformed."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ember.config.setting import Setting
+from ember.common.setting import Setting
 
 SYSTEM_SETTINGS: list[Setting] = [
     Setting(

@@ -12,13 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ember.client.formats import NUMPY, convert_params
-from ember.common.model import ParamsType
-from ember.plugins.entries import load_target
-from ember.recipes.validation import RecipeArgumentError
-from ember.runtime.aggregation import WeightedAverage, apply_update
-from ember.runtime.controllers.fedavg import FedAvgController
-from ember.runtime.errors import JobError
+from ember.common import ParamsType
+from ember.controllers import (
+    NUMPY,
+    FedAvgController,
+    JobError,
+    WeightedAverage,
+    apply_update,
+    convert_params,
+)
+from ember.plugins import load_target
+from ember.recipes import RecipeArgumentError
 
 if TYPE_CHECKING:
     import torch

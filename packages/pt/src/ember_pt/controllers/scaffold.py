@@ -13,11 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ember.common.model import FLModel
-from ember.runtime.context import ServerContext
-from ember.runtime.controllers.fedavg import FedAvgController
-from ember.runtime.errors import JobError
-from ember.streaming.lazy import DeferredTensor, release_all
+from ember.common import FLModel
+from ember.controllers import FedAvgController, JobError, ServerContext
+from ember.streaming import DeferredTensor, release_all
 
 #: task meta key of the global control variates (kept equal to ``ember_pt.scaffold``'s,
 #: which imports torch; the server does not need it to run this controller)
@@ -54,11 +52,12 @@ class ScaffoldController(FedAvgController):
 
         def initial_params(job_dir: Any) -> dict[str, Any]:
             # FedAvg loads the initial model once, at the start of run: take c's shapes from it
-            params = load_initial(job_dir)
+            params: dict[str, Any] = load_initial(job_dir)
             self.c_global = zero_controls(params)
             return params
 
-        persistor.initial_params = initial_params
+        # shadows the method on this instance for the run (mypy refuses `x.method = ...`)
+        setattr(persistor, "initial_params", initial_params)  # noqa: B010
         try:
             super().run(ctx)
         finally:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.job.definition import JobDefinition
-from ember.recipes.base import Recipe
-from ember.recipes.client_app import client_app
-from ember.recipes.validation import (
+from ember.recipes import (
+    Recipe,
     RecipeArgumentError,
     check_choice,
     check_int,
     check_job_name,
+    client_app,
+    get_framework,
 )
-from ember_pt.recipes.fedavg import torch_model
 
 CYCLIC_CONTROLLER = "ember.runtime.controllers.cyclic:CyclicController"
 ORDERS = ("fixed", "random")
@@ -34,7 +33,6 @@ class CyclicRecipe(Recipe):
     """
 
     framework = "pytorch"
-    params_format = "pytorch"
 
     def __init__(
         self,
@@ -62,24 +60,23 @@ class CyclicRecipe(Recipe):
                     "seed only applies to order='random'; pass order='random' or drop seed"
                 )
         app, files = client_app(train_script, train_args, launch_external_process, command)
-        app.params_format = self.params_format
         if model is None and initial_ckpt is None:
             raise RecipeArgumentError("give the initial model: model=... or initial_ckpt=...")
-        persistor, model_class = torch_model(model, initial_ckpt, files)
+        setup = get_framework(self.framework).setup(model, initial_ckpt, files)
+        app.params_format = setup.params_format
         args: dict[str, Any] = {
             "num_rounds": num_rounds,
             "min_clients": min_clients,
-            "persistor": persistor,
+            "persistor": setup.persistor,
             "order": order,
             "seed": seed,
         }
-        if model_class is not None:
-            args["task_meta"] = {"model_class": model_class}
-        job = JobDefinition(
+        if setup.task_meta:
+            args["task_meta"] = setup.task_meta
+        self.assemble(
             name=name,
             min_clients=min_clients,
             workflows=[{"target": CYCLIC_CONTROLLER, "args": args}],
             client=app,
-            meta={"recipe": type(self).__name__, "framework": self.framework},
+            files=files,
         )
-        super().__init__(job, files)

@@ -6,11 +6,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ember.job.definition import JobDefinition
-from ember.recipes.base import Recipe
-from ember.recipes.client_app import client_app
-from ember.recipes.validation import RecipeArgumentError, check_int, check_job_name, check_str
-from ember_pt.recipes.fedavg import torch_model
+from ember.recipes import (
+    Recipe,
+    RecipeArgumentError,
+    check_int,
+    check_job_name,
+    check_str,
+    client_app,
+    get_framework,
+)
 
 FED_EVAL_CONTROLLER = "ember.runtime.controllers.fed_eval:FedEvalController"
 
@@ -31,7 +35,6 @@ class FedEvalRecipe(Recipe):
     """
 
     framework = "pytorch"
-    params_format = "pytorch"
 
     def __init__(
         self,
@@ -56,8 +59,8 @@ class FedEvalRecipe(Recipe):
         if not isinstance(eval_args, str):
             raise RecipeArgumentError(f"eval_args must be a string of arguments, got {eval_args!r}")
         app, files = client_app(eval_script, eval_args, launch_external_process, command)
-        app.params_format = self.params_format
-        persistor, model_class = torch_model(model, initial_ckpt, files)  # checks model
+        setup = get_framework(self.framework).setup(model, initial_ckpt, files)  # checks model
+        app.params_format = setup.params_format
         torch = sys.modules.get("torch")  # an nn.Module exists only if torch is imported
         if initial_ckpt is None and not (torch is not None and isinstance(model, torch.nn.Module)):
             raise RecipeArgumentError(
@@ -69,16 +72,15 @@ class FedEvalRecipe(Recipe):
         model_name = Path(initial_ckpt).name if initial_ckpt else type(model).__name__
         args: dict[str, Any] = {
             "min_clients": min_clients,
-            "persistor": persistor,
+            "persistor": setup.persistor,
             "model_name": model_name,
         }
-        if model_class is not None:
-            args["task_meta"] = {"model_class": model_class}
-        job = JobDefinition(
+        if setup.task_meta:
+            args["task_meta"] = setup.task_meta
+        self.assemble(
             name=name,
             min_clients=min_clients,
             workflows=[{"target": FED_EVAL_CONTROLLER, "args": args}],
             client=app,
-            meta={"recipe": type(self).__name__, "framework": self.framework},
+            files=files,
         )
-        super().__init__(job, files)

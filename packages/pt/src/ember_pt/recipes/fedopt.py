@@ -9,7 +9,7 @@ from ember_pt.controllers.fedopt import (
     DEFAULT_OPTIMIZER_ARGS,
     class_args,
 )
-from ember_pt.recipes.fedavg import FedAvgRecipe, fedavg_arguments
+from ember_pt.recipes.fedavg import FedAvgRecipe
 
 FEDOPT_CONTROLLER = "ember_pt.controllers.fedopt:FedOptController"
 
@@ -30,7 +30,6 @@ class FedOptRecipe(FedAvgRecipe):
 
     controller = FEDOPT_CONTROLLER
 
-    @fedavg_arguments
     def __init__(
         self,
         *,

@@ -6,8 +6,8 @@ import math
 import numbers
 from typing import Any
 
-from ember.recipes.validation import RecipeArgumentError
-from ember_pt.recipes.fedavg import FedAvgRecipe, fedavg_arguments
+from ember.recipes import RecipeArgumentError
+from ember_pt.recipes.fedavg import FedAvgRecipe
 
 #: the task meta key (the same string as ``ember_pt.fedprox.FEDPROX_MU``; no torch import here)
 FEDPROX_MU = "fedprox_mu"
@@ -33,7 +33,6 @@ class FedProxRecipe(FedAvgRecipe):
     :class:`ember_pt.recipes.FedAvgRecipe`'s.
     """
 
-    @fedavg_arguments
     def __init__(self, *, name: str = "fedprox", fedprox_mu: float = 0.01, **kwargs: Any) -> None:
         self.fedprox_mu = check_fedprox_mu(fedprox_mu)
         super().__init__(name=name, **kwargs)

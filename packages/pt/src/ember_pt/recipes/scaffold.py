@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember_pt.recipes.fedavg import FedAvgRecipe, fedavg_arguments
+from ember_pt.recipes.fedavg import FedAvgRecipe
 
 SCAFFOLD_CONTROLLER = "ember_pt.controllers.scaffold:ScaffoldController"
 
@@ -23,6 +23,5 @@ class ScaffoldRecipe(FedAvgRecipe):
 
     controller = SCAFFOLD_CONTROLLER
 
-    @fedavg_arguments
     def __init__(self, *, name: str = "scaffold", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.job.definition import JobDefinition
-from ember.recipes.base import Recipe
-from ember.recipes.client_app import client_app
-from ember.recipes.validation import (
+from ember.recipes import (
+    Recipe,
     RecipeArgumentError,
     check_choice,
     check_int,
     check_job_name,
     check_regex,
+    client_app,
+    get_framework,
 )
-from ember_pt.recipes.fedavg import torch_model
 
 SWARM_CONTROLLER = "ember.runtime.controllers.swarm:SwarmController"
 SWARM_SITE = "ember.runtime.swarm_site:SwarmSiteLink"
@@ -36,7 +35,6 @@ class SwarmLearningRecipe(Recipe):
     """
 
     framework = "pytorch"
-    params_format = "pytorch"
 
     def __init__(
         self,
@@ -58,7 +56,6 @@ class SwarmLearningRecipe(Recipe):
         min_clients = check_int("min_clients", min_clients, 1)
         num_rounds = check_int("num_rounds", num_rounds, 1)
         app, files = client_app(train_script, train_args, launch_external_process, command)
-        app.params_format = self.params_format
         selection = check_choice(
             "aggregator_selection", aggregator_selection, ["round_robin", "random"]
         )
@@ -66,13 +63,13 @@ class SwarmLearningRecipe(Recipe):
         exclude = check_regex("exclude_vars", exclude_vars)
         if model is None and initial_ckpt is None:
             raise RecipeArgumentError("give the initial model: model=... or initial_ckpt=...")
-        persistor, model_class = torch_model(model, initial_ckpt, files)
+        setup = get_framework(self.framework).setup(model, initial_ckpt, files)
+        app.params_format = setup.params_format
         app.site_workflow = {
             "target": SWARM_SITE,
-            "args": {"persistor": persistor, "exclude_vars": exclude},
+            "args": {"persistor": setup.persistor, "exclude_vars": exclude},
         }
-        task_meta = {"model_class": model_class} if model_class else {}
-        job = JobDefinition(
+        self.assemble(
             name=name,
             min_clients=min_clients,
             workflows=[
@@ -83,11 +80,10 @@ class SwarmLearningRecipe(Recipe):
                         "min_clients": min_clients,
                         "aggregator_selection": selection,
                         "seed": seed,
-                        "task_meta": task_meta,
+                        "task_meta": setup.task_meta,
                     },
                 }
             ],
             client=app,
-            meta={"recipe": type(self).__name__, "framework": self.framework},
+            files=files,
         )
-        super().__init__(job, files)

@@ -1,14 +1,16 @@
-"""What the k-means and SVM recipes share: the client app and the job around a controller."""
+"""What the k-means and SVM recipes share: number checks and the job around a controller."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ember.job.definition import JobDefinition, JobFile
-from ember.recipes.client_app import client_app
-from ember.recipes.validation import RecipeArgumentError, check_int, check_job_name
-
-FRAMEWORK = "sklearn"
+from ember.recipes import (
+    Recipe,
+    RecipeArgumentError,
+    check_int,
+    check_job_name,
+    client_app,
+)
 
 
 def check_number(name: str, value: Any, positive: bool = True) -> float:
@@ -24,8 +26,8 @@ def check_number(name: str, value: Any, positive: bool = True) -> float:
     return float(value)
 
 
-def build_job(
-    recipe: str,
+def assemble_job(
+    recipe: Recipe,
     *,
     name: Any,
     min_clients: Any,
@@ -34,18 +36,13 @@ def build_job(
     launch_external_process: Any,
     command: Any,
     workflow: dict[str, Any],
-) -> tuple[JobDefinition, dict[str, JobFile]]:
-    """The job running ``workflow`` on the server and ``train_script`` at every site; checks
-    the arguments every recipe has."""
+) -> None:
+    """Make ``recipe``'s job: ``workflow`` on the server, ``train_script`` at every site;
+    checks the arguments every recipe has."""
     name = check_job_name(name)
     min_clients = check_int("min_clients", min_clients, 1)
     client, files = client_app(train_script, train_args, launch_external_process, command)
     workflow["args"]["min_clients"] = min_clients
-    job = JobDefinition(
-        name=name,
-        min_clients=min_clients,
-        workflows=[workflow],
-        client=client,
-        meta={"recipe": recipe, "framework": FRAMEWORK},
+    recipe.assemble(
+        name=name, min_clients=min_clients, workflows=[workflow], client=client, files=files
     )
-    return job, files

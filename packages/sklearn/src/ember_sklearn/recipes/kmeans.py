@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.recipes.base import Recipe
-from ember.recipes.validation import check_int, check_optional_int
-from ember_sklearn.recipes._common import build_job
+from ember.recipes import Recipe, check_int, check_optional_int
+from ember_sklearn.recipes._common import assemble_job
 
 _CONTROLLER = "ember_sklearn.kmeans:KMeansController"
 
@@ -52,8 +51,8 @@ class KMeansFedAvgRecipe(Recipe):
             "batch_size": batch_size,
             "seed": seed,
         }
-        job, files = build_job(
-            type(self).__name__,
+        assemble_job(
+            self,
             name=name,
             min_clients=min_clients,
             train_script=train_script,
@@ -65,4 +64,3 @@ class KMeansFedAvgRecipe(Recipe):
                 "args": {"num_rounds": num_rounds, "model_spec": self.model_spec},
             },
         )
-        super().__init__(job, files)

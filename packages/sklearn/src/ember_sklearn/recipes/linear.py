@@ -7,11 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from ember.common.model import TransferType
-from ember.job.definition import APP_DIR, JobFile
-from ember.recipes.fedavg import FedAvgRecipe, bundle_checkpoint
-from ember.recipes.validation import RecipeArgumentError, check_choice, check_int
-from ember.runtime.persistors import save_npz
+from ember.controllers import save_npz
+from ember.recipes import (
+    APP_DIR,
+    FedAvgRecipe,
+    JobFile,
+    ModelSetup,
+    RecipeArgumentError,
+    bundle_checkpoint,
+    check_choice,
+    check_int,
+)
 
 LINEAR_ESTIMATORS = ("SGDClassifier", "SGDRegressor", "LogisticRegression")
 _CLASSIFIERS = ("SGDClassifier", "LogisticRegression")
@@ -28,33 +34,25 @@ class SklearnFedAvgRecipe(FedAvgRecipe):
     The global model starts at zeros of the right shapes (``n_features``; ``classes`` for
     classifiers), at ``initial_params`` ({"coef": ..., "intercept": ...}) or at
     ``initial_ckpt`` (.npz). Every task carries the spec (``ember_sklearn.client.model_spec``).
+    The other arguments are :class:`ember.recipes.FedAvgRecipe`'s; the model is set by
+    ``initial_params`` / ``initial_ckpt`` (not ``model``) and sites receive numpy arrays.
     """
 
     framework = "sklearn"
+    replaces = ("model", "framework")
     controller = "ember_sklearn.linear:LinearFedAvgController"
 
     def __init__(
         self,
         *,
         name: str = "sklearn-fedavg",
-        min_clients: int,
         num_rounds: int = 5,
         estimator: str = "SGDClassifier",
         model_params: dict[str, Any] | None = None,
         n_features: int,
         classes: list[int] | list[str] | None = None,
         initial_params: dict[str, Any] | None = None,
-        initial_ckpt: str | None = None,
-        train_script: str,
-        train_args: str = "",
-        launch_external_process: bool = False,
-        command: str | None = None,
-        params_transfer_type: str | TransferType = "FULL",
-        aggregation_weights: dict[str, float] | None = None,
-        key_metric: str | None = "accuracy",
-        key_metric_mode: str = "max",
-        stop_cond: str | None = None,
-        patience: int | None = None,
+        **kwargs: Any,
     ) -> None:
         from ember_sklearn.spec import check_estimator_params, check_json_params
 
@@ -77,7 +75,7 @@ class SklearnFedAvgRecipe(FedAvgRecipe):
             classes = _check_classes(classes)
         elif classes is not None:
             raise RecipeArgumentError(f"classes is for classifiers; {estimator} takes none")
-        if initial_params is not None and initial_ckpt is not None:
+        if initial_params is not None and kwargs.get("initial_ckpt") is not None:
             raise RecipeArgumentError("give initial_params or initial_ckpt, not both")
         self.model_spec: dict[str, Any] = {
             "algorithm": "linear",
@@ -89,29 +87,18 @@ class SklearnFedAvgRecipe(FedAvgRecipe):
             self.model_spec["classes"] = classes
         super().__init__(
             name=name,
-            min_clients=min_clients,
             num_rounds=num_rounds,
             model=initial_params if initial_params is not None else _ZEROS,
-            initial_ckpt=initial_ckpt,
-            train_script=train_script,
-            train_args=train_args,
-            launch_external_process=launch_external_process,
-            command=command,
-            params_transfer_type=params_transfer_type,
-            aggregation_weights=aggregation_weights,
-            key_metric=key_metric,
-            key_metric_mode=key_metric_mode,
-            stop_cond=stop_cond,
-            patience=patience,
+            **kwargs,
         )
 
     def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """FedAvg's arguments plus the model spec, which every task carries."""
         return {**args, "model_spec": self.model_spec}
 
-    def model_persistor(
-        self, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
-    ) -> dict[str, Any]:
+    def model_setup(
+        self, framework: str, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
+    ) -> ModelSetup:
         from ember_sklearn.linear import check_params
 
         args: dict[str, Any] = {"model_spec": self.model_spec}
@@ -131,7 +118,7 @@ class SklearnFedAvgRecipe(FedAvgRecipe):
             # written when the job is exported, as core's recipes do
             files[f"{APP_DIR}/initial_model.npz"] = functools.partial(save_npz, params)
             args["initial_file"] = f"{APP_DIR}/initial_model.npz"
-        return {"target": _PERSISTOR, "args": args}
+        return ModelSetup({"target": _PERSISTOR, "args": args})
 
 
 def _check_classes(classes: Any) -> list[Any]:

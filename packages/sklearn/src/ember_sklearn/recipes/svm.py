@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ember.recipes.base import Recipe
-from ember.recipes.validation import RecipeArgumentError, check_choice, check_int
-from ember_sklearn.recipes._common import build_job, check_number
+from ember.recipes import Recipe, RecipeArgumentError, check_choice, check_int
+from ember_sklearn.recipes._common import assemble_job, check_number
 
 KERNELS = ("linear", "poly", "rbf", "sigmoid")
 EXTRA_PARAMS = ("cache_size", "class_weight", "max_iter", "shrinking", "tol")
@@ -79,8 +78,8 @@ class SVMFedAvgRecipe(Recipe):
         }
         check_estimator_params("model_params", "SVC", params)
         self.model_spec: dict[str, Any] = {"algorithm": "svm", "estimator": "SVC", "params": params}
-        job, files = build_job(
-            type(self).__name__,
+        assemble_job(
+            self,
             name=name,
             min_clients=min_clients,
             train_script=train_script,
@@ -89,4 +88,3 @@ class SVMFedAvgRecipe(Recipe):
             command=command,
             workflow={"target": _CONTROLLER, "args": {"model_spec": self.model_spec}},
         )
-        super().__init__(job, files)

@@ -11,10 +11,10 @@ import numpy as np
 
 from ember.common.messages import TaskName, TaskResult
 from ember.common.model import FLModel, ParamsType
-from ember.plugins.entries import load_target
 from ember.runtime.aggregation import apply_update
 from ember.runtime.board import Collected
 from ember.runtime.context import ServerContext
+from ember.runtime.controller import build_persistor
 from ember.runtime.errors import InsufficientClients, JobError
 from ember.streaming.lazy import DeferredTensor, release_all
 
@@ -47,7 +47,7 @@ class CyclicController:
             raise JobError(f"cyclic order must be one of {list(ORDERS)}, got {order!r}")
         self.num_rounds = num_rounds
         self.min_clients = min_clients
-        self.persistor = load_target(persistor["target"])(**persistor.get("args", {}))
+        self.persistor = build_persistor(persistor)
         self.order = order
         self.seed = seed
         self.task_meta = dict(task_meta or {})

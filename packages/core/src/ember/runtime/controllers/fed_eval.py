@@ -9,8 +9,8 @@ from typing import Any
 
 from ember.common.messages import TaskName, TaskResult
 from ember.common.model import FLModel, MetaKey, ParamsType
-from ember.plugins.entries import load_target
 from ember.runtime.context import ServerContext
+from ember.runtime.controller import build_persistor
 from ember.runtime.errors import JobError
 
 #: task meta: the name of the model being evaluated
@@ -36,7 +36,7 @@ class FedEvalController:
         task_meta: dict[str, Any] | None = None,
     ) -> None:
         self.min_clients = min_clients
-        self.persistor = load_target(persistor["target"])(**persistor.get("args", {}))
+        self.persistor = build_persistor(persistor)
         self.model_name = model_name
         self.task_meta = dict(task_meta or {})
 

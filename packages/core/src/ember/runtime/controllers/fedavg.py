@@ -12,9 +12,9 @@ from ember.client.formats import NUMPY, convert_params
 from ember.common.messages import TaskName, TaskResult
 from ember.common.model import FLModel, MetaKey, ParamsType
 from ember.config import get_setting
-from ember.plugins.entries import load_target
 from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.context import ServerContext
+from ember.runtime.controller import BestModelTracker, build_persistor
 from ember.runtime.errors import JobError
 from ember.runtime.stop_condition import StopCondition
 from ember.streaming.lazy import offload_arrays
@@ -44,7 +44,7 @@ class FedAvgController:
         self.task_meta = dict(task_meta or {})
         self.num_rounds = num_rounds
         self.min_clients = min_clients
-        self.persistor = load_target(persistor["target"])(**persistor.get("args", {}))
+        self.persistor = build_persistor(persistor)
         self.transfer_type = ParamsType(params_transfer_type)
         self.weights = aggregation_weights or {}
         self.key_metric = key_metric
@@ -66,9 +66,7 @@ class FedAvgController:
             # global_model holds the model the sites are training on (here the initial one):
             # when a round's metric is the best, that file becomes best_model
             self.persistor.save(params, global_path)
-        best_value: float | None = None
-        best_round: int | None = None
-        rounds_without_improvement = 0
+        best = BestModelTracker(self.key_metric, self.key_metric_mode, self.patience)
         stopped: str | None = None
         completed = 0
         for rnd in range(self.num_rounds):
@@ -119,19 +117,10 @@ class FedAvgController:
             del kept, average
             self.round_finished(rnd, collected.responded)
             completed = rnd + 1
-            if self.key_metric and self.key_metric in round_metrics:
-                value = round_metrics[self.key_metric]
-                better = best_value is None or (
-                    value > best_value if self.key_metric_mode == "max" else value < best_value
-                )
-                if better:
-                    best_value, best_round = value, rnd
-                    rounds_without_improvement = 0
-                    # the metric was measured on the model the sites received this round,
-                    # which global_model still holds
-                    self.persistor.save(self.persistor.load(global_path), best_path)
-                else:
-                    rounds_without_improvement += 1
+            if best.update(rnd, round_metrics):
+                # the metric was measured on the model the sites received this round,
+                # which global_model still holds
+                self.persistor.save(self.persistor.load(global_path), best_path)
             self.persistor.save(params, global_path)
             ctx.records.round(
                 rnd, collected, round_metrics, site_metrics, time.monotonic() - started
@@ -142,11 +131,8 @@ class FedAvgController:
             if self.stop_cond is not None and self.stop_cond.met(round_metrics):
                 stopped = f"stop_cond '{self.stop_cond}' met in round {rnd}"
                 break
-            if self.patience is not None and rounds_without_improvement >= self.patience:
-                stopped = (
-                    f"{self.key_metric} did not improve for {self.patience} rounds "
-                    f"(best {best_value} in round {best_round})"
-                )
+            stopped = best.patience_exhausted()
+            if stopped:
                 break
         ctx.state["global_params"] = params
         ctx.state["global_model_path"] = global_path
@@ -155,7 +141,7 @@ class FedAvgController:
             num_rounds=self.num_rounds,
             stopped_early=stopped,
             key_metric=self.key_metric,
-            best={"round": best_round, "value": best_value} if best_round is not None else None,
+            best=best.summary(),
         )
         if stopped:
             ctx.log.info("stopping early: %s", stopped)

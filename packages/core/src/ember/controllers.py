@@ -1,0 +1,79 @@
+"""The server-side workflow contract for plugin authors: one import for a controller.
+
+A controller is any class with ``run(ctx: ServerContext) -> None`` (:class:`Controller`, with
+a worked example). What it may use while it runs:
+
+- ``ctx.board`` (:class:`TaskBoard`): ``broadcast`` (or ``post`` then ``collect``) gives sites
+  a task and feeds their results to a callback one at a time, in the job's site order;
+  ``alive_sites()``; it raises :class:`InsufficientClients` as soon as fewer than the minimum
+  can still answer.
+- aggregating one result at a time: :class:`WeightedAverage` (a running weighted sum in the
+  arrays' own dtype), :func:`apply_update` (FULL or DIFF onto the global model), and
+  :func:`resolve_deferred` to pull a result's tensors when an algorithm needs them all at once;
+- persisting models: :func:`build_persistor` builds the persistor a recipe named
+  (:class:`ModelPersistor`; :class:`NumpyPersistor`, and :class:`InitialModelPersistor` to
+  derive a framework's own), :func:`save_npz`, :func:`load_numpy_file`;
+- the best model and stopping: :class:`BestModelTracker`, :class:`StopCondition`;
+- records: ``ctx.records.round(...)`` / ``ctx.records.summary(...)`` write
+  ``round_metrics.jsonl`` and ``metrics_summary.json``; ``ctx.progress``, ``ctx.log``;
+- built-in workflows to subclass: :class:`FedAvgController` (hooks ``round_task_meta``,
+  ``kept_for_update``, ``result_received``, ``next_global``, ``round_finished``) and
+  :class:`CyclicController`.
+
+A controller that cannot go on raises :class:`JobError` naming the site and the fix.
+"""
+
+from ember.client.formats import NUMPY, convert_params
+from ember.common import FLModel, MetaKey, ParamsType, ResultStatus, TaskName, TaskResult
+from ember.runtime.aggregation import WeightedAverage, apply_update
+from ember.runtime.board import Collected, Posted, TaskBoard
+from ember.runtime.context import ServerContext
+from ember.runtime.controller import BestModelTracker, Controller, build_persistor
+from ember.runtime.controllers.cyclic import CyclicController
+from ember.runtime.controllers.fedavg import FedAvgController
+from ember.runtime.errors import InsufficientClients, JobAborted, JobError
+from ember.runtime.persistors import (
+    InitialModelPersistor,
+    ModelPersistor,
+    NumpyPersistor,
+    as_numpy_params,
+    load_numpy_file,
+    save_npz,
+)
+from ember.runtime.stop_condition import StopCondition
+from ember.streaming.lazy import DeferredTensor, release_all, resolve_deferred
+
+__all__ = [
+    "NUMPY",
+    "BestModelTracker",
+    "Collected",
+    "Controller",
+    "CyclicController",
+    "DeferredTensor",
+    "FLModel",
+    "FedAvgController",
+    "InitialModelPersistor",
+    "InsufficientClients",
+    "JobAborted",
+    "JobError",
+    "MetaKey",
+    "ModelPersistor",
+    "NumpyPersistor",
+    "ParamsType",
+    "Posted",
+    "ResultStatus",
+    "ServerContext",
+    "StopCondition",
+    "TaskBoard",
+    "TaskName",
+    "TaskResult",
+    "WeightedAverage",
+    "apply_update",
+    "as_numpy_params",
+    "build_persistor",
+    "convert_params",
+    "load_numpy_file",
+    "release_all",
+    "resolve_deferred",
+    "save_npz",
+]
