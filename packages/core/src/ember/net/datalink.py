@@ -409,12 +409,14 @@ class DataLinks:
     def _offer(self, sender: str, body: bytes) -> bytes:
         """A node asks, over the hub, for a link: its port and a fresh token (or none)."""
         if self._listener is None or self._admit(sender) is not None:
-            return msgpack.packb({"v": VERSION})
+            refused: bytes = msgpack.packb({"v": VERSION})  # msgpack has no type hints
+            return refused
         token = secrets.token_urlsafe(24)
         with self._lock:
             self._tokens[sender] = token
         port = self._listener.getsockname()[1]
-        return msgpack.packb({"v": VERSION, "port": port, "token": token})
+        offer: bytes = msgpack.packb({"v": VERSION, "port": port, "token": token})
+        return offer
 
     def _accept(self) -> None:
         listener = self._listener

@@ -21,7 +21,13 @@ from ember.streaming.adapters import get_adapter, iter_adapted, offer_tensors
 from ember.streaming.downloader import Downloader, Transaction
 from ember.streaming.errors import StreamingError
 from ember.streaming.fetcher import Fetcher, Progress
-from ember.streaming.lazy import LazyTensor
+from ember.streaming.lazy import (
+    DeferredTensor,
+    LazyTensor,
+    release_all,
+    resolve_deferred,
+    resolve_relayed,
+)
 from ember.streaming.node import StreamNode
 from ember.streaming.push import FileReceiver, push_file
 
@@ -112,10 +118,12 @@ def download_object(
 
 
 __all__ = [
+    "DeferredTensor",
     "Downloader",
     "Fetcher",
     "FileReceiver",
     "LazyTensor",
+    "Progress",
     "StreamNode",
     "StreamingError",
     "Transaction",
@@ -127,4 +135,7 @@ __all__ = [
     "download_tensors",
     "iter_tensors",
     "push_file",
+    "release_all",
+    "resolve_deferred",
+    "resolve_relayed",
 ]

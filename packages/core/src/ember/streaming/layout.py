@@ -13,13 +13,12 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from ember.streaming.errors import StreamingError
 
-Order = Literal["C", "F"]
 """The order an array's flat memory is in: C (row-major) or Fortran (column-major)."""
 
 # safetensors dtype codes for the numpy dtypes it supports
@@ -89,16 +88,6 @@ def parse_header(data: bytes) -> tuple[str, np.dtype[Any], tuple[int, ...], int]
     if start != 0 or end != count * dtype.itemsize or min(shape, default=0) < 0:
         raise StreamingError(f"tensor header of {name!r} disagrees with its shape {shape}")
     return name, dtype, shape, end
-
-
-def flat_in_order(array: np.ndarray[Any, Any]) -> tuple[Order, np.ndarray[Any, Any]]:
-    """``(order, data)``: a C-contiguous array whose flat memory is ``array`` flattened in
-    ``order`` ("C" or "F"); no copy unless ``array`` is neither C- nor F-contiguous."""
-    if array.flags.c_contiguous:
-        return "C", array
-    if array.flags.f_contiguous:
-        return "F", array.T
-    return "C", np.ascontiguousarray(array)
 
 
 def write_tensor_file(path: Path, name: str, flat: np.ndarray[Any, Any]) -> None:

@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from ember.fobs.numpy_decomposers import Order, dtype_from_wire, flat_in_order
 from ember.streaming.errors import StreamingError
 from ember.streaming.fetcher import Fetcher
 from ember.streaming.layout import (
-    Order,
-    flat_in_order,
     read_tensor_file,
     streamable,
     write_tensor_file,
@@ -243,8 +242,6 @@ def resolve_relayed(value: Any, fetcher: Fetcher) -> Any:
     read the replies the pulls wait for); the thread that asked pulls them here.
     """
     if isinstance(value, RelayedRef):
-        from ember.fobs.numpy_decomposers import dtype_from_wire
-
         wire = value.wire
         owner, ref_id, item = wire["ref"]
         return pull_array(
