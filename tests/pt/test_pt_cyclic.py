@@ -148,7 +148,7 @@ def test_export_writes_the_cyclic_workflow(tmp_path: Path) -> None:
     recipe.export(tmp_path / "job")
     job = json.loads((tmp_path / "job" / "job.json").read_text())
     (workflow,) = job["workflows"]
-    assert workflow["target"] == "ember.runtime.controllers.cyclic:CyclicController"
+    assert workflow["target"] == "ember.controllers:CyclicController"
     args = workflow["args"]
     assert (args["order"], args["seed"], args["num_rounds"], args["min_clients"]) == (
         "random",

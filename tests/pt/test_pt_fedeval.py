@@ -146,7 +146,7 @@ def test_export_writes_the_fed_eval_workflow(tmp_path: Path) -> None:
     recipe.export(tmp_path / "job")
     job = json.loads((tmp_path / "job" / "job.json").read_text())
     (workflow,) = job["workflows"]
-    assert workflow["target"] == "ember.runtime.controllers.fed_eval:FedEvalController"
+    assert workflow["target"] == "ember.controllers:FedEvalController"
     args = workflow["args"]
     assert args["model_name"] == "TinyNet"
     assert args["min_clients"] == 2
@@ -163,7 +163,7 @@ def test_registered_recipes_load_without_importing_torch() -> None:
         "reg = get_registry()\n"
         "c = reg.get('recipe', 'pytorch-cyclic').item.load()\n"
         "e = reg.get('recipe', 'pytorch-fedeval').item.load()\n"
-        "import ember.runtime.controllers.cyclic, ember.runtime.controllers.fed_eval\n"
+        "import ember.controllers\n"
         "print(c.__name__, e.__name__, 'torch' in sys.modules)\n"
     )
     done = subprocess.run(

@@ -16,9 +16,11 @@ a worked example). What it may use while it runs:
 - the best model and stopping: :class:`BestModelTracker`, :class:`StopCondition`;
 - records: ``ctx.records.round(...)`` / ``ctx.records.summary(...)`` write
   ``round_metrics.jsonl`` and ``metrics_summary.json``; ``ctx.progress``, ``ctx.log``;
-- built-in workflows to subclass: :class:`FedAvgController` (hooks ``round_task_meta``,
-  ``kept_for_update``, ``result_received``, ``next_global``, ``round_finished``) and
-  :class:`CyclicController`.
+- built-in workflows to subclass or name as a recipe's target (``"ember.controllers:Name"``):
+  :class:`FedAvgController` (hooks ``round_task_meta``, ``kept_for_update``,
+  ``result_received``, ``next_global``, ``round_finished``), :class:`CyclicController`,
+  :class:`FedEvalController`, :class:`CrossSiteEvalController`, :class:`SwarmController`
+  (whose sites run :class:`ember.site_workflows.SwarmSiteLink`).
 
 A controller that cannot go on raises :class:`JobError` naming the site and the fix.
 """
@@ -29,8 +31,11 @@ from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.board import Collected, Posted, TaskBoard
 from ember.runtime.context import ServerContext
 from ember.runtime.controller import BestModelTracker, Controller, build_persistor
+from ember.runtime.controllers.cross_site_eval import CrossSiteEvalController
 from ember.runtime.controllers.cyclic import CyclicController
+from ember.runtime.controllers.fed_eval import FedEvalController
 from ember.runtime.controllers.fedavg import FedAvgController
+from ember.runtime.controllers.swarm import SwarmController
 from ember.runtime.errors import InsufficientClients, JobAborted, JobError
 from ember.runtime.persistors import (
     InitialModelPersistor,
@@ -48,10 +53,12 @@ __all__ = [
     "BestModelTracker",
     "Collected",
     "Controller",
+    "CrossSiteEvalController",
     "CyclicController",
     "DeferredTensor",
     "FLModel",
     "FedAvgController",
+    "FedEvalController",
     "InitialModelPersistor",
     "InsufficientClients",
     "JobAborted",
@@ -64,6 +71,7 @@ __all__ = [
     "ResultStatus",
     "ServerContext",
     "StopCondition",
+    "SwarmController",
     "TaskBoard",
     "TaskName",
     "TaskResult",

@@ -14,7 +14,7 @@ from ember.recipes import (
     get_framework,
 )
 
-CYCLIC_CONTROLLER = "ember.runtime.controllers.cyclic:CyclicController"
+CYCLIC_CONTROLLER = "ember.controllers:CyclicController"
 ORDERS = ("fixed", "random")
 
 

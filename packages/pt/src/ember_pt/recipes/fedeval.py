@@ -16,7 +16,7 @@ from ember.recipes import (
     get_framework,
 )
 
-FED_EVAL_CONTROLLER = "ember.runtime.controllers.fed_eval:FedEvalController"
+FED_EVAL_CONTROLLER = "ember.controllers:FedEvalController"
 
 
 class FedEvalRecipe(Recipe):

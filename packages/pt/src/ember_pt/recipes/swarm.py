@@ -15,8 +15,8 @@ from ember.recipes import (
     get_framework,
 )
 
-SWARM_CONTROLLER = "ember.runtime.controllers.swarm:SwarmController"
-SWARM_SITE = "ember.runtime.swarm_site:SwarmSiteLink"
+SWARM_CONTROLLER = "ember.controllers:SwarmController"
+SWARM_SITE = "ember.site_workflows:SwarmSiteLink"
 
 
 class SwarmLearningRecipe(Recipe):
