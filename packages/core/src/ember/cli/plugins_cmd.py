@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ember.cli.output import echo_json, format_option
@@ -15,25 +17,22 @@ def plugins(fmt: str) -> None:
     registry = get_registry()
     report = registry.manager.report
     by_plugin = registry.by_plugin()
-    data = {
-        "autoload": report.autoload,
-        "disabled": report.disabled,
-        "plugins": [
-            {
-                "name": p.name,
-                "distribution": p.distribution,
-                "version": p.version,
-                "module": p.module,
-                "source": p.source,
-                "registers": by_plugin.get(p.name, {}),
-            }
-            for p in report.plugins
-        ],
-    }
+    rows: list[dict[str, Any]] = [
+        {
+            "name": p.name,
+            "distribution": p.distribution,
+            "version": p.version,
+            "module": p.module,
+            "source": p.source,
+            "registers": by_plugin.get(p.name, {}),
+        }
+        for p in report.plugins
+    ]
+    data = {"autoload": report.autoload, "disabled": report.disabled, "plugins": rows}
     if fmt == "json":
         echo_json(data)
         return
-    for p in data["plugins"]:
+    for p in rows:
         origin = (
             f"{p['distribution']} {p['version'] or ''}".strip()
             if p["distribution"]

@@ -92,3 +92,16 @@ def check_params_format(name: str, value: Any) -> str:
                 f"{name}={fmt!r} is not a params format this installation knows: {exc}"
             ) from None
     return fmt
+
+
+__all__ = [
+    "RecipeArgumentError",
+    "check_int",
+    "check_optional_int",
+    "check_str",
+    "check_choice",
+    "check_job_name",
+    "check_regex",
+    "check_weights",
+    "check_params_format",
+]
