@@ -47,6 +47,7 @@ class FedAvgRecipe(Recipe):
         self,
         *,
         name: str = "fedavg",
+        framework: str | None = None,
         min_clients: int,
         num_rounds: int = 2,
         model: Any = None,
@@ -65,7 +66,6 @@ class FedAvgRecipe(Recipe):
         server_memory_gc_rounds: int = 0,
         client_memory_gc_rounds: int = 0,
         server_expected_format: str = NUMPY,
-        framework: str | None = None,
     ) -> None:
         name = check_job_name(name)
         framework = self._framework(framework)
