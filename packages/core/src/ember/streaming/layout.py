@@ -19,8 +19,6 @@ import numpy as np
 
 from ember.streaming.errors import StreamingError
 
-"""The order an array's flat memory is in: C (row-major) or Fortran (column-major)."""
-
 # safetensors dtype codes for the numpy dtypes it supports
 _CODES: dict[str, str] = {
     "float64": "F64",
