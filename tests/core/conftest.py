@@ -10,7 +10,7 @@ import pytest
 
 from ember.plugins import reset_plugin_manager
 from ember.streaming.downloader import Downloader
-from support.plugin_build import FIXTURES, PLUGIN_ENV_VARS, build_plugin
+from support.plugin_build import EXAMPLE_PLUGIN, PLUGIN_ENV_VARS, build_plugin
 
 
 @pytest.fixture
@@ -24,9 +24,10 @@ def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def demo_plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding the installed demo plugin, to put on PYTHONPATH."""
-    return build_plugin(FIXTURES / "demo_plugin", tmp_path_factory.mktemp("demo_site"))
+def median_plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the installed example plugin (examples/recipe-plugin: distribution
+    ember-recipe-median, entry point ``median``, recipe ``numpy-median``), for PYTHONPATH."""
+    return build_plugin(EXAMPLE_PLUGIN, tmp_path_factory.mktemp("median_site"))
 
 
 @pytest.fixture

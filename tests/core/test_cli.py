@@ -32,57 +32,61 @@ def test_recipe_show_reads_defaults_from_the_constructor() -> None:
     assert params["params_transfer_type"]["default"] == "FULL"
 
 
-def test_recipe_list_and_show_a_plugin_recipe(demo_plugin_path: Path) -> None:
-    listed = run_ember("recipe", "list", pythonpath=[demo_plugin_path])
+def test_recipe_list_and_show_a_plugin_recipe(median_plugin_path: Path) -> None:
+    listed = run_ember("recipe", "list", pythonpath=[median_plugin_path])
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
     assert header.split() == ["NAME", "FRAMEWORK", "ALGORITHM", "DESCRIPTION"]
     # other installed framework packages may add rows of their own
     listed_rows = [r.split()[:3] for r in rows]
-    assert ["demo-fedavg", "demo", "FedAvg"] in listed_rows
+    assert ["numpy-median", "numpy", "Median"] in listed_rows
     assert ["numpy-fedavg", "numpy", "FedAvg"] in listed_rows
     assert [r[0] for r in listed_rows] == sorted(r[0] for r in listed_rows)
 
     shown = run_ember(
-        "recipe", "show", "demo-fedavg", "--format", "json", pythonpath=[demo_plugin_path]
+        "recipe", "show", "numpy-median", "--format", "json", pythonpath=[median_plugin_path]
     )
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
-    assert data["class"] == "ember_recipe_demo.recipe.DemoFedAvgRecipe"
-    assert (data["framework"], data["algorithm"]) == ("demo", "FedAvg")
-    assert data["doc"] == "Average the demo framework's weights over the sites."
+    assert data["class"] == "ember_recipe_median.recipe.MedianRecipe"
+    assert (data["framework"], data["algorithm"]) == ("numpy", "Median")
+    assert data["doc"].startswith("FedAvg with a robust server: each round the global model")
     params = {p["name"]: p for p in data["parameters"]}
-    assert list(params) == ["name", "min_clients", "num_rounds", "lr", "train_script"]
+    assert list(params)[:3] == ["name", "aggregation", "trim"]  # then FedAvgRecipe's
+    assert params["trim"] == {
+        "name": "trim",
+        "type": "int | None",
+        "required": False,
+        "default": None,
+    }
     assert params["num_rounds"] == {
         "name": "num_rounds",
         "type": "int",
         "required": False,
-        "default": 3,
+        "default": 2,
     }
-    assert params["lr"]["default"] == 0.01
-    assert params["train_script"]["type"] == "str | None"
+    assert params["train_script"]["required"] is True
 
-    text = run_ember("recipe", "show", "demo-fedavg", pythonpath=[demo_plugin_path])
+    text = run_ember("recipe", "show", "numpy-median", pythonpath=[median_plugin_path])
     rows = {line.split()[0]: line.split() for line in text.stdout.splitlines()[4:]}
     assert rows["NAME"] == ["NAME", "TYPE", "DEFAULT"]
-    assert rows["num_rounds"] == ["num_rounds", "int", "3"]
-    assert rows["train_script"] == ["train_script", "str", "|", "None", "None"]
+    assert rows["num_rounds"] == ["num_rounds", "int", "2"]
+    assert rows["trim"] == ["trim", "int", "|", "None", "None"]
 
 
-def test_recipe_show_unknown_name_fails_with_hint(demo_plugin_path: Path) -> None:
-    result = run_ember("recipe", "show", "tensorflow-fedavg", pythonpath=[demo_plugin_path])
+def test_recipe_show_unknown_name_fails_with_hint(median_plugin_path: Path) -> None:
+    result = run_ember("recipe", "show", "tensorflow-fedavg", pythonpath=[median_plugin_path])
     assert result.returncode == 1
     assert "no recipe named 'tensorflow-fedavg'" in result.stderr
-    assert "Installed recipes: demo-fedavg, " in result.stderr
-    assert "numpy-fedavg" in result.stderr
+    assert "Installed recipes: numpy-fedavg, numpy-median" in result.stderr
     assert "pip install ember-tf" in result.stderr
 
 
-def test_plugins_text_output_lists_registrations(demo_plugin_path: Path) -> None:
-    result = run_ember("plugins", pythonpath=[demo_plugin_path])
+def test_plugins_text_output_lists_registrations(median_plugin_path: Path) -> None:
+    result = run_ember("plugins", pythonpath=[median_plugin_path])
     assert result.returncode == 0, result.stderr
-    assert "demo  (ember-recipe-demo 0.3.0; ember_recipe_demo.plugin)" in result.stdout
-    assert "    recipes: demo-fedavg" in result.stdout
+    assert "median  (ember-recipe-median 0.1.0; ember_recipe_median.plugin)" in result.stdout
+    assert "    recipes: numpy-median" in result.stdout
     assert "    FOBS decomposers: " in result.stdout
 
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent.parent / "core" / "fixtures"
+#: the third-party recipe plugin of docs/plugins.md, which the plugin tests build and install
+EXAMPLE_PLUGIN = Path(__file__).parents[2] / "examples" / "recipe-plugin"
 PLUGIN_ENV_VARS = ("EMBER_DISABLE_PLUGIN_AUTOLOAD", "EMBER_DISABLED_PLUGINS", "EMBER_PLUGINS")
 
 
@@ -38,13 +40,18 @@ def build_plugin(source: Path, target: Path) -> Path:
 
 
 def renamed_copy(tmp: Path, dist: str, module: str, ep_name: str) -> Path:
-    """A copy of the demo plugin under other distribution, module and entry-point names."""
+    """A copy of the example plugin under other distribution, module and entry-point names
+    (it registers the same recipe names)."""
     dst = tmp / dist
-    shutil.copytree(FIXTURES / "demo_plugin", dst)
-    (dst / "src" / "ember_recipe_demo").rename(dst / "src" / module)
+    shutil.copytree(
+        EXAMPLE_PLUGIN, dst, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
+    )
+    (dst / "src" / "ember_recipe_median").rename(dst / "src" / module)
     for path in [dst / "pyproject.toml", *(dst / "src" / module).glob("*.py")]:
-        text = path.read_text().replace("ember-recipe-demo", dist)
-        text = text.replace("ember_recipe_demo", module).replace("demo = ", f"{ep_name} = ")
+        text = path.read_text().replace("ember-recipe-median", dist)
+        text = text.replace("ember_recipe_median", module)
+        if path.name == "pyproject.toml":
+            text = text.replace('\nmedian = "', f'\n{ep_name} = "')
         path.write_text(text)
     return dst
 
