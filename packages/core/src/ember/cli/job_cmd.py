@@ -19,8 +19,8 @@ kit_option = click.option(
 
 
 def _admin(kit: Path | None):  # type: ignore[no-untyped-def]
-    from ember.system.admin import AdminClient
     from ember.provision.manifest import KitError
+    from ember.system.admin import AdminClient
     from ember.system.poc import PocError, PocWorkspace
 
     try:

@@ -96,12 +96,12 @@ def check_params_format(name: str, value: Any) -> str:
 
 __all__ = [
     "RecipeArgumentError",
-    "check_int",
-    "check_optional_int",
-    "check_str",
     "check_choice",
+    "check_int",
     "check_job_name",
-    "check_regex",
-    "check_weights",
+    "check_optional_int",
     "check_params_format",
+    "check_regex",
+    "check_str",
+    "check_weights",
 ]
