@@ -8,7 +8,6 @@ against :mod:`ember.controllers` alone, as every plugin's controller should be.
 
 from __future__ import annotations
 
-import gc
 import numbers
 import re
 import time
@@ -29,6 +28,7 @@ from ember.controllers import (
     apply_update,
     build_persistor,
     release_all,
+    release_memory,
     resolve_deferred,
 )
 
@@ -123,7 +123,7 @@ class MedianController:
             ctx.records.round(rnd, collected, metrics, site_metrics, time.monotonic() - started)
             ctx.progress.round_done(rnd, metrics)
             if self.gc_rounds and completed % self.gc_rounds == 0:
-                gc.collect()
+                release_memory()
             if self.stop_cond is not None and self.stop_cond.met(metrics):
                 stopped = f"stop_cond '{self.stop_cond}' met in round {rnd}"
                 break

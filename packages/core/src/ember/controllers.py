@@ -14,6 +14,7 @@ a worked example). What it may use while it runs:
   (:class:`ModelPersistor`; :class:`NumpyPersistor`, and :class:`InitialModelPersistor` to
   derive a framework's own), :func:`save_npz`, :func:`load_numpy_file`;
 - the best model and stopping: :class:`BestModelTracker`, :class:`StopCondition`;
+  :func:`release_memory` (garbage, idle receive buffers, the CUDA cache) every few rounds;
 - records: ``ctx.records.round(...)`` / ``ctx.records.summary(...)`` write
   ``round_metrics.jsonl`` and ``metrics_summary.json``; ``ctx.progress``, ``ctx.log``;
 - built-in workflows to subclass or name as a recipe's target (``"ember.controllers:Name"``):
@@ -47,6 +48,7 @@ from ember.runtime.persistors import (
 )
 from ember.runtime.stop_condition import StopCondition
 from ember.streaming.lazy import DeferredTensor, release_all, resolve_deferred
+from ember.streaming.memory import release_memory
 
 __all__ = [
     "NUMPY",
@@ -82,6 +84,7 @@ __all__ = [
     "convert_params",
     "load_numpy_file",
     "release_all",
+    "release_memory",
     "resolve_deferred",
     "save_npz",
 ]
