@@ -260,7 +260,7 @@ def test_recipe_runs_the_scaffold_controller(tmp_path: Path) -> None:
     assert job["name"] == "scaffold"
     assert job["meta"]["recipe"] == "ScaffoldRecipe"
     (workflow,) = job["workflows"]
-    assert workflow["target"] == "ember_pt.controllers.scaffold:ScaffoldController"
+    assert workflow["target"] == "ember.controllers:ScaffoldController"
     assert workflow["args"]["task_meta"] == {
         "model_class": {"path": "pt_scaffold_net.ScaffoldNet", "args": {}}
     }

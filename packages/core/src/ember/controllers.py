@@ -20,7 +20,8 @@ a worked example). What it may use while it runs:
 - built-in workflows to subclass or name as a recipe's target (``"ember.controllers:Name"``):
   :class:`FedAvgController` (hooks ``round_task_meta``, ``kept_for_update``,
   ``result_received``, ``next_global``, ``round_finished``), :class:`CyclicController`,
-  :class:`FedEvalController`, :class:`CrossSiteEvalController`, :class:`SwarmController`
+  :class:`FedEvalController`, :class:`CrossSiteEvalController`, :class:`SwarmController`,
+  :class:`ScaffoldController` (SCAFFOLD's control variates, framework-neutral)
   (whose sites run :class:`ember.site_workflows.SwarmSiteLink`).
 
 A controller that cannot go on raises :class:`JobError` naming the site and the fix.
@@ -36,6 +37,11 @@ from ember.runtime.controllers.cross_site_eval import CrossSiteEvalController
 from ember.runtime.controllers.cyclic import CyclicController
 from ember.runtime.controllers.fed_eval import FedEvalController
 from ember.runtime.controllers.fedavg import FedAvgController
+from ember.runtime.controllers.scaffold import (
+    SCAFFOLD_C_DIFF,
+    SCAFFOLD_C_GLOBAL,
+    ScaffoldController,
+)
 from ember.runtime.controllers.swarm import SwarmController
 from ember.runtime.errors import InsufficientClients, JobAborted, JobError
 from ember.runtime.persistors import (
@@ -52,6 +58,8 @@ from ember.streaming.memory import release_memory
 
 __all__ = [
     "NUMPY",
+    "SCAFFOLD_C_DIFF",
+    "SCAFFOLD_C_GLOBAL",
     "BestModelTracker",
     "Collected",
     "Controller",
@@ -71,6 +79,7 @@ __all__ = [
     "ParamsType",
     "Posted",
     "ResultStatus",
+    "ScaffoldController",
     "ServerContext",
     "StopCondition",
     "SwarmController",

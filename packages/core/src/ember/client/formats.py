@@ -36,6 +36,19 @@ def get_converter(from_format: str, to_format: str) -> Converter | None:
     return target() if isinstance(target, type) else target  # type: ignore[no-any-return]
 
 
+def result_converter(params_format: str) -> Converter | None:
+    """The converter a script's sent params go through (``<format>-to-numpy``, when its
+    registration says ``converts_results``), or None."""
+    if params_format == NUMPY:
+        return None
+    from ember.plugins.registry import get_registry
+
+    registered = get_registry().items("params_converter").get(converter_name(params_format, NUMPY))
+    if registered is None or not registered.item.converts_results:
+        return None
+    return get_converter(params_format, NUMPY)
+
+
 def convert_params(params: Any, from_format: str, to_format: str) -> Any:
     """``params`` (a dict, or None) in ``to_format``."""
     convert = get_converter(from_format, to_format)

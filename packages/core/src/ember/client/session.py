@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
 
 import numpy as np
 
-from ember.client.formats import NUMPY, Converter, get_converter
+from ember.client.formats import NUMPY, Converter, get_converter, result_converter
 from ember.client.link import ServerLink
 from ember.client.slots import WorkSlots
 from ember.common.messages import MetricRecord, Task, TaskName, TaskResult
@@ -48,8 +49,9 @@ class ClientSession:
         self._slots = slots
         self.logger = log or logging.getLogger(f"ember.site.{site}")
         self._holding_slot = False
-        self._to_script: Converter | None = None
         self.params_format = str(config.get("params_format") or NUMPY)
+        self._to_script: Converter | None = None
+        self._from_script: Converter | None = result_converter(self.params_format)
 
     def _acquire_slot(self) -> None:
         """Hold one of ``num_threads`` work slots while a task is in hand."""
@@ -99,12 +101,14 @@ class ClientSession:
             return None
         assert self.task is not None
         model = self.task.data or FLModel()
+        exchanged = model.params
         if model.params and self.params_format != NUMPY:
             if self._to_script is None:
                 self._to_script = get_converter(NUMPY, self.params_format)
             if self._to_script is not None:
                 model.params = self._to_script(model.params)
-        self._received_params = model.params
+        # a DIFF is taken in the format the result travels in
+        self._received_params = exchanged if self._from_script is not None else model.params
         return model
 
     def send(self, model: FLModel, clear_cache: bool = True) -> None:
@@ -115,6 +119,8 @@ class ClientSession:
             )
         if not isinstance(model, FLModel):
             raise ClientAPIError(f"flare.send() takes an FLModel, not {type(model).__name__}")
+        if self._from_script is not None and model.params:
+            model = dataclasses.replace(model, params=self._from_script(model.params))
         if self.task.name == TaskName.TRAIN:
             model = self._as_transfer_type(model)
         result = TaskResult(task_id=self.task.task_id, site=self.site, data=model)

@@ -89,13 +89,25 @@ class TensorAdapterEntry(Entry):
 
 @dataclass(frozen=True)
 class ParamsConverterEntry(Entry):
-    """Converts model parameters between a framework format and an exchange format."""
+    """Converts model parameters between a framework format and an exchange format.
+
+    ``converts_results`` (on a ``<format>-to-numpy`` converter): the Client API also applies
+    it to what a script sends, before the params travel. A format whose params are not a
+    flat dict of arrays or tensors (Keras's ``{layer name: [arrays]}``) needs it; one whose
+    tensors travel as they are (torch) does not.
+    """
 
     from_format: str = ""
     to_format: str = ""
+    converts_results: bool = False
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "from_format": self.from_format, "to_format": self.to_format}
+        return {
+            **super().describe(),
+            "from_format": self.from_format,
+            "to_format": self.to_format,
+            "converts_results": self.converts_results,
+        }
 
 
 @dataclass(frozen=True)

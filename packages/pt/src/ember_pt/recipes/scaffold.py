@@ -6,7 +6,7 @@ from typing import Any
 
 from ember_pt.recipes.fedavg import FedAvgRecipe
 
-SCAFFOLD_CONTROLLER = "ember_pt.controllers.scaffold:ScaffoldController"
+SCAFFOLD_CONTROLLER = "ember.controllers:ScaffoldController"
 
 
 class ScaffoldRecipe(FedAvgRecipe):

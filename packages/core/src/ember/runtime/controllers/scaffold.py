@@ -8,17 +8,21 @@ the job (Karimireddy et al. 2020, eq. 5: a site that did not answer contributes 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ember.common import FLModel
-from ember.controllers import FedAvgController, JobError, ServerContext
-from ember.streaming import DeferredTensor, release_all
+from ember.common.model import FLModel
+from ember.runtime.context import ServerContext
+from ember.runtime.controllers.fedavg import FedAvgController
+from ember.runtime.errors import JobError
+from ember.streaming.lazy import DeferredTensor, release_all
 
-#: task meta key of the global control variates (kept equal to ``ember_pt.scaffold``'s,
-#: which imports torch; the server does not need it to run this controller)
+#: task meta key of the global control variates (the framework packages' client helpers,
+#: ``ember_pt.scaffold`` and ``ember_tf.scaffold``, use the same strings)
 SCAFFOLD_C_GLOBAL = "scaffold_c_global"
 #: result meta key of a site's control-variate change
 SCAFFOLD_C_DIFF = "scaffold_c_diff"
@@ -79,8 +83,8 @@ class ScaffoldController(FedAvgController):
             raise JobError(
                 f"{site} sent {got} as meta[{SCAFFOLD_C_DIFF!r}]; a SCAFFOLD training script "
                 f"must send its control-variate change c_i+ - c_i as FLModel(meta="
-                f"{{{SCAFFOLD_C_DIFF!r}: {{name: array}}}}) (ember_pt.scaffold."
-                "PTScaffoldHelper.end_round returns that meta)"
+                f"{{{SCAFFOLD_C_DIFF!r}: {{name: array}}}}) (the framework's SCAFFOLD helper, "
+                "e.g. ember_pt.scaffold.PTScaffoldHelper.end_round, returns that meta)"
             )
         try:
             for key, value in diff.items():
@@ -123,9 +127,17 @@ class ScaffoldController(FedAvgController):
             updated[key] = new
         self.c_global = updated
         self._c_sum = {}
-        from ember_pt.persistor import save_safetensors
+        _save_safetensors(updated, self._ctx.server_dir / C_GLOBAL_FILE)
 
-        save_safetensors(updated, self._ctx.server_dir / C_GLOBAL_FILE)
+
+def _save_safetensors(arrays: Arrays, path: Path) -> None:
+    """Write ``arrays`` as a safetensors file, atomically."""
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+    os.replace(tmp, path)
 
 
 def zero_controls(params: Mapping[str, Any]) -> Arrays:
@@ -147,11 +159,7 @@ def _as_array(value: Any) -> np.ndarray[Any, Any]:
         return value.fetch(keep=False, writable=False)  # pulled now, read-only suffices
     if isinstance(value, np.ndarray):
         return value
-    if type(value).__module__.startswith("torch"):
-        from ember_pt.convert import to_numpy
-
-        return to_numpy(value)
-    return np.asarray(value)
+    return np.asarray(value)  # a framework's CPU tensor converts through __array__
 
 
 def _is_real(array: np.ndarray[Any, Any]) -> bool:
