@@ -38,6 +38,12 @@ _CLIENT_MODEL = {
 _META = ("NUM_STEPS_CURRENT_ROUND", "CURRENT_ROUND", "TOTAL_ROUNDS", "JOB_ID", "SITE_NAME")
 _SAME_MODULE = ("nvflare.app_common.np.recipes", "nvflare.app_common.np.recipes.fedavg")
 _PT_RECIPES = ("nvflare.app_opt.pt.recipes", "nvflare.app_opt.pt.recipes.fedavg")
+_TF_RECIPES = (
+    ("fedavg", "FedAvgRecipe"),
+    ("cyclic", "CyclicRecipe"),
+    ("fedopt", "FedOptRecipe"),
+    ("scaffold", "ScaffoldRecipe"),
+)
 _PT_MORE = (
     ("cyclic", "CyclicRecipe"),
     ("fedeval", "FedEvalRecipe"),
@@ -109,11 +115,22 @@ NAMES: dict[str, Target] = {
     "nvflare.app_opt.pt.tensor_downloader.download_tensors": (
         "ember_pt.tensor_downloader:download_tensors"
     ),
+    # TensorFlow recipes and helpers: ember-tf (see docs/tensorflow.md).
+    **{
+        f"nvflare.app_opt.tf.recipes{sub}.{cls}": f"ember_tf.recipes:{cls}"
+        for module, cls in _TF_RECIPES
+        for sub in ("", f".{module}")
+    },
+    "nvflare.app_opt.tf.fedprox_loss.TFFedProxLoss": "ember_tf.fedprox:TFFedProxLoss",
+    "nvflare.app_opt.tf.scaffold.TFScaffoldHelper": "ember_tf.scaffold:TFScaffoldHelper",
+    "nvflare.app_opt.tf.scaffold.get_lr_values": "ember_tf.scaffold:get_lr_values",
 }
 
 # Keyword arguments renamed on calls to these (Ember) targets: {old: new}.
 KEYWORDS: dict[str, dict[str, str]] = {
     "ember.recipes.NumpyFedAvgRecipe": {"initial_model": "model"},
+    # NVFlare's TF recipes took initial_model before 2.7.2's model=
+    **{f"ember_tf.recipes.{cls}": {"initial_model": "model"} for _, cls in _TF_RECIPES},
 }
 
 
