@@ -41,20 +41,28 @@ def initial_of(model: keras.Model) -> dict[str, np.ndarray]:
     return model_params(model)
 
 
-def fedavg_expected(initial: dict[str, np.ndarray], rounds: int) -> dict[str, np.ndarray]:
-    # site-k sends weights + k with weight k: each round adds (1*1 + 2*2) / 3 in float32
+def fedavg_expected(
+    initial: dict[str, np.ndarray], rounds: int, transfer: str = "FULL"
+) -> dict[str, np.ndarray]:
+    # site-k sends weights + k with weight k: each round adds (1*1 + 2*2) / 3 in float32,
+    # as the server computes it: the weighted mean of the models, or of their differences
+    one, two, three = np.float32(1), np.float32(2), np.float32(3)
     out = dict(initial)
     for _ in range(rounds):
-        out = {
-            k: (((v + 1) * np.float32(1) + (v + 2) * np.float32(2)) / np.float32(3))
-            for k, v in out.items()
-        }
+        if transfer == "FULL":
+            out = {k: ((v + 1) * one + (v + 2) * two) / three for k, v in out.items()}
+        else:
+            out = {
+                k: v + (((v + 1) - v) * one + ((v + 2) - v) * two) / three for k, v in out.items()
+            }
     return out
 
 
-@pytest.mark.parametrize("external", [False, True])
+@pytest.mark.parametrize(
+    ("external", "transfer"), [(False, "FULL"), (True, "FULL"), (False, "DIFF"), (True, "DIFF")]
+)
 def test_global_weights_are_the_hand_computed_weighted_average(
-    tmp_path: Path, external: bool
+    tmp_path: Path, external: bool, transfer: str
 ) -> None:
     # the server builds the model from its class (constant initial weights, built from the
     # class's _input_shape); sites get {layer: [arrays]} and send weights + k, weighted k
@@ -66,11 +74,12 @@ def test_global_weights_are_the_hand_computed_weighted_average(
         model=factory,
         train_script=ADD,
         launch_external_process=external,
+        params_transfer_type=transfer,  # a DIFF is taken at the site, in the exchange format
     )
     result = run(tmp_path, recipe)
     reference = ConstNet(3)
     reference.build((None, 3))
-    expected = fedavg_expected(initial_of(reference), 2)
+    expected = fedavg_expected(initial_of(reference), 2, transfer)
     saved = saved_weights(result, ConstNet(3))
     assert set(saved) == {"hidden/0", "hidden/1", "out/0", "out/1"}
     for key, value in expected.items():
