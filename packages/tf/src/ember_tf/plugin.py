@@ -42,10 +42,15 @@ _RECIPES = {
 
 @hookimpl
 def ember_fobs_decomposers() -> list[DecomposerEntry]:
+    # wire names: type_name() of the real classes (tf.Tensor, tf.Variable, keras.Variable)
     return [
-        DecomposerEntry("tensorflow.Tensor", f"{_DECOMPOSERS}:TensorDecomposer"),
-        DecomposerEntry("tensorflow.Variable", f"{_DECOMPOSERS}:VariableDecomposer"),
-        DecomposerEntry("keras.Variable", f"{_DECOMPOSERS}:KerasVariableDecomposer"),
+        DecomposerEntry(
+            "tensorflow.python.framework.tensor.Tensor", f"{_DECOMPOSERS}:TensorDecomposer"
+        ),
+        DecomposerEntry(
+            "tensorflow.python.ops.variables.Variable", f"{_DECOMPOSERS}:VariableDecomposer"
+        ),
+        DecomposerEntry("keras.src.backend.Variable", f"{_DECOMPOSERS}:KerasVariableDecomposer"),
         DecomposerEntry(
             "ember_tf.decomposers.RelayedTFTensor", f"{_DECOMPOSERS}:RelayedTFTensorDecomposer"
         ),
