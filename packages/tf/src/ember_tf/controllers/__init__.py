@@ -1,0 +1,1 @@
+"""ember-tf's server workflows, loaded by a job's target on the server."""
