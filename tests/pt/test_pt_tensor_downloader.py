@@ -14,7 +14,7 @@ from ember.streaming import Downloader, Fetcher, StreamingError
 from ember.streaming import add_tensors as core_add_tensors
 from ember.streaming.node import StreamNode
 from ember_pt.convert import tensor_to_wire
-from ember_pt.tensor_downloader import add_tensors, download_tensors
+from ember_pt.tensor_downloader import TorchTensorAdapter, add_tensors, download_tensors
 
 KIB = 1024
 
@@ -99,3 +99,13 @@ def test_what_cannot_be_streamed_is_refused_clearly() -> None:
         add_tensors(owner, {"c": torch.zeros(3, dtype=torch.complex64)})
     with pytest.raises(StreamingError, match="no installed tensor adapter supports it"):
         add_tensors(owner, {"x": [1, 2, 3]})
+
+
+def test_a_zero_dimensional_tensor_keeps_its_shape_through_the_adapter() -> None:
+    adapter = TorchTensorAdapter()
+    bits, code = adapter.to_stream(torch.tensor(2.5))
+    assert bits.shape == ()
+    assert code == "F32"
+    back = adapter.from_stream(bits.copy(), code)
+    assert back.shape == ()
+    assert back.item() == 2.5

@@ -62,7 +62,8 @@ class TorchTensorAdapter:
             raise StreamingError(
                 f"torch {name} tensors have no safetensors dtype; send them in a message"
             )
-        return np.ascontiguousarray(bits), code
+        # np.ascontiguousarray would make a 0-d tensor 1-d
+        return bits if bits.flags.c_contiguous else np.ascontiguousarray(bits), code
 
     def from_stream(self, array: np.ndarray[Any, Any], code: str | None) -> torch.Tensor:
         name = _BY_CODE.get(code) if code is not None else _BY_NUMPY.get(array.dtype)
