@@ -82,6 +82,19 @@ def model_params(model: Any) -> dict[str, np.ndarray[Any, Any]]:
     return from_keras_weights({layer.name: layer.get_weights() for layer in model.layers})
 
 
+def trainable_weights(model: Any) -> dict[str, Any]:
+    """A Keras model's trainable weights (its variables) by exchange key,
+    ``"<layer name>/<index in layer.get_weights()>"`` (the keys of
+    :func:`ember_tf.convert.model_params`), in the model's layer order."""
+    out: dict[str, Any] = {}
+    for layer in model.layers:
+        trainable = {id(w) for w in layer.trainable_weights}
+        for index, weight in enumerate(layer.weights):
+            if id(weight) in trainable:
+                out[weight_key(layer.name, index)] = weight
+    return out
+
+
 def load_model_params(model: Any, params: Mapping[str, Any]) -> None:
     """Set a Keras model's weights from params in either format; every layer with weights
     must be there, with the shapes it has (a clear error names the first that is not)."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from ember_tf.convert import weight_key
+from ember_tf.convert import trainable_weights, weight_key
 
 #: the key of ``FLModel.meta`` under which ``FedProxRecipe`` sends ``fedprox_mu``
 FEDPROX_MU = "fedprox_mu"
@@ -40,19 +40,6 @@ def check_mu(mu: Any, name: str = "mu") -> float:
     ):
         raise ValueError(f"{name} must be a finite number >= 0, got {mu!r}")
     return float(mu)
-
-
-def trainable_weights(model: Any) -> dict[str, Any]:
-    """A Keras model's trainable weights (its variables) by exchange key,
-    ``"<layer name>/<index in layer.get_weights()>"`` (the keys of
-    :func:`ember_tf.convert.model_params`), in the model's layer order."""
-    out: dict[str, Any] = {}
-    for layer in model.layers:
-        trainable = {id(w) for w in layer.trainable_weights}
-        for index, weight in enumerate(layer.weights):
-            if id(weight) in trainable:
-                out[weight_key(layer.name, index)] = weight
-    return out
 
 
 def _flat(params: Mapping[str, Any]) -> dict[str, Any]:

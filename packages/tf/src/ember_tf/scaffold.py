@@ -35,8 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ember_tf.convert import from_keras_weights, to_numpy
-from ember_tf.fedprox import trainable_weights
+from ember_tf.convert import from_keras_weights, to_numpy, trainable_weights
 
 #: task meta key: the server's control variates (key -> array; zeros in round 0)
 SCAFFOLD_C_GLOBAL = "scaffold_c_global"

@@ -262,7 +262,7 @@ class FedOptController(FedAvgController):
 
             if not isinstance(model, keras.Model):
                 return None
-            from ember_tf.fedprox import trainable_weights
+            from ember_tf.convert import trainable_weights
 
             self._trainable = set(trainable_weights(model))
         return self._trainable
