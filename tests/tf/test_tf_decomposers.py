@@ -204,16 +204,13 @@ def test_a_keras_models_weights_and_variables_round_trip() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), weights, strict=True))
 
 
-@pytest.mark.xfail(
-    reason="core's numpy decomposer sends ml_dtypes arrays (a bfloat16 model's get_weights()) "
-    "as raw void V2 (bits kept, dtype lost); send the layer's variables or tf tensors instead",
-    strict=True,
-)
-def test_a_bfloat16_keras_weight_list_keeps_its_dtype() -> None:
-    layer = keras.layers.Dense(2, dtype="bfloat16")
+def test_a_bfloat16_keras_weight_list_keeps_its_dtype_and_bits() -> None:
+    layer = keras.layers.Dense(2, dtype="bfloat16", kernel_initializer="random_normal")
     layer.build((None, 3))
-    back = fobs.loads(fobs.dumps(layer.get_weights()))
+    weights = layer.get_weights()  # ml_dtypes arrays
+    back = fobs.loads(fobs.dumps(weights))
     assert back[0].dtype == ml_dtypes.bfloat16
+    assert back[0].tobytes() == weights[0].tobytes()
 
 
 def test_the_server_decodes_numpy_and_widens_dtypes_numpy_lacks_exactly() -> None:

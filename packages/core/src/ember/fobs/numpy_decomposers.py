@@ -28,8 +28,34 @@ def flat_in_order(array: np.ndarray[Any, Any]) -> tuple[Order, np.ndarray[Any, A
     return "C", np.ascontiguousarray(array)
 
 
+#: the ``ml_dtypes`` types (TensorFlow's and JAX's bfloat16, float8, int4, ...) decoded by
+#: name; an allow-list: a name off the wire is looked up here, never imported
+ML_DTYPES = frozenset(
+    {
+        "bfloat16",
+        "float8_e3m4",
+        "float8_e4m3",
+        "float8_e4m3b11fnuz",
+        "float8_e4m3fn",
+        "float8_e4m3fnuz",
+        "float8_e5m2",
+        "float8_e5m2fnuz",
+        "float8_e8m0fnu",
+        "float6_e2m3fn",
+        "float6_e3m2fn",
+        "float4_e2m1fn",
+        "int2",
+        "int4",
+        "uint2",
+        "uint4",
+    }
+)
+
+
 def dtype_to_wire(dtype: np.dtype[Any]) -> Any:
     """Describe a dtype with msgpack-native values (no pickle, no eval on the way back)."""
+    if dtype.type.__module__ == "ml_dtypes" and dtype.name in ML_DTYPES:
+        return {"ml_dtypes": dtype.name}
     if dtype.hasobject:
         raise FOBSError(
             f"numpy arrays of dtype {dtype} hold Python object pointers and cannot be sent; "
@@ -61,6 +87,8 @@ def dtype_from_wire(wire: Any, depth: int = 0) -> np.dtype[Any]:
     try:
         if isinstance(wire, str):
             dtype = np.dtype(wire)
+        elif isinstance(wire, dict) and set(wire) == {"ml_dtypes"}:
+            dtype = _ml_dtype(wire["ml_dtypes"])
         elif isinstance(wire, dict) and set(wire) == {"sub"}:
             base, shape = wire["sub"]
             if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
@@ -88,6 +116,23 @@ def dtype_from_wire(wire: Any, depth: int = 0) -> np.dtype[Any]:
     if dtype.hasobject:
         raise FOBSError(f"refusing dtype {dtype}: object dtypes are never decoded")
     return dtype
+
+
+def _ml_dtype(name: Any) -> np.dtype[Any]:
+    """An ``ml_dtypes`` dtype by its allow-listed name (the package ships with TF and JAX)."""
+    if not isinstance(name, str) or name not in ML_DTYPES:
+        raise FOBSError(f"malformed dtype: {str(name)[:40]!r} is not an ml_dtypes type")
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise FOBSError(
+            f"the message holds a {name} array, which needs the ml_dtypes package "
+            "(installed with TensorFlow or JAX): pip install ml_dtypes"
+        ) from None
+    kind = getattr(ml_dtypes, name, None)
+    if kind is None:
+        raise FOBSError(f"this ml_dtypes ({ml_dtypes.__version__}) has no {name}; upgrade it")
+    return np.dtype(kind)
 
 
 def _shape(data: Any) -> tuple[int, ...]:
