@@ -45,7 +45,14 @@ def ember_recipes() -> list[RecipeEntry]:
             framework="numpy",
             algorithm="FedAvg",
             description="Federated averaging of numpy arrays",
-        )
+        ),
+        RecipeEntry(
+            "numpy-fedstats",
+            "ember.recipes.fedstats:FedStatsRecipe",
+            framework="numpy",
+            algorithm="FedStats",
+            description="Federated statistics with privacy rules applied at each site",
+        ),
     ]
 
 

@@ -13,6 +13,7 @@ from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
 from ember.recipes.base import Recipe, recipe_parameters
 from ember.recipes.client_apps import client_app
 from ember.recipes.fedavg import FEDAVG_CONTROLLER, FedAvgRecipe, NumpyFedAvgRecipe
+from ember.recipes.fedstats import FedStatsRecipe, StatsOutputs
 from ember.recipes.framework import (
     Framework,
     ModelSetup,
@@ -39,6 +40,7 @@ __all__ = [
     "FEDAVG_CONTROLLER",
     "ClientApp",
     "FedAvgRecipe",
+    "FedStatsRecipe",
     "Framework",
     "JobDefinition",
     "JobFile",
@@ -47,6 +49,7 @@ __all__ = [
     "NumpyFramework",
     "Recipe",
     "RecipeArgumentError",
+    "StatsOutputs",
     "add_cross_site_evaluation",
     "add_experiment_tracking",
     "bundle_checkpoint",
