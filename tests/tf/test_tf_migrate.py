@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from ember.cli.main import cli
@@ -125,24 +124,6 @@ def test_hello_tf_job_migrates_to_ember_tf_and_keeps_the_keras_lines(tmp_path: P
     assert (job / "model.py").read_text() == (JOBS / "tf_fedavg" / "model.py").read_text()
 
 
-def test_migrated_hello_tf_job_runs_with_a_one_example_input_shape(tmp_path: Path) -> None:
-    # the job as migrated, but TFNet's _input_shape is one example's shape (8, 8), as Ember
-    # documents it: this shows the rest of the migrated job works
-    job = migrated(tmp_path)
-    model_py = job / "model.py"
-    source = model_py.read_text()
-    assert "input_shape=(None, 8, 8)" in source
-    model_py.write_text(source.replace("input_shape=(None, 8, 8)", "input_shape=(8, 8)"))
-    check_run(job, tmp_path)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="NVFlare's TFModelPersistor calls model.build(model._input_shape): hello-tf's "
-    "_input_shape (None, 28, 28) includes the batch axis; ember_tf.framework.ensure_built "
-    "prepends another one ((None, None, 8, 8): Flatten then Dense fails). Remove this mark "
-    "once ensure_built accepts NVFlare's form.",
-)
 def test_migrated_hello_tf_job_runs_as_nvflare_wrote_it(tmp_path: Path) -> None:
+    # TFNet's _input_shape is (None, 8, 8), batch axis first, as NVFlare's persistor builds it
     check_run(migrated(tmp_path), tmp_path)

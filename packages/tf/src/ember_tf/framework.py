@@ -38,8 +38,9 @@ class TensorFlowFramework(Framework):
     instance of your own subclass travels as its class (``{"path": "module.Class"}``, built
     on the server with no arguments; the class must live in a module the server can import,
     for example beside the training script) plus its weights. A model that is not built yet
-    is built from ``input_shape`` or, as in NVFlare's hello-tf, its ``_input_shape``
-    attribute. Scripts receive ``{layer name: [arrays]}``; global models are saved as
+    is built from ``input_shape`` (one example's shape) or, as in NVFlare's hello-tf, its
+    ``_input_shape`` attribute (with the batch axis as a leading None, ``(None, 28, 28)``, as
+    NVFlare passes it to ``model.build``; or one example's shape, ``(64,)``). Scripts receive ``{layer name: [arrays]}``; global models are saved as
     ``server/models/global_model.weights.h5``.
     """
 
@@ -127,14 +128,22 @@ def ensure_built(model: Any, input_shape: Sequence[int | None] | None) -> Any:
     built yet; a clear error when it has neither."""
     if model.built and model.weights:
         return model
-    shape = input_shape if input_shape is not None else getattr(model, "_input_shape", None)
-    if shape is None:
+    if input_shape is not None:
+        model.build((None, *input_shape))
+        return model
+    attribute = getattr(model, "_input_shape", None)
+    if attribute is None:
         raise RecipeArgumentError(
             f"the Keras model {type(model).__name__} is not built (it has no weights yet): "
             "pass input_shape=[...] (one example's shape) to the recipe, set the model's "
             "_input_shape attribute, or build it (model.build / call it once) first"
         )
-    shape = check_input_shape(shape)
+    # NVFlare's form, model.build(model._input_shape), includes the batch axis as a leading
+    # None: (None, 28, 28); without it, it is one example's shape, (64,)
+    batch_first = (
+        isinstance(attribute, list | tuple) and len(attribute) > 1 and attribute[0] is None
+    )
+    shape = check_input_shape(list(attribute[1:]) if batch_first else attribute)
     assert shape is not None
     model.build((None, *shape))
     return model
