@@ -108,24 +108,27 @@ def plot_report(
         stats = result[feature]
         hist_ax = fig.add_subplot(grid[row, 0])
         histograms = stats.get(spec.HISTOGRAM, {})
-        if histograms:
-            overall = histograms.get(spec.GLOBAL, {}).get(dataset)
-            if overall:
-                hist_ax.bar(
-                    [b[0] for b in overall],
-                    [b[2] for b in overall],
-                    width=[b[1] - b[0] for b in overall],
-                    align="edge",
-                    color="0.82",
-                    edgecolor="0.55",
-                    label=spec.GLOBAL,
-                )
-            for site in sites:
-                bins = histograms.get(site, {}).get(dataset)
-                if bins:
-                    xs = [b[0] for b in bins] + [bins[-1][1]]
-                    ys = [b[2] for b in bins] + [bins[-1][2]]
-                    hist_ax.step(xs, ys, where="post", label=site, linewidth=1.2)
+        drawn = False
+        overall = histograms.get(spec.GLOBAL, {}).get(dataset)
+        if overall:
+            hist_ax.bar(
+                [b[0] for b in overall],
+                [b[2] for b in overall],
+                width=[b[1] - b[0] for b in overall],
+                align="edge",
+                color="0.82",
+                edgecolor="0.55",
+                label=spec.GLOBAL,
+            )
+            drawn = True
+        for site in sites:
+            bins = histograms.get(site, {}).get(dataset)
+            if bins:
+                xs = [b[0] for b in bins] + [bins[-1][1]]
+                ys = [b[2] for b in bins] + [bins[-1][2]]
+                hist_ax.step(xs, ys, where="post", label=site, linewidth=1.2)
+                drawn = True
+        if drawn:
             hist_ax.legend(fontsize=7, loc="upper right")
             hist_ax.set_ylabel("records", fontsize=8)
         else:

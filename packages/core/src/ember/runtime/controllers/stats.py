@@ -54,12 +54,12 @@ class StatsController:
 
     def run(self, ctx: ServerContext) -> None:
         started = time.monotonic()
-        alive = ctx.board.alive_sites()
-        missing = [s for s in self.sites if s not in alive]
+        known = list(ctx.board.sites)  # every site of the job, alive or not
+        missing = [s for s in self.sites if s not in known]
         if missing:
             raise JobError(
                 f"FedStatsRecipe names sites {missing}, which this job does not run (its "
-                f"sites: {alive}); run it in an env with those clients, or name these"
+                f"sites: {known}); run it in an env with those clients, or name these"
             )
         aggregator = StatsAggregator(self.request, self.sites)
         passes = 2 if self.request.second_pass() else 1
