@@ -186,7 +186,7 @@ class SiteAnswerer:
                     wanted.insert(0, spec.SUM)  # the global mean needs every site's sum
                 needs_range = request.needs_range(feature)
                 if dp is not None:
-                    for statistic in wanted + ([spec.MIN] if needs_range else []):
+                    for statistic in dict.fromkeys(wanted + ([spec.MIN] if needs_range else [])):
                         self._withhold(
                             withheld,
                             dataset,
