@@ -75,11 +75,11 @@ def test_recipe_list_and_show_a_plugin_recipe(median_plugin_path: Path) -> None:
 
 
 def test_recipe_show_unknown_name_fails_with_hint(median_plugin_path: Path) -> None:
-    result = run_ember("recipe", "show", "tensorflow-fedavg", pythonpath=[median_plugin_path])
+    result = run_ember("recipe", "show", "xgboost-horizontal", pythonpath=[median_plugin_path])
     assert result.returncode == 1
-    assert "no recipe named 'tensorflow-fedavg'" in result.stderr
-    assert "Installed recipes: numpy-fedavg, numpy-median" in result.stderr
-    assert "pip install ember-tf" in result.stderr
+    assert "no recipe named 'xgboost-horizontal'" in result.stderr
+    assert "Installed recipes: numpy-fedavg, numpy-fedstats, numpy-median" in result.stderr
+    assert "pip install ember-xgboost" in result.stderr
 
 
 def test_plugins_text_output_lists_registrations(median_plugin_path: Path) -> None:

@@ -16,7 +16,12 @@ from ember.errors import EmberError, MissingDependencyError
 from ember.extras import require
 from support.sim import numpy_recipe, run_sim
 
-OPTIONAL = {"matplotlib": "plots", "libcst": "migrate", "tensorboardx": "tracking"}
+OPTIONAL = {
+    "matplotlib": "plots",
+    "libcst": "migrate",
+    "tensorboardx": "tracking",
+    "pandas": "stats",
+}
 ROUNDS = [{"round": 0, "metrics": {"accuracy": 0.5}}, {"round": 1, "metrics": {"accuracy": 0.7}}]
 
 
@@ -146,7 +151,7 @@ def test_core_lists_its_optional_dependencies_only_under_extras() -> None:
     for req in requirements:
         extras = [
             e
-            for e in ("plots", "migrate", "tracking", "all", "pt", "sklearn")
+            for e in ("plots", "migrate", "tracking", "stats", "all", "pt", "sklearn", "tf")
             if req.marker is not None and req.marker.evaluate({"extra": e})
         ]
         if req.marker is None:
@@ -161,3 +166,4 @@ def test_core_lists_its_optional_dependencies_only_under_extras() -> None:
     assert by_extra["all"] == set(OPTIONAL)
     assert by_extra["pt"] == {"ember-pt"}
     assert by_extra["sklearn"] == {"ember-sklearn"}
+    assert by_extra["tf"] == {"ember-tf"}

@@ -147,7 +147,11 @@ def test_explicit_plugins_load_even_without_autoload(median_plugin_path: Path) -
         env={"EMBER_DISABLE_PLUGIN_AUTOLOAD": "1", "EMBER_PLUGINS": "ember_recipe_median.plugin"},
     )
     assert result.returncode == 0, result.stderr
-    assert [r["name"] for r in json.loads(result.stdout)] == ["numpy-fedavg", "numpy-median"]
+    assert [r["name"] for r in json.loads(result.stdout)] == [
+        "numpy-fedavg",
+        "numpy-fedstats",
+        "numpy-median",
+    ]
 
 
 @pytest.mark.parametrize("disabled", ["median", "ember-recipe-median"])

@@ -21,8 +21,8 @@ def script(tmp_path: Path) -> str:
 
 
 def test_an_uninstalled_framework_names_the_package_to_install(script: str) -> None:
-    with pytest.raises(UnknownNameError, match="ember-tf"):
-        FedAvgRecipe(framework="tensorflow", min_clients=1, model=[1.0], train_script=script)
+    with pytest.raises(UnknownNameError, match="ember-xgboost"):
+        FedAvgRecipe(framework="xgboost", min_clients=1, model=[1.0], train_script=script)
 
 
 def test_the_default_framework_is_numpy_and_matches_the_numpy_recipe(

@@ -40,7 +40,8 @@ class TensorFlowFramework(Framework):
     for example beside the training script) plus its weights. A model that is not built yet
     is built from ``input_shape`` (one example's shape) or, as in NVFlare's hello-tf, its
     ``_input_shape`` attribute (with the batch axis as a leading None, ``(None, 28, 28)``, as
-    NVFlare passes it to ``model.build``; or one example's shape, ``(64,)``). Scripts receive ``{layer name: [arrays]}``; global models are saved as
+    NVFlare passes it to ``model.build``; or one example's shape, ``(64,)``). Scripts receive
+    ``{layer name: [arrays]}``; global models are saved as
     ``server/models/global_model.weights.h5``.
     """
 

@@ -132,7 +132,8 @@ def _ml_dtype(name: Any) -> np.dtype[Any]:
     kind = getattr(ml_dtypes, name, None)
     if kind is None:
         raise FOBSError(f"this ml_dtypes ({ml_dtypes.__version__}) has no {name}; upgrade it")
-    return np.dtype(kind)
+    dtype: np.dtype[Any] = np.dtype(kind)
+    return dtype
 
 
 def _shape(data: Any) -> tuple[int, ...]:
