@@ -119,12 +119,12 @@ def test_initial_checkpoint_is_bundled_and_loaded(
 def test_server_expected_format_must_be_a_known_format(tmp_path: Path) -> None:
     from ember.recipes.validation import RecipeArgumentError
 
-    with pytest.raises(RecipeArgumentError, match=r"server_expected_format='tensorflow'.*ember-tf"):
+    with pytest.raises(RecipeArgumentError, match=r"server_expected_format='xgboost'.*ember-xgb"):
         FedAvgRecipe(
             min_clients=1,
             model=TinyNet(3),
             train_script=str(SCRIPTS / "pt_add_client.py"),
-            server_expected_format="tensorflow",
+            server_expected_format="xgboost",  # no package registers it
         )
 
 
