@@ -12,7 +12,9 @@ workflow: check the arguments with the ``check_*`` functions, make the client ap
 from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
 from ember.recipes.base import Recipe, recipe_parameters
 from ember.recipes.client_apps import client_app
+from ember.recipes.cyclic import CyclicRecipe
 from ember.recipes.fedavg import FEDAVG_CONTROLLER, FedAvgRecipe, NumpyFedAvgRecipe
+from ember.recipes.fedprox import FEDPROX_MU, FedProxRecipe, check_fedprox_mu
 from ember.recipes.fedstats import FedStatsRecipe, StatsOutputs
 from ember.recipes.framework import (
     Framework,
@@ -38,8 +40,11 @@ from ember.recipes.validation import (
 __all__ = [
     "APP_DIR",
     "FEDAVG_CONTROLLER",
+    "FEDPROX_MU",
     "ClientApp",
+    "CyclicRecipe",
     "FedAvgRecipe",
+    "FedProxRecipe",
     "FedStatsRecipe",
     "Framework",
     "JobDefinition",
@@ -54,6 +59,7 @@ __all__ = [
     "add_experiment_tracking",
     "bundle_checkpoint",
     "check_choice",
+    "check_fedprox_mu",
     "check_int",
     "check_job_name",
     "check_optional_int",

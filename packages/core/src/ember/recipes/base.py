@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ember.client.formats import NUMPY
 from ember.job.definition import ClientApp, JobDefinition, JobFile, write_job
-from ember.recipes.validation import RecipeArgumentError
+from ember.recipes.framework import ModelSetup, get_framework
+from ember.recipes.validation import RecipeArgumentError, check_str
 
 if TYPE_CHECKING:
     from ember.envs.base import Env
@@ -79,6 +81,36 @@ class Recipe:
         )
         Recipe.__init__(self, job, files)
 
+    def framework_name(self, framework: Any) -> str:
+        """``framework`` (None: the class's own, else numpy) checked against the class's: a
+        recipe class that sets :attr:`framework` takes only that one."""
+        fixed = type(self).framework
+        if framework is None:
+            return fixed or NUMPY
+        name = check_str("framework", framework)
+        if fixed is not None and name != fixed:
+            raise RecipeArgumentError(
+                f"{type(self).__name__} is for framework {fixed!r}, got framework={name!r}; "
+                f"use the unified ember.recipes.{self._unified_name()}(framework={name!r}) "
+                "instead"
+            )
+        return name or NUMPY
+
+    def model_setup(
+        self, framework: str, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
+    ) -> ModelSetup:
+        """The persistor and task meta for ``model``/``initial_ckpt`` (may add files to
+        bundle into the job): the registered framework's. Override for a model the
+        framework alone cannot describe."""
+        return get_framework(framework).setup(model, initial_ckpt, files)
+
+    def _unified_name(self) -> str:
+        """The first class of ember.recipes in this recipe's MRO (FedAvgRecipe, ...)."""
+        for klass in type(self).__mro__:
+            if klass.__module__.startswith("ember.recipes.") and klass is not Recipe:
+                return klass.__name__
+        return type(self).__name__
+
     def set_config(self, name: str, value: Any) -> None:
         """Override a setting of the config registry for this job only (a timeout, a limit)."""
         from ember.config import Config
@@ -107,21 +139,23 @@ class Recipe:
 
 
 def recipe_parameters(cls: type) -> list[inspect.Parameter]:
-    """The keyword parameters ``cls(...)`` takes: its ``__init__``'s own, then, when that
-    passes ``**kwargs`` on, its base recipe's (recursively) that it does not declare or
-    list in ``replaces``. A ``framework`` parameter defaults to the class's framework."""
-    init = cls.__dict__.get("__init__")
-    if init is None:  # inherits its base's constructor
-        base = next((b for b in cls.__mro__[1:] if "__init__" in b.__dict__), object)
-        params = recipe_parameters(base) if issubclass(base, Recipe) else []
-    else:
+    """The keyword parameters ``cls(...)`` takes: along ``cls``'s MRO (the order ``super()``
+    calls follow), each ``__init__``'s own parameters not already listed, for as long as
+    the ``__init__`` before passes ``**kwargs`` on; less the names in ``replaces``. A
+    ``framework`` parameter defaults to the class's framework."""
+    params: list[inspect.Parameter] = []
+    names = set(getattr(cls, "replaces", ()))
+    for klass in cls.__mro__:
+        if klass is Recipe or klass is object:
+            break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
         own = list(inspect.signature(inspect.unwrap(init)).parameters.values())[1:]  # no self
-        params = [p for p in own if p.kind is not p.VAR_KEYWORD]
-        if any(p.kind is p.VAR_KEYWORD for p in own):
-            base = next(b for b in cls.__mro__[1:] if "__init__" in b.__dict__)
-            names = {p.name for p in params} | set(getattr(cls, "replaces", ()))
-            if issubclass(base, Recipe) and base is not Recipe:
-                params += [p for p in recipe_parameters(base) if p.name not in names]
+        params += [p for p in own if p.kind is not p.VAR_KEYWORD and p.name not in names]
+        names |= {p.name for p in own}
+        if not any(p.kind is p.VAR_KEYWORD for p in own):
+            break
     fixed = getattr(cls, "framework", None)
     return [
         p.replace(default=fixed) if p.name == "framework" and fixed is not None else p

@@ -6,10 +6,8 @@ from typing import Any
 
 from ember.client.formats import NUMPY
 from ember.common.model import TransferType
-from ember.job.definition import JobFile
 from ember.recipes.base import Recipe
 from ember.recipes.client_apps import client_app
-from ember.recipes.framework import ModelSetup, get_framework
 from ember.recipes.validation import (
     RecipeArgumentError,
     check_choice,
@@ -68,7 +66,7 @@ class FedAvgRecipe(Recipe):
         server_expected_format: str = NUMPY,
     ) -> None:
         name = check_job_name(name)
-        framework = self._framework(framework)
+        framework = self.framework_name(framework)
         min_clients = check_int("min_clients", min_clients, 1)
         num_rounds = check_int("num_rounds", num_rounds, 1)
         app, files = client_app(
@@ -126,30 +124,9 @@ class FedAvgRecipe(Recipe):
             framework=framework,
         )
 
-    def _framework(self, framework: Any) -> str:
-        """``framework`` checked against the class's own (a subclass may fix one)."""
-        fixed = type(self).framework
-        if framework is None:
-            return fixed or NUMPY
-        name = check_str("framework", framework)
-        if fixed is not None and name != fixed:
-            raise RecipeArgumentError(
-                f"{type(self).__name__} is for framework {fixed!r}, got framework={name!r}; "
-                f"use ember.recipes.FedAvgRecipe(framework={name!r}) instead"
-            )
-        return name or NUMPY
-
     def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """The arguments of :attr:`controller`, given FedAvg's; subclasses add their own."""
         return args
-
-    def model_setup(
-        self, framework: str, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
-    ) -> ModelSetup:
-        """The persistor and task meta for ``model``/``initial_ckpt`` (may add files to
-        bundle into the job): the registered framework's. Override for a model the
-        framework alone cannot describe."""
-        return get_framework(framework).setup(model, initial_ckpt, files)
 
 
 class NumpyFedAvgRecipe(FedAvgRecipe):

@@ -1,82 +1,19 @@
-"""``CyclicRecipe``: cyclic weight transfer of a PyTorch model from site to site."""
+"""``CyclicRecipe`` for PyTorch: cyclic weight transfer of a model from site to site."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from ember.recipes import (
-    Recipe,
-    RecipeArgumentError,
-    check_choice,
-    check_int,
-    check_job_name,
-    client_app,
-    get_framework,
-)
-
-CYCLIC_CONTROLLER = "ember.controllers:CyclicController"
-ORDERS = ("fixed", "random")
+from ember.recipes import CyclicRecipe as UnifiedCyclicRecipe
 
 
-class CyclicRecipe(Recipe):
-    """Cyclic weight transfer (as NVFlare's ``CyclicRecipe``): for ``num_rounds`` rounds
-    the model travels from site to site, each training the model the previous site sent.
-
-    ``order="fixed"`` visits the sites in the job's order every round; ``order="random"``
-    draws a new permutation each round from ``seed`` (drawn and recorded in
-    ``metrics_summary.json`` when None). A site that dies, fails or times out is skipped
-    while ``min_clients`` sites remain; then the job fails. ``model`` and ``initial_ckpt``
-    are :class:`ember_pt.recipes.FedAvgRecipe`'s (an ``nn.Module``, ``{"path", "args"}``,
-    a .pt/.pth/.safetensors checkpoint); the last model of each round is saved as
+class CyclicRecipe(UnifiedCyclicRecipe):
+    """Cyclic weight transfer (as NVFlare's ``CyclicRecipe``) of a PyTorch model:
+    ``ember.recipes.CyclicRecipe(framework="pytorch")``. For ``num_rounds`` rounds the model
+    travels from site to site, each training the model the previous site sent;
+    ``order="fixed"`` or ``"random"`` (from ``seed``). ``model`` and ``initial_ckpt`` are
+    :class:`ember_pt.recipes.FedAvgRecipe`'s (an ``nn.Module``, ``{"path", "args"}``, a
+    .pt/.pth/.safetensors checkpoint); the last model of each round is saved as
     ``server/models/global_model.safetensors``. Train tasks carry ``meta["model_class"]``
     (when known), ``meta["cyclic_position"]`` and ``meta["cyclic_order"]``.
     """
 
     framework = "pytorch"
-
-    def __init__(
-        self,
-        *,
-        name: str = "cyclic",
-        min_clients: int,
-        num_rounds: int = 2,
-        model: Any = None,
-        initial_ckpt: str | None = None,
-        train_script: str,
-        train_args: str = "",
-        launch_external_process: bool = False,
-        command: str | None = None,
-        order: str = "fixed",
-        seed: int | None = None,
-    ) -> None:
-        name = check_job_name(name)
-        min_clients = check_int("min_clients", min_clients, 1)
-        num_rounds = check_int("num_rounds", num_rounds, 1)
-        order = check_choice("order", order, ORDERS)
-        if seed is not None:
-            check_int("seed", seed, 0)
-            if order != "random":
-                raise RecipeArgumentError(
-                    "seed only applies to order='random'; pass order='random' or drop seed"
-                )
-        app, files = client_app(train_script, train_args, launch_external_process, command)
-        if model is None and initial_ckpt is None:
-            raise RecipeArgumentError("give the initial model: model=... or initial_ckpt=...")
-        setup = get_framework(self.framework).setup(model, initial_ckpt, files)
-        app.params_format = setup.params_format
-        args: dict[str, Any] = {
-            "num_rounds": num_rounds,
-            "min_clients": min_clients,
-            "persistor": setup.persistor,
-            "order": order,
-            "seed": seed,
-        }
-        if setup.task_meta:
-            args["task_meta"] = setup.task_meta
-        self.assemble(
-            name=name,
-            min_clients=min_clients,
-            workflows=[{"target": CYCLIC_CONTROLLER, "args": args}],
-            client=app,
-            files=files,
-        )

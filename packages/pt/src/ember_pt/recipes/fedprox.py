@@ -1,43 +1,17 @@
-"""``FedProxRecipe``: FedAvg whose sites add a proximal term (``fedprox_mu``) to their loss."""
+"""``FedProxRecipe`` for PyTorch: FedAvg whose sites add a proximal term to their loss."""
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any
-
-from ember.recipes import RecipeArgumentError
-from ember_pt.recipes.fedavg import FedAvgRecipe
-
-#: the task meta key (the same string as ``ember_pt.fedprox.FEDPROX_MU``; no torch import here)
-FEDPROX_MU = "fedprox_mu"
+from ember.recipes import FedProxRecipe as UnifiedFedProxRecipe
 
 
-def check_fedprox_mu(value: Any) -> float:
-    """``fedprox_mu`` as a float, if it is a finite real number >= 0."""
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not math.isfinite(float(value))
-        or value < 0
-    ):
-        raise RecipeArgumentError(f"fedprox_mu must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-class FedProxRecipe(FedAvgRecipe):
-    """FedProx (Li et al., 2020) of a PyTorch model: the server runs FedAvg; every train
+class FedProxRecipe(UnifiedFedProxRecipe):
+    """FedProx (Li et al., 2020) of a PyTorch model:
+    ``ember.recipes.FedProxRecipe(framework="pytorch")``. The server runs FedAvg; every train
     task carries ``meta["fedprox_mu"]``, which a training script reads
     (``ember_pt.fedprox.fedprox_mu(input_model)``) and uses to add
     ``PTFedProxLoss(mu)(model, global_model)`` to its loss. The other arguments are
     :class:`ember_pt.recipes.FedAvgRecipe`'s.
     """
 
-    def __init__(self, *, name: str = "fedprox", fedprox_mu: float = 0.01, **kwargs: Any) -> None:
-        self.fedprox_mu = check_fedprox_mu(fedprox_mu)
-        super().__init__(name=name, **kwargs)
-
-    def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
-        """FedAvg's arguments, with ``fedprox_mu`` added to every task's meta."""
-        args = super().controller_args(args)
-        return {**args, "task_meta": {**args.get("task_meta", {}), FEDPROX_MU: self.fedprox_mu}}
+    framework = "pytorch"

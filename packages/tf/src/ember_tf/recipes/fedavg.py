@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from ember.recipes import FedAvgRecipe as UnifiedFedAvgRecipe
-from ember.recipes import JobFile, ModelSetup
-from ember_tf.framework import TensorFlowFramework, check_input_shape
+from ember_tf.recipes._keras import KerasRecipe
 
 
-class FedAvgRecipe(UnifiedFedAvgRecipe):
+class FedAvgRecipe(KerasRecipe, UnifiedFedAvgRecipe):
     """FedAvg of a Keras model: ``ember.recipes.FedAvgRecipe(framework="tensorflow")`` plus
     ``input_shape``, which builds a model given unbuilt (else its ``_input_shape``).
 
@@ -21,18 +17,3 @@ class FedAvgRecipe(UnifiedFedAvgRecipe):
     element-wise, weighted by ``NUM_STEPS_CURRENT_ROUND``, and saves
     ``server/models/global_model.weights.h5`` (and ``best_model.weights.h5``).
     """
-
-    framework = "tensorflow"
-
-    def __init__(
-        self, *, name: str = "fedavg", input_shape: Sequence[int] | None = None, **kwargs: Any
-    ) -> None:
-        self.input_shape = check_input_shape(input_shape)
-        super().__init__(name=name, **kwargs)
-
-    def model_setup(
-        self, framework: str, model: Any, initial_ckpt: str | None, files: dict[str, JobFile]
-    ) -> ModelSetup:
-        """The ``tensorflow`` framework's setup, building an unbuilt model from
-        ``input_shape``."""
-        return TensorFlowFramework().setup_model(model, initial_ckpt, files, self.input_shape)
