@@ -19,81 +19,49 @@ from typing import Any
 import numpy as np
 import torch
 
-from ember.fobs import Context, FOBSError
-from ember.streaming import DeferredTensor
+from ember.streaming import (
+    FrameworkTensorDecomposer,
+    RelayedFrameworkTensor,
+    WidenedFrameworkTensor,
+)
 from ember_pt.convert import check_wire, numpy_value, tensor_from_wire, tensor_to_wire
 
 
-class RelayedTensor:
+class RelayedTensor(RelayedFrameworkTensor):
     """A streamed torch tensor passing through a relay (a site between its script's process
     and the server): the reference is sent on, the data stays with its owner."""
 
-    def __init__(self, dtype: str, ref: DeferredTensor) -> None:
-        self.dtype = dtype
-        self.ref = ref
-
-    def __repr__(self) -> str:
-        return f"RelayedTensor({self.dtype}, {self.ref!r})"
-
-    def resolve_relayed(self, fetcher: Any) -> torch.Tensor:
-        """Pull the data after all (a relay that needs it: a swarm aggregator)."""
-        from ember.streaming import resolve_relayed
-
-        return tensor_from_wire(self.dtype, resolve_relayed(self.ref, fetcher))
+    from_wire = staticmethod(tensor_from_wire)
 
 
-class WidenedTensor(DeferredTensor):
+class WidenedTensor(WidenedFrameworkTensor):
     """A lazy reference to a tensor of a dtype numpy lacks (bfloat16, float8): the server
     pulls its bits when it aggregates and gets them widened to float32."""
 
-    def __init__(self, dtype: str, ref: DeferredTensor) -> None:
-        self.torch_dtype = dtype
-        self.ref = ref
-        self.dtype = np.dtype(np.float32)
-        self.shape = ref.shape
+    numpy_value = staticmethod(numpy_value)
 
-    def fetch(self, keep: bool = True, writable: bool = True) -> np.ndarray[Any, Any]:
-        return numpy_value(self.torch_dtype, self.ref.fetch(keep=keep, writable=False))
-
-    def release(self) -> None:
-        self.ref.release()
+    @property
+    def torch_dtype(self) -> str:
+        return self.framework_dtype
 
 
-class TensorDecomposer:
+class TensorDecomposer(FrameworkTensorDecomposer):
     """``torch.Tensor`` and its subclasses (``nn.Parameter``), any device, every dtype."""
 
-    match_subclasses = True
+    what = "torch.Tensor"
+    relayed = RelayedTensor
+    widened = WidenedTensor
+    from_wire = staticmethod(tensor_from_wire)
+    numpy_value = staticmethod(numpy_value)
 
     def supported_type(self) -> type:
         return torch.Tensor
 
-    def decompose(self, obj: torch.Tensor, ctx: Context) -> Any:
-        try:
-            name, array = tensor_to_wire(obj)
-        except TypeError as exc:
-            raise FOBSError(str(exc)) from None
-        return {"dtype": name, "array": array}
+    def to_wire(self, obj: torch.Tensor, /) -> tuple[str, np.ndarray[Any, Any]]:
+        return tensor_to_wire(obj)  # looked up when called: a test may patch it
 
-    def recompose(self, data: Any, ctx: Context) -> Any:
-        if not isinstance(data, dict) or set(data) != {"dtype", "array"}:
-            raise FOBSError("malformed torch.Tensor")
-        name, array = data["dtype"], data["array"]
-        if isinstance(array, DeferredTensor):
-            if ctx.props.get("relay_tensors"):
-                return RelayedTensor(name, array)
-            try:
-                _, _, view = check_wire(name, np.empty(0, array.dtype))
-            except ValueError as exc:
-                raise FOBSError(f"malformed torch.Tensor: {exc}") from None
-            if ctx.props.get("lazy_tensors"):
-                return array if view is None else WidenedTensor(name, array)
-            array = array.fetch(keep=False)
-        try:
-            if ctx.props.get("lazy_tensors"):
-                return numpy_value(name, array)
-            return tensor_from_wire(name, array)
-        except ValueError as exc:
-            raise FOBSError(f"malformed torch.Tensor: {exc}") from None
+    def needs_widening(self, name: str, wire: np.dtype[Any]) -> bool:
+        return check_wire(name, np.empty(0, wire))[2] is not None
 
 
 class RelayedTensorDecomposer(TensorDecomposer):
@@ -103,6 +71,3 @@ class RelayedTensorDecomposer(TensorDecomposer):
 
     def supported_type(self) -> type:
         return RelayedTensor
-
-    def decompose(self, obj: RelayedTensor, ctx: Context) -> Any:  # type: ignore[override]
-        return {"dtype": obj.dtype, "array": obj.ref}

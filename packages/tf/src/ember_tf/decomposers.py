@@ -27,82 +27,49 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ember.fobs import Context, FOBSError
-from ember.streaming import DeferredTensor
+from ember.streaming import (
+    FrameworkTensorDecomposer,
+    RelayedFrameworkTensor,
+    WidenedFrameworkTensor,
+)
 from ember_tf.dtypes import check_wire, numpy_value, tensor_from_wire, tensor_to_wire
 
 
-class RelayedTFTensor:
+class RelayedTFTensor(RelayedFrameworkTensor):
     """A streamed TF tensor passing through a relay (a site between its script's process
     and the server): the reference is sent on, the data stays with its owner."""
 
-    def __init__(self, dtype: str, ref: DeferredTensor) -> None:
-        self.dtype = dtype
-        self.ref = ref
-
-    def __repr__(self) -> str:
-        return f"RelayedTFTensor({self.dtype}, {self.ref!r})"
-
-    def resolve_relayed(self, fetcher: Any) -> Any:
-        """Pull the data after all (a relay that needs it: a swarm aggregator)."""
-        from ember.streaming import resolve_relayed
-
-        return tensor_from_wire(self.dtype, resolve_relayed(self.ref, fetcher))
+    from_wire = staticmethod(tensor_from_wire)
 
 
-class WidenedTFTensor(DeferredTensor):
+class WidenedTFTensor(WidenedFrameworkTensor):
     """A lazy reference to a tensor of a dtype numpy lacks (bfloat16, float8...): the server
     pulls its bits when it aggregates and gets them widened exactly to float32."""
 
-    def __init__(self, dtype: str, ref: DeferredTensor) -> None:
-        self.tf_dtype = dtype
-        self.ref = ref
-        self.dtype = np.dtype(np.float32)
-        self.shape = ref.shape
+    numpy_value = staticmethod(numpy_value)
 
-    def fetch(self, keep: bool = True, writable: bool = True) -> np.ndarray[Any, Any]:
-        return numpy_value(self.tf_dtype, self.ref.fetch(keep=keep, writable=False))
-
-    def release(self) -> None:
-        self.ref.release()
+    @property
+    def tf_dtype(self) -> str:
+        return self.framework_dtype
 
 
-class TensorDecomposer:
+class TensorDecomposer(FrameworkTensorDecomposer):
     """``tf.Tensor`` (eager tensors, every dtype of the table, any device)."""
 
-    match_subclasses = True
     what = "tf.Tensor"
+    relayed = RelayedTFTensor
+    widened = WidenedTFTensor
+    from_wire = staticmethod(tensor_from_wire)
+    numpy_value = staticmethod(numpy_value)
 
     def supported_type(self) -> type:
         return tf.Tensor  # type: ignore[no-any-return]
 
-    def decompose(self, obj: Any, ctx: Context) -> Any:
-        try:
-            name, array = tensor_to_wire(obj)
-        except TypeError as exc:
-            raise FOBSError(str(exc)) from None
-        return {"dtype": name, "array": array}
+    def to_wire(self, obj: Any, /) -> tuple[str, np.ndarray[Any, Any]]:
+        return tensor_to_wire(obj)  # looked up when called: a test may patch it
 
-    def recompose(self, data: Any, ctx: Context) -> Any:
-        if not isinstance(data, dict) or set(data) != {"dtype", "array"}:
-            raise FOBSError(f"malformed {self.what}")
-        name, array = data["dtype"], data["array"]
-        if isinstance(array, DeferredTensor):
-            if ctx.props.get("relay_tensors"):
-                return RelayedTFTensor(name, array)
-            try:
-                _, _, view = check_wire(name, np.empty(0, array.dtype))
-            except ValueError as exc:
-                raise FOBSError(f"malformed {self.what}: {exc}") from None
-            if ctx.props.get("lazy_tensors"):
-                return array if view is None else WidenedTFTensor(name, array)
-            array = array.fetch(keep=False)
-        try:
-            if ctx.props.get("lazy_tensors"):
-                return numpy_value(name, array)
-            return tensor_from_wire(name, array)
-        except ValueError as exc:
-            raise FOBSError(f"malformed {self.what}: {exc}") from None
+    def needs_widening(self, name: str, wire: np.dtype[Any]) -> bool:
+        return check_wire(name, np.empty(0, wire))[2] is not None
 
 
 class VariableDecomposer(TensorDecomposer):
@@ -135,6 +102,3 @@ class RelayedTFTensorDecomposer(TensorDecomposer):
 
     def supported_type(self) -> type:
         return RelayedTFTensor
-
-    def decompose(self, obj: Any, ctx: Context) -> Any:
-        return {"dtype": obj.dtype, "array": obj.ref}

@@ -14,71 +14,35 @@ objects, bit-exact.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
-from ember.streaming import Downloader, Fetcher, Progress, StreamingError
+from ember.streaming import (
+    SAFETENSORS_CODES,
+    Downloader,
+    FrameworkTensorAdapter,
+)
 from ember.streaming import add_tensors as _add_tensors
-from ember.streaming import download_tensors as _download_tensors
 from ember_tf.dtypes import DTYPES, is_keras_variable, tensor_from_wire, tensor_to_wire
 
-# TF dtype name -> safetensors dtype code (complex, the fnuz float8s, float4, int4 and int2
-# have none: they travel in messages only)
-SAFETENSORS_CODES = {
-    "bool": "BOOL",
-    "uint8": "U8",
-    "int8": "I8",
-    "int16": "I16",
-    "int32": "I32",
-    "int64": "I64",
-    "uint16": "U16",
-    "uint32": "U32",
-    "uint64": "U64",
-    "float16": "F16",
-    "float32": "F32",
-    "float64": "F64",
-    "bfloat16": "BF16",
-    "float8_e4m3fn": "F8_E4M3",
-    "float8_e5m2": "F8_E5M2",
-}
-_BY_CODE = {code: name for name, code in SAFETENSORS_CODES.items() if name in DTYPES}
-# plain numpy dtypes of streams that carry no code
-_BY_NUMPY = {
-    row[1]: name for name, row in DTYPES.items() if name in SAFETENSORS_CODES and row[2] is None
-}
+__all__ = ["SAFETENSORS_CODES", "TFTensorAdapter", "add_tensors", "download_tensors"]
 
 
-class TFTensorAdapter:
-    """The ``tensorflow`` tensor adapter (registered by ember-tf's plugin)."""
+class TFTensorAdapter(FrameworkTensorAdapter[Any]):
+    """The ``tensorflow`` tensor adapter (registered by ember-tf's plugin). Complex, the fnuz
+    float8s, float4, int4 and int2 have no safetensors dtype: they travel in messages only."""
+
+    tensor_format = "tensorflow"
+    framework = "TensorFlow"
+    tensor = "TF tensor"
+    dtypes = DTYPES
+    to_wire = staticmethod(tensor_to_wire)
+    from_wire = staticmethod(tensor_from_wire)
 
     def supports(self, value: Any) -> bool:
         return isinstance(value, tf.Tensor | tf.Variable) or is_keras_variable(value)
-
-    def to_stream(self, value: Any) -> tuple[np.ndarray[Any, Any], str | None]:
-        try:
-            name, bits = tensor_to_wire(value)
-        except TypeError as exc:
-            raise StreamingError(f"cannot offer the tensor for download: {exc}") from None
-        code = SAFETENSORS_CODES.get(name)
-        if code is None:
-            raise StreamingError(
-                f"TensorFlow {name} tensors have no safetensors dtype; send them in a message"
-            )
-        # np.ascontiguousarray would make a 0-d tensor 1-d; TF's arrays are C-ordered anyway
-        return (bits if bits.flags.c_contiguous else bits.copy(order="C")), code
-
-    def from_stream(self, array: np.ndarray[Any, Any], code: str | None) -> Any:
-        name = _BY_CODE.get(code) if code is not None else _BY_NUMPY.get(array.dtype)
-        if name is None:
-            raise StreamingError(f"cannot make a TF tensor from a {code or array.dtype} stream")
-        try:
-            return tensor_from_wire(name, array)
-        except ValueError as exc:
-            raise StreamingError(f"cannot make a TF tensor from a {code} stream: {exc}") from None
 
 
 def add_tensors(
@@ -96,17 +60,6 @@ def add_tensors(
     return _add_tensors(downloader, tensors, receivers, timeout)
 
 
-def download_tensors(
-    from_site: str,
-    ref_id: str,
-    per_request_timeout: float | None = None,
-    progress: Progress | None = None,
-    fetcher: Fetcher | None = None,
-) -> OrderedDict[str, Any]:
-    """Pull every tensor of ``ref_id`` from ``from_site`` as eager ``tf.Tensor`` objects, in
-    offered order, one at a time (chunked, checksummed, retried; ``per_request_timeout`` per
-    chunk)."""
-    got = _download_tensors(
-        from_site, ref_id, per_request_timeout, progress, fetcher, tensor_format="tensorflow"
-    )
-    return OrderedDict(got)
+#: ``download_tensors(from_site, ref_id, per_request_timeout=None, progress=None,
+#: fetcher=None)``: every tensor of ``ref_id`` as eager ``tf.Tensor`` objects, in offered order
+download_tensors = TFTensorAdapter().download

@@ -21,6 +21,13 @@ from ember.streaming.adapters import get_adapter, iter_adapted, offer_tensors
 from ember.streaming.downloader import Downloader, Transaction
 from ember.streaming.errors import StreamingError
 from ember.streaming.fetcher import Fetcher, Progress
+from ember.streaming.framework_tensors import (
+    SAFETENSORS_CODES,
+    FrameworkTensorAdapter,
+    FrameworkTensorDecomposer,
+    RelayedFrameworkTensor,
+    WidenedFrameworkTensor,
+)
 from ember.streaming.lazy import (
     DeferredTensor,
     LazyTensor,
@@ -118,15 +125,20 @@ def download_object(
 
 
 __all__ = [
+    "SAFETENSORS_CODES",
     "DeferredTensor",
     "Downloader",
     "Fetcher",
     "FileReceiver",
+    "FrameworkTensorAdapter",
+    "FrameworkTensorDecomposer",
     "LazyTensor",
     "Progress",
+    "RelayedFrameworkTensor",
     "StreamNode",
     "StreamingError",
     "Transaction",
+    "WidenedFrameworkTensor",
     "add_tensors",
     "bind_node",
     "current_node",
