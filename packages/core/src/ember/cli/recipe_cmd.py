@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import click
 
 from ember.cli.output import echo_json, echo_table, format_option
+from ember.plugins.catalog import ALIASES
 from ember.plugins.errors import PluginError
-from ember.plugins.registry import get_registry
+from ember.plugins.registry import Registered, get_registry
 
 
 @click.group()
@@ -18,20 +20,82 @@ def recipe() -> None:
     """List and describe the recipes installed plugins provide."""
 
 
+def framework_name(name: str) -> str:
+    """A framework name in the catalog's spelling: ``pt``/``torch`` -> ``pytorch``, ..."""
+    name = name.strip().lower()
+    return ALIASES.get(name, name)
+
+
+def recipe_name(name: str, installed: Iterable[str]) -> str:
+    """The installed recipe ``name`` means: itself, or an NVFlare-style alias of one.
+
+    ``<algorithm>-<framework>`` (``fedavg-pt``, ``fedavg-tensorflow``, ``fedavg-numpy``) and
+    an aliased framework prefix (``pt-fedavg``) both name ``<framework>-<algorithm>``
+    (``pytorch-fedavg``), framework aliases as in :data:`ember.plugins.catalog.ALIASES`.
+    A name that matches nothing is returned as it is (the registry then says what is there).
+    """
+    names = set(installed)
+    if name in names:
+        return name
+    lowered = name.strip().lower()
+    candidates = [lowered]
+    first, sep, rest = lowered.partition("-")
+    if sep:
+        candidates.append(f"{framework_name(first)}-{rest}")  # pt-fedavg
+        head, _, last = lowered.rpartition("-")
+        candidates.append(f"{framework_name(last)}-{head}")  # fedavg-pt
+    return next((c for c in candidates if c in names), name)
+
+
+def get_recipe(name: str) -> Registered:
+    """The registration of recipe ``name`` (or of the recipe its alias names)."""
+    registry = get_registry()
+    return registry.get("recipe", recipe_name(name, registry.items("recipe")))
+
+
+def _matches(row: dict[str, Any], framework: str | None, text: str | None) -> bool:
+    if framework is not None and str(row.get("framework", "")).lower() != framework:
+        return False
+    if text is not None:
+        fields = (row.get("name"), row.get("algorithm"), row.get("description"))
+        return any(text.lower() in str(f or "").lower() for f in fields)
+    return True
+
+
 @recipe.command("list")
+@click.option(
+    "--framework",
+    "framework",
+    metavar="NAME",
+    help="Only this framework's recipes (pytorch, tensorflow, sklearn, numpy; pt, tf, ...).",
+)
+@click.option(
+    "--filter",
+    "text",
+    metavar="TEXT",
+    help="Only recipes whose name, algorithm or description contains TEXT (any case).",
+)
 @format_option
-def list_recipes(fmt: str) -> None:
-    """List every installed recipe."""
+def list_recipes(framework: str | None, text: str | None, fmt: str) -> None:
+    """List every installed recipe (or those --framework and --filter select)."""
+    wanted = framework_name(framework) if framework is not None else None
     rows = [
         {**reg.item.describe(), "plugin": reg.plugin}
         for reg in get_registry().items("recipe").values()
     ]
+    selected = [r for r in rows if _matches(r, wanted, text)]
     if fmt == "json":
-        echo_json(rows)
+        echo_json(selected)
+        return
+    if rows and not selected:
+        what = [f"framework {wanted!r}"] if wanted is not None else []
+        what += [f"text {text!r}"] if text is not None else []
+        frameworks = ", ".join(sorted({str(r["framework"]) for r in rows}))
+        click.echo(f"No installed recipe matches {' and '.join(what)} (frameworks: {frameworks}).")
         return
     echo_table(
         ["name", "framework", "algorithm", "description"],
-        [[r["name"], r["framework"], r["algorithm"], r["description"]] for r in rows],
+        [[r["name"], r["framework"], r["algorithm"], r["description"]] for r in selected],
         empty="No recipes installed. Framework packages provide them: pip install ember-pt, "
         "ember-sklearn, ...",
     )
@@ -69,8 +133,11 @@ def describe_parameters(cls: type) -> list[dict[str, Any]]:
 @click.argument("name")
 @format_option
 def show_recipe(name: str, fmt: str) -> None:
-    """Describe recipe NAME and its parameters."""
-    reg = get_registry().get("recipe", name)
+    """Describe recipe NAME and its parameters.
+
+    NAME may be NVFlare-style, algorithm first: ``fedavg-pt`` is ``pytorch-fedavg``.
+    """
+    reg = get_recipe(name)
     cls = reg.item.load()
     if not isinstance(cls, type):
         raise PluginError(f"recipe {name!r} ({reg.item.target}) is not a class")

@@ -30,6 +30,7 @@ ALIASES = {
     "keras": "tensorflow",
     "scikit-learn": "sklearn",
     "flwr": "flower",
+    "np": "numpy",
 }
 
 
