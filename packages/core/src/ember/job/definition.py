@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +53,24 @@ class ClientApp:
     # a site-side runtime wrapping the site's link to the server ({"target", "args"}): the
     # client-controlled part of a workflow (swarm learning)
     site_workflow: dict[str, Any] | None = None
+    # site name -> what that site runs differently (``train_args``, ``command``,
+    # ``client_memory_gc_rounds``): a recipe's ``per_site_config``, applied by the site runner
+    per_site: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cuda_empty_cache: bool = True  # memory releases also empty the CUDA cache
+
+    def for_site(self, site: str) -> ClientApp:
+        """This app as ``site`` runs it: with its ``per_site`` entry applied."""
+        own = self.per_site.get(site)
+        if not own:
+            return self
+        return replace(
+            self,
+            args=own.get("train_args", self.args),
+            command=own.get("command", self.command),
+            client_memory_gc_rounds=own.get(
+                "client_memory_gc_rounds", self.client_memory_gc_rounds
+            ),
+        )
 
 
 @dataclass

@@ -44,3 +44,51 @@ def client_app(
         client_memory_gc_rounds=client_memory_gc_rounds,
     )
     return app, {APP_DIR: script.parent}
+
+
+#: what a site's entry of ``per_site_config`` may set, and the check of each value
+PER_SITE_KEYS = ("train_args", "command", "client_memory_gc_rounds")
+
+
+def check_per_site_config(per_site_config: Any) -> dict[str, dict[str, Any]]:
+    """``per_site_config`` (site name -> ``{"train_args": str, "command": str,
+    "client_memory_gc_rounds": int}``, each key optional) checked; ``{}`` for None."""
+    if per_site_config is None:
+        return {}
+    if not isinstance(per_site_config, dict):
+        raise RecipeArgumentError(
+            "per_site_config must be a dict of site name -> dict of settings, e.g. "
+            f"{{'site-1': {{'train_args': '--lr 0.1'}}}}; got {per_site_config!r}"
+        )
+    checked: dict[str, dict[str, Any]] = {}
+    for site, entry in per_site_config.items():
+        if not isinstance(site, str) or not site:
+            raise RecipeArgumentError(f"per_site_config keys are site names, got {site!r}")
+        if not isinstance(entry, dict):
+            raise RecipeArgumentError(
+                f"per_site_config[{site!r}] must be a dict of settings, got {entry!r}"
+            )
+        unknown = sorted(str(k) for k in entry if k not in PER_SITE_KEYS)
+        if unknown:
+            raise RecipeArgumentError(
+                f"per_site_config[{site!r}] has unknown keys {', '.join(unknown)}; a site "
+                f"may set {', '.join(PER_SITE_KEYS)}"
+            )
+        own: dict[str, Any] = {}
+        if "train_args" in entry:
+            if not isinstance(entry["train_args"], str):
+                raise RecipeArgumentError(
+                    f"per_site_config[{site!r}]['train_args'] must be a string of "
+                    f"arguments, got {entry['train_args']!r}"
+                )
+            own["train_args"] = entry["train_args"]
+        if "command" in entry:
+            own["command"] = check_str(f"per_site_config[{site!r}]['command']", entry["command"])
+        if "client_memory_gc_rounds" in entry:
+            own["client_memory_gc_rounds"] = check_int(
+                f"per_site_config[{site!r}]['client_memory_gc_rounds']",
+                entry["client_memory_gc_rounds"],
+                0,
+            )
+        checked[site] = own
+    return checked

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from ember.client.formats import NUMPY
 from ember.common.model import TransferType
 from ember.recipes.base import Recipe
-from ember.recipes.client_apps import client_app
+from ember.recipes.client_apps import check_per_site_config, client_app
 from ember.recipes.validation import (
     RecipeArgumentError,
     check_choice,
@@ -64,7 +65,27 @@ class FedAvgRecipe(Recipe):
         server_memory_gc_rounds: int = 0,
         client_memory_gc_rounds: int = 0,
         server_expected_format: str = NUMPY,
+        save_filename: str | None = None,
+        best_model_filename: str | None = None,
+        cuda_empty_cache: bool = True,
+        enable_tensor_disk_offload: bool = False,
+        per_site_config: dict[str, dict[str, Any]] | None = None,
+        launch_once: bool = True,
+        launch_timeout: float | None = None,
+        shutdown_timeout: float | None = None,
+        initial_model: Any = None,
     ) -> None:
+        if initial_model is not None:
+            if model is not None:
+                raise RecipeArgumentError(
+                    "initial_model is the deprecated name of model; give model= only"
+                )
+            warnings.warn(
+                "initial_model is deprecated; use model= (the same value)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            model = initial_model
         name = check_job_name(name)
         framework = self.framework_name(framework)
         min_clients = check_int("min_clients", min_clients, 1)
@@ -77,6 +98,18 @@ class FedAvgRecipe(Recipe):
             params_transfer_type,
             client_memory_gc_rounds,
         )
+        app.per_site = check_per_site_config(per_site_config)
+        timeouts = check_launch(
+            launch_external_process, launch_once, launch_timeout, shutdown_timeout
+        )
+        model_files = check_model_filenames(save_filename, best_model_filename)
+        for flag, value in (
+            ("cuda_empty_cache", cuda_empty_cache),
+            ("enable_tensor_disk_offload", enable_tensor_disk_offload),
+        ):
+            if not isinstance(value, bool):
+                raise RecipeArgumentError(f"{flag} must be True or False, got {value!r}")
+        app.cuda_empty_cache = cuda_empty_cache
         server_format = check_params_format("server_expected_format", server_expected_format)
         weights = check_weights(aggregation_weights)
         check_str("key_metric", key_metric, allow_none=True)
@@ -113,6 +146,11 @@ class FedAvgRecipe(Recipe):
         }
         if server_format != NUMPY:
             args["server_expected_format"] = server_format
+        args.update(model_files)
+        if not cuda_empty_cache:
+            args["cuda_empty_cache"] = False
+        if enable_tensor_disk_offload:
+            args["enable_tensor_disk_offload"] = True
         if setup.task_meta:
             args["task_meta"] = dict(setup.task_meta)
         self.assemble(
@@ -123,10 +161,81 @@ class FedAvgRecipe(Recipe):
             files=files,
             framework=framework,
         )
+        for setting, seconds in timeouts.items():
+            self.set_config(setting, seconds)
 
     def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """The arguments of :attr:`controller`, given FedAvg's; subclasses add their own."""
         return args
+
+
+#: the recipe parameter -> the setting it overrides for the job
+LAUNCH_TIMEOUTS = {
+    "launch_timeout": "runtime.subprocess_connect_timeout",
+    "shutdown_timeout": "runtime.site_stop_timeout",
+}
+
+
+def check_launch(
+    external: Any, launch_once: Any, launch_timeout: Any, shutdown_timeout: Any
+) -> dict[str, float]:
+    """The job settings ``launch_timeout``/``shutdown_timeout`` override (checked against
+    the settings' bounds); ``launch_once=False`` is refused."""
+    if not isinstance(launch_once, bool):
+        raise RecipeArgumentError(f"launch_once must be True or False, got {launch_once!r}")
+    if not launch_once:
+        raise RecipeArgumentError(
+            "launch_once=False (a new script process per task) is not supported: Ember "
+            "starts a site's script once per job and the script takes task after task "
+            "with flare.receive() in a loop; keep launch_once=True (the default)"
+        )
+    if launch_timeout is not None and external is not True:
+        raise RecipeArgumentError(
+            "launch_timeout is how long a site waits for its script's process to connect; "
+            "it needs launch_external_process=True"
+        )
+    from ember.config import declared_settings
+
+    declared = declared_settings()
+    settings: dict[str, float] = {}
+    for arg, value in (("launch_timeout", launch_timeout), ("shutdown_timeout", shutdown_timeout)):
+        if value is None:
+            continue
+        name = LAUNCH_TIMEOUTS[arg]
+        minimum = declared[name].minimum
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (minimum is not None and value < minimum)
+        ):
+            raise RecipeArgumentError(
+                f"{arg} must be a number of seconds >= {minimum:g} (it sets {name} for this "
+                f"job), got {value!r}"
+            )
+        settings[name] = float(value)
+    return settings
+
+
+def check_model_filenames(save: Any, best: Any) -> dict[str, str]:
+    """The controller arguments for ``save_filename``/``best_model_filename`` (file names in
+    ``server/models``; the persistor's extension is added when missing); none when unset."""
+    names: dict[str, str] = {}
+    for arg, value in (("save_filename", save), ("best_model_filename", best)):
+        if value is None:
+            continue
+        text = check_str(arg, value)
+        if not text or "/" in text or "\\" in text or text in (".", ".."):
+            raise RecipeArgumentError(
+                f"{arg} must be a file name (no folders: it is saved in server/models), "
+                f"got {value!r}"
+            )
+        names[arg] = text
+    if (save or "global_model") == (best or "best_model"):
+        raise RecipeArgumentError(
+            f"save_filename and best_model_filename are both {save or best!r}: they must "
+            "differ, or the best model would overwrite the global one"
+        )
+    return names
 
 
 class NumpyFedAvgRecipe(FedAvgRecipe):

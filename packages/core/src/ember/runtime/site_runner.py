@@ -39,7 +39,7 @@ def build_site_runner(
     """The runner of ``site``'s script (not started). ``transport`` and ``endpoint`` are the
     site's messaging API (the endpoint relays tensors when the script has its own process);
     ``code``: the script compiled once for all in-process sites of this process."""
-    app = job.client
+    app = job.client.for_site(site)  # with the site's per_site_config entry
     script = (job_dir / app.script).resolve()
     stream = endpoint.stream
     assert stream is not None
@@ -63,6 +63,7 @@ def build_site_runner(
         "params_transfer_type": app.params_transfer_type,
         "client_memory_gc_rounds": app.client_memory_gc_rounds,
         "params_format": app.params_format,
+        "cuda_empty_cache": app.cuda_empty_cache,
     }
     if app.launch_external_process:
         return SubprocessSite(

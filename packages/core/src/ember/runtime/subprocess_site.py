@@ -69,6 +69,10 @@ class SubprocessSite:
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self.max_frame = int(get_setting("fobs.max_message_bytes"))
+        # read here, in the thread that has the job's config (a recipe's launch_timeout
+        # sets it in job_config): the accepting thread does not
+        name = "runtime.subprocess_connect_timeout"
+        self.connect_timeout = float(job_config.get(name, get_setting(name)))
 
     def start(self) -> None:
         host, port = self._listener.getsockname()[:2]
@@ -114,7 +118,7 @@ class SubprocessSite:
                 self.tail.append(line.decode(errors="replace").rstrip())
 
     def _serve(self) -> None:
-        timeout = float(get_setting("runtime.subprocess_connect_timeout"))
+        timeout = self.connect_timeout
         self._listener.settimeout(timeout)
         try:
             conn, _ = self._listener.accept()

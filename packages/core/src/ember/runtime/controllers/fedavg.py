@@ -39,7 +39,15 @@ class FedAvgController:
         server_memory_gc_rounds: int = 0,
         task_meta: dict[str, Any] | None = None,
         server_expected_format: str = NUMPY,
+        save_filename: str = "global_model",
+        best_model_filename: str = "best_model",
+        cuda_empty_cache: bool = True,
+        enable_tensor_disk_offload: bool = False,
     ) -> None:
+        self.save_filename = save_filename
+        self.best_model_filename = best_model_filename
+        self.cuda_empty_cache = cuda_empty_cache
+        self.disk_offload = enable_tensor_disk_offload
         self.server_format = server_expected_format
         self.task_meta = dict(task_meta or {})
         self.num_rounds = num_rounds
@@ -60,7 +68,8 @@ class FedAvgController:
         )
         models = ctx.server_dir / "models"
         ext = self.persistor.extension
-        global_path, best_path = models / f"global_model{ext}", models / f"best_model{ext}"
+        global_path = models / _with_extension(self.save_filename, ext)
+        best_path = models / _with_extension(self.best_model_filename, ext)
         ctx.state["persistor"] = self.persistor
         if self.key_metric:
             # global_model holds the model the sites are training on (here the initial one):
@@ -127,7 +136,7 @@ class FedAvgController:
             )
             ctx.progress.round_done(rnd, round_metrics)
             if self.gc_rounds and completed % self.gc_rounds == 0:
-                release_memory(cuda=True)
+                release_memory(cuda=self.cuda_empty_cache)
             if self.stop_cond is not None and self.stop_cond.met(round_metrics):
                 stopped = f"stop_cond '{self.stop_cond}' met in round {rnd}"
                 break
@@ -151,10 +160,17 @@ class FedAvgController:
     ) -> tuple[dict[str, Any], Path | None]:
         """What the round's tasks carry. With ``streaming.offload_dir`` the global model's
         arrays wait on disk while the sites pull them, so the server holds no copy of the
-        model it sends (only the running sum of what comes back)."""
-        if ctx.offload_dir is None or not get_setting("streaming.enabled"):
+        model it sends (only the running sum of what comes back); with
+        ``enable_tensor_disk_offload`` and no such setting, they wait in
+        ``server/offload``."""
+        offload_dir = ctx.offload_dir
+        if offload_dir is None and self.disk_offload:
+            # enable_tensor_disk_offload without the setting: a folder of the job's own
+            # server workspace
+            offload_dir = ctx.server_dir / "offload"
+        if offload_dir is None or not get_setting("streaming.enabled"):
             return params, None
-        folder = ctx.offload_dir / f"global-{rnd}"
+        folder = offload_dir / f"global-{rnd}"
         min_bytes = int(get_setting("streaming.min_tensor_bytes"))
         try:
             return offload_arrays(params, folder, min_bytes), folder
@@ -210,3 +226,8 @@ class FedAvgController:
                 "sites sent DIFF params but the recipe has "
                 "params_transfer_type='FULL'; set params_transfer_type='DIFF'"
             )
+
+
+def _with_extension(name: str, ext: str) -> str:
+    """``name`` ending in the persistor's extension (``ext`` added when it does not)."""
+    return name if not ext or name.endswith(ext) else f"{name}{ext}"
