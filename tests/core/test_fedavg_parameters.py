@@ -15,7 +15,7 @@ from ember.job.definition import ClientApp, JobDefinition
 from ember.recipes import FedAvgRecipe
 from ember.recipes.validation import RecipeArgumentError
 from ember.runtime.controllers.fedavg import FedAvgController
-from support.sim import INITIAL, SCRIPTS, global_model, numpy_recipe, run_sim
+from support.sim import INITIAL, SCRIPTS, global_model, numpy_recipe, round_records, run_sim
 
 COMPLETED = "FINISHED:COMPLETED"
 
@@ -237,3 +237,121 @@ def test_a_script_that_does_not_connect_within_launch_timeout_fails_its_site(
 def test_a_wrong_launch_parameter_is_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(RecipeArgumentError, match=message):
         numpy_recipe(**kwargs)
+
+
+PICK_SITE = "support.fedavg_components:PickSite"
+ADD = """--add '{"site-1": 1, "site-2": 5}' --metrics "[0.5, 0.6]" """
+
+
+def test_an_aggregator_spec_replaces_the_weighted_average(tmp_path: Path) -> None:
+    recipe = numpy_recipe(
+        num_rounds=2, train_args=ADD, aggregator={"path": PICK_SITE, "args": {"site": "site-2"}}
+    )
+    assert controller_args(recipe)["aggregator"] == {"path": PICK_SITE, "args": {"site": "site-2"}}
+    run = run_sim(recipe, tmp_path)
+    assert run.get_status() == COMPLETED, run.get_message()
+    # site-2's model each round: +5 twice
+    np.testing.assert_array_equal(global_model(run.get_result()), INITIAL + 10)
+    records = round_records(run.get_result())
+    assert [r["metrics"] for r in records] == [{"picked_sites": 2}] * 2
+
+
+def test_an_aggregator_object_of_an_importable_class_is_rebuilt_from_its_arguments(
+    tmp_path: Path,
+) -> None:
+    from support.fedavg_components import ElementwiseMax, PickSite
+
+    recipe = numpy_recipe(aggregator=PickSite("site-1"))
+    assert controller_args(recipe)["aggregator"] == {"path": PICK_SITE, "args": {"site": "site-1"}}
+    recipe = numpy_recipe(num_rounds=2, train_args=ADD, aggregator=ElementwiseMax())
+    run = run_sim(recipe, tmp_path)
+    assert run.get_status() == COMPLETED, run.get_message()
+    np.testing.assert_array_equal(global_model(run.get_result()), INITIAL + 10)
+    # no metrics of its own: the sites' weighted mean
+    assert [r["metrics"]["accuracy"] for r in round_records(run.get_result())] == [0.5, 0.6]
+
+
+def test_an_aggregator_that_returns_no_flmodel_fails_the_job_naming_it(tmp_path: Path) -> None:
+    recipe = numpy_recipe(aggregator={"path": "support.fedavg_components:NotAModel"})
+    run = run_sim(recipe, tmp_path)
+    assert run.get_status() == "FINISHED:EXECUTION_EXCEPTION"
+    assert "NotAModel.result() returned dict, not an FLModel" in run.get_message()
+
+
+def local_aggregator() -> Any:
+    class LocalAggregator:
+        def add(self, site: str, model: Any, weight: float) -> None: ...
+
+        def result(self) -> Any: ...
+
+    return LocalAggregator()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"path": "support.fedavg_components:NoResult"}, r"has no result\(\) method"),
+        ({"path": "no_such_module:X"}, "cannot import 'no_such_module'"),
+        ({"class_path": "x:Y"}, "aggregator must be"),
+        ({"path": PICK_SITE, "args": {"site": object()}}, "must be JSON values"),
+        (local_aggregator(), "which the server cannot import"),
+    ],
+)
+def test_a_wrong_aggregator_is_refused(value: Any, message: str) -> None:
+    with pytest.raises(RecipeArgumentError, match=message):
+        numpy_recipe(aggregator=value)
+
+
+def test_an_aggregator_object_whose_arguments_cannot_be_read_back_is_refused() -> None:
+    from support.fedavg_components import PickSite
+
+    picker = PickSite("site-1")
+    del picker.site
+    with pytest.raises(RecipeArgumentError, match="keeps no attribute 'site'"):
+        numpy_recipe(aggregator=picker)
+
+
+def test_aggregator_data_kind_sets_the_params_transfer_type() -> None:
+    assert (
+        controller_args(numpy_recipe(aggregator_data_kind="WEIGHT_DIFF"))["params_transfer_type"]
+        == "DIFF"
+    )
+    assert numpy_recipe(aggregator_data_kind="WEIGHT_DIFF").job.client.params_transfer_type == (
+        "DIFF"
+    )
+    assert (
+        controller_args(numpy_recipe(aggregator_data_kind="WEIGHTS"))["params_transfer_type"]
+        == "FULL"
+    )
+
+
+def test_a_wrong_or_conflicting_aggregator_data_kind_is_refused() -> None:
+    with pytest.raises(RecipeArgumentError, match="aggregator_data_kind"):
+        numpy_recipe(aggregator_data_kind="METRICS")
+    with pytest.raises(RecipeArgumentError, match="give one of them"):
+        numpy_recipe(aggregator_data_kind="WEIGHTS", params_transfer_type="DIFF")
+
+
+def test_model_persistor_replaces_the_frameworks_persistor(tmp_path: Path) -> None:
+    spec = {
+        "path": "support.fedavg_components:ConstantPersistor",
+        "args": {"value": 10.0, "shape": [2, 3]},
+    }
+    recipe = numpy_recipe(num_rounds=2, model_persistor=spec)
+    assert controller_args(recipe)["persistor"] == {
+        "target": spec["path"],
+        "args": spec["args"],
+    }
+    run = run_sim(recipe, tmp_path)
+    assert run.get_status() == COMPLETED, run.get_message()
+    np.testing.assert_array_equal(global_model(run.get_result()), np.full((2, 3), 12.0))
+
+
+def test_a_model_persistor_without_save_and_load_is_refused() -> None:
+    with pytest.raises(RecipeArgumentError, match=r"model_persistor: .* has no initial_params"):
+        numpy_recipe(model_persistor={"path": PICK_SITE, "args": {"site": "x"}})
+
+
+def test_model_locator_is_refused_as_fedavg_runs_no_cross_site_evaluation() -> None:
+    with pytest.raises(RecipeArgumentError, match="model_locator is for cross-site evaluation"):
+        numpy_recipe(model_locator={"path": "x:Y"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import warnings
 from typing import Any
 
@@ -70,6 +72,10 @@ class FedAvgRecipe(Recipe):
         cuda_empty_cache: bool = True,
         enable_tensor_disk_offload: bool = False,
         per_site_config: dict[str, dict[str, Any]] | None = None,
+        aggregator: Any = None,
+        aggregator_data_kind: str | None = None,
+        model_persistor: Any = None,
+        model_locator: Any = None,
         launch_once: bool = True,
         launch_timeout: float | None = None,
         shutdown_timeout: float | None = None,
@@ -87,6 +93,17 @@ class FedAvgRecipe(Recipe):
             )
             model = initial_model
         name = check_job_name(name)
+        if model_locator is not None:
+            raise RecipeArgumentError(
+                "model_locator is for cross-site evaluation, which FedAvg does not run: "
+                "add_cross_site_evaluation(recipe) evaluates the models this job's persistor "
+                "saves (server/models); drop model_locator="
+            )
+        params_transfer_type = data_kind_transfer(aggregator_data_kind, params_transfer_type)
+        aggregator_spec = component_spec("aggregator", aggregator, ("add", "result"))
+        persistor_spec = component_spec(
+            "model_persistor", model_persistor, ("initial_params", "save", "load")
+        )
         framework = self.framework_name(framework)
         min_clients = check_int("min_clients", min_clients, 1)
         num_rounds = check_int("num_rounds", num_rounds, 1)
@@ -130,6 +147,8 @@ class FedAvgRecipe(Recipe):
             raise RecipeArgumentError("give the initial model: model=... or initial_ckpt=...")
 
         setup = self.model_setup(framework, model, initial_ckpt, files)
+        if persistor_spec is not None:
+            setup.persistor = {"target": persistor_spec["path"], "args": persistor_spec["args"]}
         app.params_format = setup.params_format
         args: dict[str, Any] = {
             "num_rounds": num_rounds,
@@ -147,6 +166,8 @@ class FedAvgRecipe(Recipe):
         if server_format != NUMPY:
             args["server_expected_format"] = server_format
         args.update(model_files)
+        if aggregator_spec is not None:
+            args["aggregator"] = aggregator_spec
         if not cuda_empty_cache:
             args["cuda_empty_cache"] = False
         if enable_tensor_disk_offload:
@@ -167,6 +188,84 @@ class FedAvgRecipe(Recipe):
     def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """The arguments of :attr:`controller`, given FedAvg's; subclasses add their own."""
         return args
+
+
+#: NVFlare's aggregator_data_kind -> Ember's params_transfer_type
+DATA_KINDS = {"WEIGHTS": TransferType.FULL.value, "WEIGHT_DIFF": TransferType.DIFF.value}
+
+
+def data_kind_transfer(kind: Any, transfer: Any) -> Any:
+    """``params_transfer_type`` given NVFlare's ``aggregator_data_kind`` (None: unchanged)."""
+    if kind is None:
+        return transfer
+    name = check_choice("aggregator_data_kind", kind, list(DATA_KINDS))
+    wanted = DATA_KINDS[name]
+    given = transfer.value if isinstance(transfer, TransferType) else transfer
+    if given not in (wanted, TransferType.FULL.value):
+        raise RecipeArgumentError(
+            f"aggregator_data_kind={name!r} means params_transfer_type={wanted!r}, but "
+            f"params_transfer_type={given!r} was given; give one of them"
+        )
+    return wanted
+
+
+def component_spec(arg: str, value: Any, methods: tuple[str, ...]) -> dict[str, Any] | None:
+    """``{"path": "module:Class", "args": {...}}`` for a server component given as that
+    dict or as an object of an importable class (its arguments read back from its
+    same-named attributes); checked to import and to have ``methods``."""
+    if value is None:
+        return None
+    from ember.plugins.entries import load_target
+
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"path", "args"})
+        path, args = value.get("path"), value.get("args", {})
+        if unknown or not isinstance(path, str) or not isinstance(args, dict):
+            raise RecipeArgumentError(
+                f"{arg} must be {{'path': 'module:Class', 'args': {{...}}}} or an object of "
+                f"an importable class, got {value!r}"
+            )
+    else:
+        cls = type(value)
+        path = f"{cls.__module__}:{cls.__qualname__}"
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+            raise RecipeArgumentError(
+                f"{arg}: {cls.__qualname__} is defined in {cls.__module__!r}, which the "
+                "server cannot import; define the class in a module of its own (beside the "
+                "training script or in an installed package)"
+            )
+        args = {}
+        for name, param in list(inspect.signature(cls).parameters.items()):
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            if hasattr(value, name):
+                args[name] = getattr(value, name)
+            elif param.default is param.empty:
+                raise RecipeArgumentError(
+                    f"{arg}: {cls.__qualname__} keeps no attribute {name!r} for its argument "
+                    f"of that name, so the job cannot rebuild it; give {arg}={{'path': "
+                    f"{path!r}, 'args': {{...}}}} instead"
+                )
+    if ":" not in path and "." in path:  # NVFlare's dotted module.Class
+        module, _, attr = path.rpartition(".")
+        path = f"{module}:{attr}"
+    try:
+        target = load_target(path)
+    except Exception as exc:
+        raise RecipeArgumentError(f"{arg}: {exc}") from None
+    missing = [m for m in methods if not callable(getattr(target, m, None))]
+    if missing:
+        raise RecipeArgumentError(
+            f"{arg}: {path} has no {', '.join(m + '()' for m in missing)} method"
+            + ("s" if len(missing) > 1 else "")
+        )
+    try:
+        json.dumps(args)
+    except (TypeError, ValueError) as exc:
+        raise RecipeArgumentError(
+            f"{arg}: the arguments {args!r} must be JSON values (they go into job.json): {exc}"
+        ) from None
+    return {"path": path, "args": dict(args)}
 
 
 #: the recipe parameter -> the setting it overrides for the job

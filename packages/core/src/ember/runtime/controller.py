@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from ember.common.model import FLModel
 from ember.plugins.entries import load_target
 from ember.runtime.context import ServerContext
+from ember.runtime.errors import JobError
 from ember.runtime.persistors import ModelPersistor
 
 
@@ -57,6 +59,62 @@ class Controller(Protocol):
     def run(self, ctx: ServerContext) -> None:
         """Run the workflow to its end (or raise ``JobError``)."""
         ...
+
+
+@runtime_checkable
+class Aggregator(Protocol):
+    """One round's aggregation of the sites' results, for :class:`FedAvgController` and
+    the controllers built on it (a recipe's ``aggregator=``, in place of the weighted
+    average).
+
+    The controller builds a fresh aggregator each round from the job's spec
+    (``{"path": "module:Class", "args": {...}}``, :func:`build_aggregator`), calls
+    :meth:`add` once per result, in the job's site order, then :meth:`result` once.
+    ``model.params`` holds numpy arrays (pulled from the site, without the keys matching
+    ``exclude_vars``), ``model.params_type`` is FULL or DIFF (the same for every site),
+    ``model.metrics`` is what the site reported, and ``weight`` is
+    ``aggregation_weights[site] * NUM_STEPS_CURRENT_ROUND``. ``result()`` returns the
+    round's aggregate: its ``params`` (a DIFF is added to the global model), its
+    ``params_type`` (None: the sites'), and its ``metrics`` (None: the weighted mean of the
+    sites' metrics, which ``key_metric``, ``stop_cond`` and ``patience`` read).
+
+    Example: the coordinate-wise median::
+
+        import numpy as np
+        from ember.controllers import FLModel
+
+        class MedianAggregator:
+            def __init__(self) -> None:
+                self.models: list[dict] = []
+
+            def add(self, site: str, model: FLModel, weight: float) -> None:
+                self.models.append(model.params)
+
+            def result(self) -> FLModel:
+                keys = self.models[0]
+                return FLModel(params={k: np.median([m[k] for m in self.models], axis=0)
+                                       for k in keys})
+    """
+
+    def add(self, site: str, model: FLModel, weight: float) -> None:
+        """Take one site's result."""
+        ...
+
+    def result(self) -> FLModel:
+        """The round's aggregate, after every result was added."""
+        ...
+
+
+def build_aggregator(spec: dict[str, Any]) -> Aggregator:
+    """The aggregator a recipe named (``{"path": "module:Class", "args": {...}}``)."""
+    target = spec["path"]
+    aggregator = load_target(target)(**spec.get("args", {}))
+    if not isinstance(aggregator, Aggregator):
+        raise JobError(
+            f"aggregator {target} has no add(site, model, weight) and result() methods "
+            "(see ember.controllers.Aggregator)"
+        )
+    return aggregator
 
 
 def build_persistor(spec: dict[str, Any]) -> ModelPersistor:

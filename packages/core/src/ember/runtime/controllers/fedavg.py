@@ -14,10 +14,10 @@ from ember.common.model import FLModel, MetaKey, ParamsType
 from ember.config import get_setting
 from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.context import ServerContext
-from ember.runtime.controller import BestModelTracker, build_persistor
+from ember.runtime.controller import Aggregator, BestModelTracker, build_aggregator, build_persistor
 from ember.runtime.errors import JobError
 from ember.runtime.stop_condition import StopCondition
-from ember.streaming.lazy import offload_arrays
+from ember.streaming.lazy import offload_arrays, release_all, resolve_deferred
 from ember.streaming.memory import release_memory
 
 
@@ -43,7 +43,9 @@ class FedAvgController:
         best_model_filename: str = "best_model",
         cuda_empty_cache: bool = True,
         enable_tensor_disk_offload: bool = False,
+        aggregator: dict[str, Any] | None = None,
     ) -> None:
+        self.aggregator = aggregator
         self.save_filename = save_filename
         self.best_model_filename = best_model_filename
         self.cuda_empty_cache = cuda_empty_cache
@@ -100,7 +102,7 @@ class FedAvgController:
             # the old global model and the new running sum are not both in memory.
             kept = self.kept_for_update(params)
             del params, sent
-            average = WeightedAverage(self.exclude_vars)
+            average = self.new_average()
             site_metrics: dict[str, dict[str, Any]] = {}
 
             def on_result(
@@ -181,6 +183,12 @@ class FedAvgController:
                 "for the model, or leave it empty"
             ) from exc
 
+    def new_average(self) -> WeightedAverage:
+        """A round's aggregation: the weighted average, or the recipe's ``aggregator``."""
+        if self.aggregator is None:
+            return WeightedAverage(self.exclude_vars)
+        return CustomAggregation(build_aggregator(self.aggregator), self.exclude_vars)
+
     # -- hooks for algorithms built on FedAvg (FedOpt, SCAFFOLD, ...) ---------------------
     def round_task_meta(self, rnd: int) -> dict[str, Any]:
         """The ``meta`` of round ``rnd``'s train tasks."""
@@ -226,6 +234,72 @@ class FedAvgController:
                 "sites sent DIFF params but the recipe has "
                 "params_transfer_type='FULL'; set params_transfer_type='DIFF'"
             )
+
+
+class CustomAggregation(WeightedAverage):
+    """A recipe's :class:`~ember.runtime.controller.Aggregator` where the controller and its
+    hooks expect a :class:`WeightedAverage`: each result's params pulled (less the
+    ``exclude_vars`` keys) and handed to ``add``; ``result()`` taken once, at the end.
+    The sites' metrics are averaged by weight unless the aggregate has its own."""
+
+    def __init__(self, aggregator: Aggregator, exclude_vars: str | None = None) -> None:
+        super().__init__(exclude_vars)
+        self.aggregator = aggregator
+        self._result: FLModel | None = None
+
+    def add(
+        self,
+        site: str,
+        params: dict[str, Any] | None,
+        params_type: ParamsType | None,
+        weight: float,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        if params:
+            kind = params_type or ParamsType.FULL
+            if self.params_type is None:
+                self.params_type = kind
+            elif kind != self.params_type:
+                raise JobError(
+                    f"{site} sent {kind} params while other sites sent "
+                    f"{self.params_type}; all sites must send the same params type"
+                )
+            kept = {
+                k: v
+                for k, v in params.items()
+                if self.exclude is None or not self.exclude.search(k)
+            }
+            release_all({k: v for k, v in params.items() if k not in kept})
+            model = FLModel(
+                params=resolve_deferred(kept), params_type=kind, metrics=dict(metrics or {})
+            )
+            self.aggregator.add(site, model, weight)
+        super().add(site, None, None, weight, metrics)  # the metrics and the count
+
+    def _aggregate(self) -> FLModel:
+        if self._result is None:
+            result = self.aggregator.result()
+            if not isinstance(result, FLModel):
+                raise JobError(
+                    f"aggregator {type(self.aggregator).__name__}.result() returned "
+                    f"{type(result).__name__}, not an FLModel"
+                )
+            self._result = result
+            if result.params_type is not None:
+                self.params_type = ParamsType(result.params_type)
+        return self._result
+
+    def params(self) -> dict[str, Any]:
+        if not self.count or self.params_type is None:
+            return {}  # no params came: check_average says so
+        return dict(self._aggregate().params or {})
+
+    def metrics(self) -> dict[str, float]:
+        if self.count and self.params_type is not None:
+            own = self._aggregate().metrics
+            if own is not None:
+                return dict(own)
+        return super().metrics()
 
 
 def _with_extension(name: str, ext: str) -> str:
