@@ -7,6 +7,8 @@ a worked example). What it may use while it runs:
   a task and feeds their results to a callback one at a time, in the job's site order;
   ``alive_sites()``; it raises :class:`InsufficientClients` as soon as fewer than the minimum
   can still answer.
+- a custom aggregation for FedAvg (a recipe's ``aggregator=``): :class:`Aggregator`
+  (``add(site, model, weight)``, ``result()``), built by :func:`build_aggregator`;
 - aggregating one result at a time: :class:`WeightedAverage` (a running weighted sum in the
   arrays' own dtype), :func:`apply_update` (FULL or DIFF onto the global model), and
   :func:`resolve_deferred` to pull a result's tensors when an algorithm needs them all at once;
@@ -32,7 +34,13 @@ from ember.common import FLModel, MetaKey, ParamsType, ResultStatus, TaskName, T
 from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.board import Collected, Posted, TaskBoard
 from ember.runtime.context import ServerContext
-from ember.runtime.controller import BestModelTracker, Controller, build_persistor
+from ember.runtime.controller import (
+    Aggregator,
+    BestModelTracker,
+    Controller,
+    build_aggregator,
+    build_persistor,
+)
 from ember.runtime.controllers.cross_site_eval import CrossSiteEvalController
 from ember.runtime.controllers.cyclic import CyclicController
 from ember.runtime.controllers.fed_eval import FedEvalController
@@ -60,6 +68,7 @@ __all__ = [
     "NUMPY",
     "SCAFFOLD_C_DIFF",
     "SCAFFOLD_C_GLOBAL",
+    "Aggregator",
     "BestModelTracker",
     "Collected",
     "Controller",
@@ -89,6 +98,7 @@ __all__ = [
     "WeightedAverage",
     "apply_update",
     "as_numpy_params",
+    "build_aggregator",
     "build_persistor",
     "convert_params",
     "load_numpy_file",
