@@ -78,7 +78,10 @@ def test_recipe_show_unknown_name_fails_with_hint(median_plugin_path: Path) -> N
     result = run_ember("recipe", "show", "xgboost-horizontal", pythonpath=[median_plugin_path])
     assert result.returncode == 1
     assert "no recipe named 'xgboost-horizontal'" in result.stderr
-    assert "Installed recipes: numpy-fedavg, numpy-fedstats, numpy-median" in result.stderr
+    assert (
+        "Installed recipes: numpy-fedavg, numpy-fedavg-lr, numpy-fedstats, numpy-fedtask, "
+        "numpy-median" in result.stderr
+    )
     assert "pip install ember-xgboost" in result.stderr
 
 

@@ -149,7 +149,9 @@ def test_explicit_plugins_load_even_without_autoload(median_plugin_path: Path) -
     assert result.returncode == 0, result.stderr
     assert [r["name"] for r in json.loads(result.stdout)] == [
         "numpy-fedavg",
+        "numpy-fedavg-lr",
         "numpy-fedstats",
+        "numpy-fedtask",
         "numpy-median",
     ]
 

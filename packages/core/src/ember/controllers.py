@@ -44,7 +44,9 @@ from ember.runtime.controller import (
 from ember.runtime.controllers.cross_site_eval import CrossSiteEvalController
 from ember.runtime.controllers.cyclic import CyclicController
 from ember.runtime.controllers.fed_eval import FedEvalController
+from ember.runtime.controllers.fed_task import FedTaskController
 from ember.runtime.controllers.fedavg import FedAvgController
+from ember.runtime.controllers.newton_raphson import NewtonRaphsonController
 from ember.runtime.controllers.scaffold import (
     SCAFFOLD_C_DIFF,
     SCAFFOLD_C_GLOBAL,
@@ -78,12 +80,14 @@ __all__ = [
     "FLModel",
     "FedAvgController",
     "FedEvalController",
+    "FedTaskController",
     "InitialModelPersistor",
     "InsufficientClients",
     "JobAborted",
     "JobError",
     "MetaKey",
     "ModelPersistor",
+    "NewtonRaphsonController",
     "NumpyPersistor",
     "ParamsType",
     "Posted",

@@ -47,6 +47,20 @@ def ember_recipes() -> list[RecipeEntry]:
             description="Federated averaging of numpy arrays",
         ),
         RecipeEntry(
+            "numpy-fedavg-lr",
+            "ember.recipes.fedavg_lr:FedAvgLrRecipe",
+            framework="numpy",
+            algorithm="FedAvgLR",
+            description="Logistic regression by federated Newton-Raphson steps",
+        ),
+        RecipeEntry(
+            "numpy-fedtask",
+            "ember.recipes.fed_task:FedTaskRecipe",
+            framework="numpy",
+            algorithm="FedTask",
+            description="A model-free task run once by all or a sample of the sites",
+        ),
+        RecipeEntry(
             "numpy-fedstats",
             "ember.recipes.fedstats:FedStatsRecipe",
             framework="numpy",

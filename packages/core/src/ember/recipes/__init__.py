@@ -13,7 +13,9 @@ from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
 from ember.recipes.base import Recipe, recipe_parameters
 from ember.recipes.client_apps import client_app
 from ember.recipes.cyclic import CyclicRecipe
+from ember.recipes.fed_task import FedTaskRecipe
 from ember.recipes.fedavg import FEDAVG_CONTROLLER, FedAvgRecipe, NumpyFedAvgRecipe
+from ember.recipes.fedavg_lr import FedAvgLrRecipe
 from ember.recipes.fedprox import FEDPROX_MU, FedProxRecipe, check_fedprox_mu
 from ember.recipes.fedstats import FedStatsRecipe, StatsOutputs
 from ember.recipes.framework import (
@@ -43,9 +45,11 @@ __all__ = [
     "FEDPROX_MU",
     "ClientApp",
     "CyclicRecipe",
+    "FedAvgLrRecipe",
     "FedAvgRecipe",
     "FedProxRecipe",
     "FedStatsRecipe",
+    "FedTaskRecipe",
     "Framework",
     "JobDefinition",
     "JobFile",
