@@ -12,6 +12,7 @@ workflow: check the arguments with the ``check_*`` functions, make the client ap
 from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
 from ember.recipes.base import Recipe, recipe_parameters
 from ember.recipes.client_apps import client_app
+from ember.recipes.cross_site_eval import NumpyCrossSiteEvalRecipe
 from ember.recipes.cyclic import CyclicRecipe
 from ember.recipes.fed_task import FedTaskRecipe
 from ember.recipes.fedavg import FEDAVG_CONTROLLER, FedAvgRecipe, NumpyFedAvgRecipe
@@ -26,7 +27,11 @@ from ember.recipes.framework import (
     get_framework,
     model_factory,
 )
-from ember.recipes.helpers import add_cross_site_evaluation, add_experiment_tracking
+from ember.recipes.helpers import (
+    add_cross_site_evaluation,
+    add_experiment_tracking,
+    add_final_global_evaluation,
+)
 from ember.recipes.validation import (
     RecipeArgumentError,
     check_choice,
@@ -54,6 +59,7 @@ __all__ = [
     "JobDefinition",
     "JobFile",
     "ModelSetup",
+    "NumpyCrossSiteEvalRecipe",
     "NumpyFedAvgRecipe",
     "NumpyFramework",
     "Recipe",
@@ -61,6 +67,7 @@ __all__ = [
     "StatsOutputs",
     "add_cross_site_evaluation",
     "add_experiment_tracking",
+    "add_final_global_evaluation",
     "bundle_checkpoint",
     "check_choice",
     "check_fedprox_mu",
