@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -138,16 +139,25 @@ def test_cross_site_eval_job(tmp_path: Path) -> None:
     assert (result / "server" / "cross_site_eval" / "cross_val_results.json").is_file()
 
 
+HE = "nvflare.app_opt.pt.recipes.fedavg_he"  # a name Ember has no equivalent of
+
+
 def test_unmappable_name_is_reported_and_fails(tmp_path: Path) -> None:
     script = tmp_path / "job.py"
-    source = "from nvflare.recipe import PocEnv, SimEnv\n\nenv = PocEnv()\n"
+    source = (
+        f"from {HE} import FedAvgRecipeWithHE\nfrom nvflare.recipe import SimEnv\n\n"
+        "recipe = FedAvgRecipeWithHE()\n"
+    )
     script.write_text(source)
     code, out = migrate(str(script))
     assert code == 1
-    assert "job.py:1 unmapped: nvflare.recipe.PocEnv: Ember has no PocEnv yet" in out
+    assert (
+        f"job.py:1 unmapped: {HE}.FedAvgRecipeWithHE: "
+        "Ember has no homomorphic-encryption recipe" in out
+    )
     rewritten = script.read_text()
     assert "from ember import SimEnv" in rewritten
-    assert "from nvflare.recipe import PocEnv" in rewritten  # left for the user to port
+    assert f"from {HE} import FedAvgRecipeWithHE" in rewritten  # left for the user to port
 
 
 @pytest.mark.parametrize(
@@ -156,9 +166,9 @@ def test_unmappable_name_is_reported_and_fails(tmp_path: Path) -> None:
         ("import nvflare.client as flare\nflare.bogus()\n", "flare.bogus", "has no bogus"),
         (
             "from nvflare.app_common.np.recipes import NumpyFedAvgRecipe\n"
-            "NumpyFedAvgRecipe(min_clients=2, train_script='c.py', aggregator=None)\n",
-            "NumpyFedAvgRecipe(aggregator=...)",
-            "has no parameter 'aggregator'",
+            "NumpyFedAvgRecipe(min_clients=2, train_script='c.py', analytics_receiver=None)\n",
+            "NumpyFedAvgRecipe(analytics_receiver=...)",
+            "has no parameter 'analytics_receiver'",
         ),
         ("from nvflare.client.tracking import MLflowWriter\n", "MLflowWriter", "TensorBoard"),
     ],
@@ -271,16 +281,24 @@ def test_comments_inside_parenthesized_imports_survive(tmp_path: Path) -> None:
 
 def test_kept_names_keep_their_comments(tmp_path: Path) -> None:
     script = tmp_path / "job.py"
-    script.write_text("from nvflare.recipe import (\n    PocEnv,  # port later\n    SimEnv,\n)\n")
+    script.write_text(
+        "from nvflare.app_opt.pt.recipes import (\n"
+        "    FedAvgRecipeWithHE,  # port later\n"
+        "    FedAvgRecipe,\n"
+        ")\n"
+    )
     code, out = migrate(str(script))
     assert code == 1
-    assert "job.py:1 unmapped: nvflare.recipe.PocEnv: Ember has no PocEnv yet" in out
+    assert (
+        "job.py:1 unmapped: nvflare.app_opt.pt.recipes.FedAvgRecipeWithHE: "
+        "Ember has no homomorphic-encryption recipe" in out
+    )
     assert script.read_text() == (
-        "from ember import (\n"
-        "    SimEnv,\n"
+        "from ember_pt.recipes import (\n"
+        "    FedAvgRecipe,\n"
         ")\n"
-        "from nvflare.recipe import (\n"
-        "    PocEnv,  # port later\n"
+        "from nvflare.app_opt.pt.recipes import (\n"
+        "    FedAvgRecipeWithHE,  # port later\n"
         ")\n"
     )
 
@@ -423,3 +441,228 @@ def test_every_mapped_target_exists() -> None:
         for attr in path.split(".") if path else []:
             assert hasattr(value, attr), f"{nvflare_name} -> {target}: no {attr}"
             value = getattr(value, attr)
+
+
+def test_poc_job_migrates_and_runs(tmp_path: Path) -> None:
+    """A hello-numpy job on NVFlare's PocEnv: migrated, it runs on Ember's PoC system."""
+    from ember.envs.poc import stop_workspace
+    from ember.system.poc import PocError, PocWorkspace
+
+    job = copy_job("numpy_poc", tmp_path)
+    code, out = migrate(str(job))
+    assert code == 0, out
+    for text in [
+        "job.py:7 from nvflare.recipe import PocEnv -> from ember import PocEnv",
+        "job.py:20 initial_model= -> model=",
+        "changed 2 of 2 file(s); 0 problem(s)",
+    ]:
+        assert text in out, out
+    assert_no_nvflare(job)
+    assert "env = PocEnv(num_clients=args.n_clients)" in (job / "job.py").read_text()
+
+    # NVFlare's PocEnv takes no workspace (nor does the job): point Ember's default at tmp_path
+    ws = tmp_path / "poc"
+    code = (
+        "import runpy, sys; from pathlib import Path; import ember.envs.poc as poc; "
+        "poc.DEFAULT_WORKSPACE = Path(sys.argv.pop(1)); "
+        "runpy.run_path('job.py', run_name='__main__')"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(ws)],
+            cwd=job,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        with contextlib.suppress(PocError):  # none if the job failed before preparing it
+            stop_workspace(PocWorkspace.load(ws))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Job Status is: FINISHED:COMPLETED" in proc.stdout, proc.stdout
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("Result can be found in :"))
+    result = Path(line.split(":", 1)[1].strip())
+    assert result.is_relative_to(ws.resolve())
+    np.testing.assert_allclose(global_model(result), INITIAL + 2)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            "from nvflare.recipe import ProdEnv\n"
+            "env = ProdEnv(startup_kit_dir='/kits/admin@nvidia.com', login_timeout=5.0)\n",
+            "from ember import ProdEnv\n"
+            "env = ProdEnv(startup_kit_location='/kits/admin@nvidia.com', login_timeout=5.0)\n",
+        ),
+        (
+            "from nvflare.recipe.prod_env import ProdEnv\n"
+            "env = ProdEnv(startup_kit_location='/k', username='admin@nvidia.com')\n",
+            "from ember import ProdEnv\n"
+            "env = ProdEnv(startup_kit_location='/k', username='admin@nvidia.com')\n",
+        ),
+        (
+            "from nvflare.recipe.poc_env import PocEnv\nenv = PocEnv(num_clients=3)\n",
+            "from ember import PocEnv\nenv = PocEnv(num_clients=3)\n",
+        ),
+        (
+            "from nvflare.app_opt.pt.recipes.fedeval import FedEvalRecipe\n"
+            "r = FedEvalRecipe(initial_model=m, eval_ckpt='m.pt', min_clients=2,"
+            " eval_script='e.py')\n",
+            "from ember_pt.recipes import FedEvalRecipe\n"
+            "r = FedEvalRecipe(model=m, initial_ckpt='m.pt', min_clients=2, eval_script='e.py')\n",
+        ),
+        (
+            "from nvflare.recipe.cyclic import CyclicRecipe\n"
+            "r = CyclicRecipe(initial_model=m, min_clients=2, train_script='c.py')\n",
+            "from ember.recipes import CyclicRecipe\n"
+            "r = CyclicRecipe(model=m, min_clients=2, train_script='c.py')\n",
+        ),
+        (
+            "from nvflare.recipe.fedavg import FedAvgRecipe\n"
+            "r = FedAvgRecipe(initial_model=m, min_clients=2, train_script='c.py')\n",
+            "from ember.recipes import FedAvgRecipe\n"
+            "r = FedAvgRecipe(model=m, min_clients=2, train_script='c.py')\n",
+        ),
+        (
+            "from nvflare.app_opt.pt.recipes import FedProxRecipe, ScaffoldRecipe\n"
+            "a = FedProxRecipe(initial_model=m, min_clients=2, train_script='c.py')\n"
+            "b = ScaffoldRecipe(initial_model=m, min_clients=2, train_script='c.py')\n",
+            "from ember_pt.recipes import FedProxRecipe, ScaffoldRecipe\n"
+            "a = FedProxRecipe(model=m, min_clients=2, train_script='c.py')\n"
+            "b = ScaffoldRecipe(model=m, min_clients=2, train_script='c.py')\n",
+        ),
+        (
+            "from nvflare.app_opt.sklearn.recipes import SklearnFedAvgRecipe, SVMFedAvgRecipe\n"
+            "from nvflare.app_opt.sklearn.recipes.kmeans import KMeansFedAvgRecipe\n"
+            "from nvflare.app_opt.sklearn import KMeansFedAvgRecipe as K\n",
+            "from ember_sklearn.recipes import SklearnFedAvgRecipe, SVMFedAvgRecipe\n"
+            "from ember_sklearn.recipes import KMeansFedAvgRecipe\n"
+            "from ember_sklearn.recipes import KMeansFedAvgRecipe as K\n",
+        ),
+        (
+            "from nvflare.recipe.fedstats import FedStatsRecipe\n"
+            "from nvflare.app_common.abstract.statistics_spec import Statistics, Feature\n",
+            "from ember.recipes import FedStatsRecipe\n"
+            "from ember.statistics import Statistics, Feature\n",
+        ),
+    ],
+    ids=["prod-kit-dir", "prod", "poc", "fedeval", "cyclic", "fedavg", "pt", "sklearn", "stats"],
+)
+def test_current_mappings(source: str, expected: str) -> None:
+    from ember.migrate import migrate_source
+
+    result = migrate_source(source)
+    assert result.problems == []
+    assert result.code == expected
+
+
+def test_nvflare_only_env_arguments_are_reported() -> None:
+    from ember.migrate import migrate_source
+
+    result = migrate_source(
+        "from nvflare.recipe import PocEnv\nenv = PocEnv(num_clients=2, gpu_ids=[0], use_he=True)\n"
+    )
+    assert [(p.name, p.reason) for p in result.problems] == [
+        ("PocEnv(gpu_ids=...)", "ember.PocEnv has no parameter 'gpu_ids'"),
+        ("PocEnv(use_he=...)", "ember.PocEnv has no parameter 'use_he'"),
+    ]
+
+
+def test_every_keyword_rename_lands_on_a_parameter() -> None:
+    """Each KEYWORDS target takes the new names (ember-pt, -tf, -sklearn installed here)."""
+    import inspect
+
+    from ember.migrate.mapping import KEYWORDS, NAMES, Unmapped
+
+    targets = {t.replace(":", ".") for t in NAMES.values() if not isinstance(t, Unmapped)}
+    for target, renames in KEYWORDS.items():
+        assert target in targets, f"{target} is no target of NAMES"
+        module, _, name = target.rpartition(".")
+        try:
+            obj = getattr(importlib.import_module(module), name)
+        except ImportError:
+            continue
+        params = inspect.signature(obj).parameters
+        for old, new in renames.items():
+            # (the old name may live on as a deprecated alias: the rename still applies)
+            assert new in params, f"{target}: {old}= -> {new}=, which it does not take"
+
+
+def test_config_job_components_are_reported(tmp_path: Path) -> None:
+    job = Path(shutil.copytree(JOBS / "config_job", tmp_path / "config_job"))
+    before = {p: p.read_text() for p in job.rglob("*") if p.is_file()}
+    code, out = migrate(str(job))
+    assert code == 1, out
+    server = "app/config/config_fed_server.json"
+    for text in [
+        f"{server}:8 unmapped: nvflare.app_common.np.np_model_persistor.NPModelPersistor: "
+        "config-based job: the recipe's model= and initial_ckpt=",
+        f"{server}:13 unmapped: nvflare.app_common.shareablegenerators."
+        "full_model_shareable_generator.FullModelShareableGenerator: config-based job: "
+        "built into the recipe",
+        f"{server}:23 unmapped: TBAnalyticsReceiver: config-based job: "
+        "ember.recipes.add_experiment_tracking(recipe, 'tensorboard') does this",
+        f"{server}:28 unmapped: custom_audit.AuditWidget: "
+        "config-based job: no Ember recipe or component corresponds",
+        f"{server}:35 unmapped: nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather: "
+        "config-based job: ember.recipes.FedAvgRecipe",
+        "app/config/config_fed_client.json:7 unmapped: nvflare.app_common.np.np_trainer.NPTrainer:"
+        " config-based job: write a Client API script",
+        "port the job to a recipe script",
+    ]:
+        assert text in out, out
+    assert "meta.json" not in out
+    assert "changed 0 of 2 file(s); 7 problem(s)" in out
+    assert {p: p.read_text() for p in job.rglob("*") if p.is_file()} == before
+
+    code, out = migrate(str(job / "app" / "config" / "config_fed_client.json"), "--format", "json")
+    assert code == 1
+    [report] = json.loads(out)["files"]
+    assert [p["name"] for p in report["problems"]] == ["nvflare.app_common.np.np_trainer.NPTrainer"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (
+            "config_fed_server.yaml",
+            "workflows:\n  - id: cyclic\n"
+            "    path: nvflare.app_common.workflows.cyclic_ctl.CyclicController\n"
+            "    args: {num_rounds: 2}\n",
+        ),
+        (
+            "config_fed_server.conf",
+            "# the HOCON form\nworkflows = [\n  {\n    id = cyclic\n"
+            '    path = "nvflare.app_common.workflows.cyclic_ctl.CyclicController"\n  }\n]\n',
+        ),
+    ],
+)
+def test_config_formats(tmp_path: Path, name: str, text: str) -> None:
+    (tmp_path / "app" / "config").mkdir(parents=True)
+    (tmp_path / "app" / "config" / name).write_text(text)
+    code, out = migrate(str(tmp_path))
+    assert code == 1
+    assert (
+        "unmapped: nvflare.app_common.workflows.cyclic_ctl.CyclicController: config-based job: "
+        "ember.recipes.CyclicRecipe" in out
+    ), out
+    assert "1 problem(s)" in out
+
+
+def test_fedjob_script_is_reported(tmp_path: Path) -> None:
+    job = copy_job("fedjob_script", tmp_path)
+    source = (job / "fedjob.py").read_text()
+    code, out = migrate(str(job))
+    assert code == 1, out
+    for text in [
+        "fedjob.py:3 unmapped: nvflare.FedJob: Ember has no FedJob API: build the job with a "
+        "recipe (`ember recipe list`",
+        "fedjob.py:4 unmapped: nvflare.app_common.workflows.fedavg.FedAvg: Ember has no FedAvg "
+        "component; ember.recipes.FedAvgRecipe",
+        "fedjob.py:5 unmapped: nvflare.job_config.script_runner.ScriptRunner: Ember recipes run "
+        "the client script themselves: pass train_script=",
+        "3 problem(s)",
+    ]:
+        assert text in out, out
+    assert (job / "fedjob.py").read_text() == source  # nothing it could rewrite

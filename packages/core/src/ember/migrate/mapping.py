@@ -3,6 +3,8 @@
 ``NAMES`` maps a dotted NVFlare name to ``"ember.module:Attr.Path"`` or to an :class:`Unmapped`
 with the reason. ``MODULES`` maps whole modules; a name under a mapped module maps when the
 Ember module has it. ``KEYWORDS`` renames recipe keyword arguments that differ.
+``COMPONENTS`` says what each component class of a config-based NVFlare job (its
+``config_fed_server.json``/``config_fed_client.json``) becomes in Ember, if anything.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ class Unmapped:
 
 Target = str | Unmapped
 
-_NO_POC = Unmapped("Ember has no PocEnv yet")
-_NO_PROD = Unmapped("Ember has no ProdEnv yet")
+_NO_FEDJOB = Unmapped(
+    "Ember has no FedJob API: build the job with a recipe (`ember recipe list`, e.g. "
+    "ember.recipes.FedAvgRecipe) and run it with recipe.execute(env)"
+)
+_NO_HE = Unmapped("Ember has no homomorphic-encryption recipe")
 
 MODULES: dict[str, str] = {
     "nvflare.client": "ember.client",
@@ -44,6 +49,12 @@ _TF_RECIPES = (
     ("fedopt", "FedOptRecipe"),
     ("scaffold", "ScaffoldRecipe"),
 )
+_SKLEARN_RECIPES = (
+    ("fedavg", "SklearnFedAvgRecipe"),
+    ("kmeans", "KMeansFedAvgRecipe"),
+    ("svm", "SVMFedAvgRecipe"),
+)
+_STATS_SPEC = ("Statistics", "Feature", "DataType", "Histogram", "Bin", "HistogramType")
 _PT_MORE = (
     ("cyclic", "CyclicRecipe"),
     ("fedeval", "FedEvalRecipe"),
@@ -81,12 +92,32 @@ NAMES: dict[str, Target] = {
     "nvflare.recipe.sim_env.SimEnv": "ember:SimEnv",
     "nvflare.recipe.Run": "ember:Run",
     "nvflare.recipe.run.Run": "ember:Run",
-    "nvflare.recipe.PocEnv": _NO_POC,
-    "nvflare.recipe.poc_env.PocEnv": _NO_POC,
-    "nvflare.recipe.ProdEnv": _NO_PROD,
-    "nvflare.recipe.prod_env.ProdEnv": _NO_PROD,
+    "nvflare.recipe.PocEnv": "ember:PocEnv",
+    "nvflare.recipe.poc_env.PocEnv": "ember:PocEnv",
+    "nvflare.recipe.ProdEnv": "ember:ProdEnv",
+    "nvflare.recipe.prod_env.ProdEnv": "ember:ProdEnv",
+    # The unified (framework=...) recipes.
     "nvflare.recipe.FedAvgRecipe": "ember.recipes:FedAvgRecipe",
     "nvflare.recipe.fedavg.FedAvgRecipe": "ember.recipes:FedAvgRecipe",
+    "nvflare.recipe.CyclicRecipe": "ember.recipes:CyclicRecipe",
+    "nvflare.recipe.cyclic.CyclicRecipe": "ember.recipes:CyclicRecipe",
+    "nvflare.recipe.cyclic_recipe.CyclicRecipe": "ember.recipes:CyclicRecipe",
+    "nvflare.recipe.fedstats.FedStatsRecipe": "ember.recipes:FedStatsRecipe",
+    # The Job API: no Ember equivalent, recipes only.
+    "nvflare.FedJob": _NO_FEDJOB,
+    "nvflare.job_config.api.FedJob": _NO_FEDJOB,
+    "nvflare.job_config.base_fed_job.BaseFedJob": _NO_FEDJOB,
+    "nvflare.app_opt.pt.job_config.fed_avg.FedAvgJob": _NO_FEDJOB,
+    "nvflare.app_opt.tf.job_config.fed_avg.FedAvgJob": _NO_FEDJOB,
+    "nvflare.job_config.script_runner.ScriptRunner": Unmapped(
+        "Ember recipes run the client script themselves: pass train_script= (and train_args=,"
+        " launch_external_process=) to the recipe"
+    ),
+    # Federated statistics: the generator's spec.
+    **{
+        f"nvflare.app_common.abstract.statistics_spec.{k}": f"ember.statistics:{k}"
+        for k in _STATS_SPEC
+    },
     "nvflare.recipe.spec.Recipe": "ember:Recipe",
     "nvflare.recipe.add_experiment_tracking": "ember.recipes:add_experiment_tracking",
     "nvflare.recipe.utils.add_experiment_tracking": "ember.recipes:add_experiment_tracking",
@@ -105,9 +136,8 @@ NAMES: dict[str, Target] = {
         for module, cls in _PT_MORE
         for sub in ("", f".{module}")
     },
-    "nvflare.app_opt.pt.recipes.FedAvgRecipeWithHE": Unmapped(
-        "Ember has no homomorphic-encryption recipe"
-    ),
+    "nvflare.app_opt.pt.recipes.FedAvgRecipeWithHE": _NO_HE,
+    "nvflare.app_opt.pt.recipes.fedavg_he.FedAvgRecipeWithHE": _NO_HE,
     "nvflare.app_opt.pt.fedproxloss.PTFedProxLoss": "ember_pt.fedprox:PTFedProxLoss",
     "nvflare.app_opt.pt.scaffold.PTScaffoldHelper": "ember_pt.scaffold:PTScaffoldHelper",
     "nvflare.app_opt.pt.scaffold.get_lr_values": "ember_pt.scaffold:get_lr_values",
@@ -124,13 +154,34 @@ NAMES: dict[str, Target] = {
     "nvflare.app_opt.tf.fedprox_loss.TFFedProxLoss": "ember_tf.fedprox:TFFedProxLoss",
     "nvflare.app_opt.tf.scaffold.TFScaffoldHelper": "ember_tf.scaffold:TFScaffoldHelper",
     "nvflare.app_opt.tf.scaffold.get_lr_values": "ember_tf.scaffold:get_lr_values",
+    # scikit-learn recipes: ember-sklearn (see docs/sklearn.md).
+    **{
+        f"nvflare.app_opt.sklearn{sub}.{cls}": f"ember_sklearn.recipes:{cls}"
+        for module, cls in _SKLEARN_RECIPES
+        for sub in ("", ".recipes", f".recipes.{module}")
+    },
 }
+
+_MODEL = {"initial_model": "model"}  # NVFlare's recipes took initial_model= before model=
 
 # Keyword arguments renamed on calls to these (Ember) targets: {old: new}.
 KEYWORDS: dict[str, dict[str, str]] = {
-    "ember.recipes.NumpyFedAvgRecipe": {"initial_model": "model"},
-    # NVFlare's TF recipes took initial_model before 2.7.2's model=
-    **{f"ember_tf.recipes.{cls}": {"initial_model": "model"} for _, cls in _TF_RECIPES},
+    **{
+        f"ember.recipes.{cls}": _MODEL
+        for cls in ("FedAvgRecipe", "NumpyFedAvgRecipe", "CyclicRecipe")
+    },
+    **{f"ember_tf.recipes.{cls}": _MODEL for _, cls in _TF_RECIPES},
+    **{
+        f"ember_pt.recipes.{cls}": _MODEL
+        for cls in (
+            *("FedAvgRecipe", "CyclicRecipe", "FedOptRecipe"),
+            *("FedProxRecipe", "ScaffoldRecipe", "SwarmLearningRecipe"),
+        )
+    },
+    # NVFlare's FedEvalRecipe: initial_model= (2.7.0) and eval_ckpt= for the weights
+    "ember_pt.recipes.FedEvalRecipe": {**_MODEL, "eval_ckpt": "initial_ckpt"},
+    # ProdEnv's startup_kit_dir= (2.7.0) is startup_kit_location= (2.7.1 on, and Ember)
+    "ember.ProdEnv": {"startup_kit_dir": "startup_kit_location"},
 }
 
 
@@ -159,4 +210,63 @@ def resolve(qualname: str) -> Target | None:
         if module is not None and hasattr(module, attr):
             return f"{MODULES[parent]}:{attr}"
         return Unmapped(f"{MODULES[parent]} has no {attr}")
+    if attr in COMPONENTS and qualname.startswith("nvflare."):
+        # a workflow or component class of the Job API (FedJob scripts): what Ember has for it
+        return Unmapped(f"Ember has no {attr} component; {COMPONENTS[attr]}")
     return None
+
+
+# Config-based NVFlare jobs (config_fed_server.json, config_fed_client.json): what each
+# component class becomes in Ember, by class name. Such a job is not rewritten: it is ported
+# by hand to a recipe script; the report names each component and its Ember counterpart.
+_FEDAVG = "ember.recipes.FedAvgRecipe (or ember_pt/ember_tf.recipes.FedAvgRecipe) runs this"
+_CSE = "ember.recipes.add_cross_site_evaluation(recipe) does this"
+_TRACKING = "ember.recipes.add_experiment_tracking(recipe, 'tensorboard') does this"
+_SCRIPT = "the recipe's train_script= (launch_external_process= for a separate process)"
+_MODEL_ARGS = "the recipe's model= and initial_ckpt="
+COMPONENTS: dict[str, str] = {
+    # server workflows
+    "ScatterAndGather": _FEDAVG,
+    "FedAvg": _FEDAVG,
+    "FedAvgController": _FEDAVG,
+    "CyclicController": "ember.recipes.CyclicRecipe (or ember_pt/ember_tf's) runs this",
+    "CrossSiteModelEval": _CSE,
+    "CrossSiteEval": _CSE,
+    "ScatterAndGatherScaffold": "ember_pt/ember_tf.recipes.ScaffoldRecipe runs this",
+    "Scaffold": "ember_pt/ember_tf.recipes.ScaffoldRecipe runs this",
+    "FedOpt": "ember_pt/ember_tf.recipes.FedOptRecipe runs this",
+    "PTFedOptModelShareableGenerator": "ember_pt.recipes.FedOptRecipe does this",
+    "GlobalModelEval": "ember_pt.recipes.FedEvalRecipe runs this",
+    "StatisticsController": "ember.recipes.FedStatsRecipe runs this",
+    "StatisticsExecutor": "ember.recipes.FedStatsRecipe runs this (stats_generator=)",
+    "SwarmServerController": "ember_pt.recipes.SwarmLearningRecipe runs this",
+    "SwarmClientController": "ember_pt.recipes.SwarmLearningRecipe runs this",
+    # server components
+    "InTimeAccumulateWeightedAggregator": "built into the recipe (aggregation_weights=)",
+    "FullModelShareableGenerator": "built into the recipe",
+    "PTFileModelPersistor": _MODEL_ARGS,
+    "TFModelPersistor": _MODEL_ARGS,
+    "NPModelPersistor": _MODEL_ARGS,
+    "JoblibModelParamPersistor": "ember_sklearn's recipes keep the model themselves",
+    "IntimeModelSelector": "FedAvgRecipe's key_metric= and key_metric_mode=",
+    "ValidationJsonGenerator": _CSE,
+    "PTFileModelLocator": _CSE,
+    "NPModelLocator": _CSE,
+    "TBAnalyticsReceiver": _TRACKING,
+    "ConvertToFedEvent": _TRACKING,
+    # client executors and their plumbing
+    "ClientAPILauncherExecutor": _SCRIPT,
+    "PTClientAPILauncherExecutor": _SCRIPT,
+    "TFClientAPILauncherExecutor": _SCRIPT,
+    "InProcessClientAPIExecutor": _SCRIPT,
+    "PTInProcessClientAPIExecutor": _SCRIPT,
+    "TFInProcessClientAPIExecutor": _SCRIPT,
+    "ScriptRunner": _SCRIPT,
+    "SubprocessLauncher": "Ember launches the script itself (launch_external_process=True)",
+    "ExternalConfigurator": "Ember configures the Client API itself",
+    "CellPipe": "Ember's external processes need no pipe",
+    "FilePipe": "Ember's external processes need no pipe",
+    "MetricRelay": "Ember relays the script's metrics itself",
+    "NPTrainer": "write a Client API script (ember.client) and pass it as train_script=",
+    "NPValidator": "write a Client API script (ember.client) that answers flare.is_evaluate()",
+}

@@ -8,6 +8,7 @@ from typing import Any
 
 import libcst as cst
 
+from ember.migrate.configs import config_problems, is_config
 from ember.migrate.transformer import Change, Problem, migrate_source
 
 _SKIP_DIRS = {"__pycache__", "node_modules"}
@@ -37,14 +38,19 @@ class Report:
 
 
 def python_files(path: Path) -> list[Path]:
-    """``path`` itself, or the ``.py`` files under it (hidden folders and caches skipped)."""
+    """``path`` itself, or the ``.py`` files and NVFlare job configs under it (hidden
+    folders and caches skipped)."""
     if path.is_file():
         return [path]
     return sorted(
         p
-        for p in path.rglob("*.py")
-        if not any(part.startswith(".") or part in _SKIP_DIRS for part in p.relative_to(path).parts)
+        for p in path.rglob("*")
+        if (p.suffix == ".py" or is_config(p)) and p.is_file() and not _skipped(p.relative_to(path))
     )
+
+
+def _skipped(relative: Path) -> bool:
+    return any(part.startswith(".") or part in _SKIP_DIRS for part in relative.parts)
 
 
 def migrate_file(path: Path, dry_run: bool = False) -> FileReport:
@@ -53,6 +59,9 @@ def migrate_file(path: Path, dry_run: bool = False) -> FileReport:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         report.error = f"cannot read: {exc}"
+        return report
+    if is_config(path):
+        report.problems = config_problems(source)  # reported, never rewritten
         return report
     if "nvflare" not in source:
         return report
