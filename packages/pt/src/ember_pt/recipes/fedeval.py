@@ -25,8 +25,9 @@ class FedEvalRecipe(Recipe):
     ``FLModel(metrics=...)``; ``meta[NUM_STEPS_CURRENT_ROUND]`` (the number of examples)
     weights the mean.
 
-    The weights evaluated are ``initial_ckpt`` (.pt/.pth state_dict or .safetensors; a
-    relative path is bundled into the job) or, without it, those of ``model`` given as an
+    The weights evaluated are ``initial_ckpt`` (``eval_ckpt``, NVFlare's name for it, is
+    accepted too; .pt/.pth state_dict or .safetensors; a relative path is bundled into the
+    job) or, without it, those of ``model`` given as an
     ``nn.Module`` instance. ``model`` as ``{"path": "pkg.Class", "args": {...}}`` only names
     the class (sent to sites as ``meta["model_class"]``): it needs ``initial_ckpt``, since a
     freshly built model has no trained weights to evaluate. Results go to
@@ -47,7 +48,15 @@ class FedEvalRecipe(Recipe):
         eval_args: str = "",
         launch_external_process: bool = False,
         command: str | None = None,
+        eval_ckpt: str | None = None,
     ) -> None:
+        if eval_ckpt is not None:  # NVFlare's name for the checkpoint to evaluate
+            if initial_ckpt is not None and initial_ckpt != eval_ckpt:
+                raise RecipeArgumentError(
+                    "eval_ckpt is NVFlare's name for initial_ckpt; give one of them, got "
+                    f"eval_ckpt={eval_ckpt!r} and initial_ckpt={initial_ckpt!r}"
+                )
+            initial_ckpt = eval_ckpt
         name = check_job_name(name)
         min_clients = check_int("min_clients", min_clients, 1)
         check_str("eval_script", eval_script)
