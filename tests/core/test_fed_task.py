@@ -118,3 +118,17 @@ def test_an_output_path_and_the_results_file_are_json(tmp_path: Path) -> None:
 def test_bad_parameters_are_refused_by_name(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(RecipeArgumentError, match=message):
         _recipe(**kwargs)
+
+
+def test_sites_in_their_own_processes_send_the_same_results(tmp_path: Path) -> None:
+    recipe = _recipe(launch_external_process=True, num_clients=2, seed=3)
+    run = run_sim(recipe, tmp_path, num_clients=4)
+    assert run.get_status() == "FINISHED:COMPLETED", run.get_message()
+    results = recipe.results(run)
+    assert results["sampled"] == [
+        SITES[i] for i in sorted(np.random.default_rng(3).choice(4, size=2, replace=False))
+    ]
+    for site in results["sampled"]:
+        index = int(site.rsplit("-", 1)[1])
+        assert results["sites"][site]["params"] == {"embedding": [float(index)] * 3}
+        assert results["sites"][site]["meta"]["n"] == index

@@ -189,3 +189,12 @@ def test_the_hello_lr_example_matches_centralised_newton_raphson(tmp_path: Path)
     accuracy = re.search(r"test accuracy of the global weights: (\S+)", done.stdout)
     assert accuracy is not None
     assert float(accuracy.group(1)) > 0.9
+
+
+def test_sites_in_their_own_processes_give_the_same_iterates(tmp_path: Path) -> None:
+    x, y, data_dir = _split(tmp_path)
+    run = run_sim(_recipe(data_dir, launch_external_process=True), tmp_path, num_clients=3)
+    assert run.get_status() == "FINISHED:COMPLETED", run.get_message()
+    with np.load(Path(run.get_result()) / "server" / "newton_raphson.npz") as history:
+        iterates = history["weights"]
+    np.testing.assert_allclose(iterates, fit(x, y, num_rounds=6), rtol=0, atol=1e-10)
