@@ -355,3 +355,10 @@ def test_a_model_persistor_without_save_and_load_is_refused() -> None:
 def test_model_locator_is_refused_as_fedavg_runs_no_cross_site_evaluation() -> None:
     with pytest.raises(RecipeArgumentError, match="model_locator is for cross-site evaluation"):
         numpy_recipe(model_locator={"path": "x:Y"})
+
+
+def test_an_aggregator_path_in_nvflares_dotted_form_is_accepted() -> None:
+    recipe = numpy_recipe(
+        aggregator={"path": "support.fedavg_components.PickSite", "args": {"site": "site-1"}}
+    )
+    assert controller_args(recipe)["aggregator"] == {"path": PICK_SITE, "args": {"site": "site-1"}}
