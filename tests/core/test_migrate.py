@@ -666,3 +666,20 @@ def test_fedjob_script_is_reported(tmp_path: Path) -> None:
     ]:
         assert text in out, out
     assert (job / "fedjob.py").read_text() == source  # nothing it could rewrite
+
+
+def test_nvflare_hello_numpy_cross_val_migrates_and_runs(tmp_path: Path) -> None:
+    job = copy_job("numpy_cse_recipe", tmp_path)
+    code, out = migrate(str(job))
+    assert code == 0, out
+    assert (
+        "job.py:8 from nvflare.app_common.np.recipes import NumpyCrossSiteEvalRecipe"
+        " -> from ember.recipes import NumpyCrossSiteEvalRecipe"
+    ) in out
+    assert_no_nvflare(job)
+    result = run_job(job, tmp_path)
+    matrix = json.loads(
+        (result / "server" / "cross_site_eval" / "cross_val_matrix.json").read_text()
+    )
+    assert matrix["sites"] == ["site-1", "site-2"]
+    assert {"SRV_server_model_1", "SRV_server_model_2"} <= set(matrix["models"])

@@ -123,10 +123,20 @@ NAMES: dict[str, Target] = {
     "nvflare.recipe.utils.add_experiment_tracking": "ember.recipes:add_experiment_tracking",
     "nvflare.recipe.add_cross_site_evaluation": "ember.recipes:add_cross_site_evaluation",
     "nvflare.recipe.utils.add_cross_site_evaluation": "ember.recipes:add_cross_site_evaluation",
+    "nvflare.app_common.np.recipes.lr.fedavg.FedAvgLrRecipe": "ember.recipes:FedAvgLrRecipe",
+    "nvflare.recipe.FedTaskRecipe": "ember.recipes:FedTaskRecipe",
+    "nvflare.recipe.fed_task.FedTaskRecipe": "ember.recipes:FedTaskRecipe",
+    "nvflare.recipe.add_final_global_evaluation": "ember.recipes:add_final_global_evaluation",
+    "nvflare.recipe.utils.add_final_global_evaluation": (
+        "ember.recipes:add_final_global_evaluation"
+    ),
     # Numpy recipes and constants.
     **{f"{m}.NumpyFedAvgRecipe": "ember.recipes:NumpyFedAvgRecipe" for m in _SAME_MODULE},
-    "nvflare.app_common.np.recipes.NumpyCrossSiteEvalRecipe": Unmapped(
-        "Ember has no standalone cross-site evaluation recipe; use add_cross_site_evaluation"
+    "nvflare.app_common.np.recipes.NumpyCrossSiteEvalRecipe": (
+        "ember.recipes:NumpyCrossSiteEvalRecipe"
+    ),
+    "nvflare.app_common.np.recipes.cross_site_eval.NumpyCrossSiteEvalRecipe": (
+        "ember.recipes:NumpyCrossSiteEvalRecipe"
     ),
     "nvflare.app_common.np.constants.NPConstants.NUMPY_KEY": "ember.client:NUMPY_KEY",
     # PyTorch recipes: ember-pt (see docs/migrating-from-nvflare.md).
@@ -241,6 +251,9 @@ COMPONENTS: dict[str, str] = {
     "StatisticsExecutor": "ember.recipes.FedStatsRecipe runs this (stats_generator=)",
     "SwarmServerController": "ember_pt.recipes.SwarmLearningRecipe runs this",
     "SwarmClientController": "ember_pt.recipes.SwarmLearningRecipe runs this",
+    "FedAvgLR": "ember.recipes.FedAvgLrRecipe runs this",
+    "LRModelPersistor": "ember.recipes.FedAvgLrRecipe starts from zeros (num_features=)",
+    "CmdTaskController": "ember.recipes.FedTaskRecipe runs this",
     # server components
     "InTimeAccumulateWeightedAggregator": "built into the recipe (aggregation_weights=)",
     "FullModelShareableGenerator": "built into the recipe",
