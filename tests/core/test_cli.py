@@ -79,8 +79,8 @@ def test_recipe_show_unknown_name_fails_with_hint(median_plugin_path: Path) -> N
     assert result.returncode == 1
     assert "no recipe named 'xgboost-horizontal'" in result.stderr
     assert (
-        "Installed recipes: numpy-fedavg, numpy-fedavg-lr, numpy-fedstats, numpy-fedtask, "
-        "numpy-median" in result.stderr
+        "Installed recipes: numpy-cross-site-eval, numpy-cyclic, numpy-fedavg, numpy-fedavg-lr, "
+        "numpy-fedstats, numpy-fedtask, numpy-median" in result.stderr
     )
     assert "pip install ember-xgboost" in result.stderr
 

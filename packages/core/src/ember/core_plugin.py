@@ -61,6 +61,20 @@ def ember_recipes() -> list[RecipeEntry]:
             description="A model-free task run once by all or a sample of the sites",
         ),
         RecipeEntry(
+            "numpy-cyclic",
+            "ember.recipes.cyclic:CyclicRecipe",
+            framework="numpy",
+            algorithm="Cyclic",
+            description="The model travels from site to site, each trains it in turn",
+        ),
+        RecipeEntry(
+            "numpy-cross-site-eval",
+            "ember.recipes.cross_site_eval:NumpyCrossSiteEvalRecipe",
+            framework="numpy",
+            algorithm="CrossSiteEval",
+            description="Every site evaluates pre-trained models; a matrix of the results",
+        ),
+        RecipeEntry(
             "numpy-fedstats",
             "ember.recipes.fedstats:FedStatsRecipe",
             framework="numpy",
