@@ -122,12 +122,13 @@ def test_enable_tensor_disk_offload_keeps_the_global_model_under_the_job_workspa
     monkeypatch.setattr(FedAvgController, "_task_params", spy)
     recipe = numpy_recipe(num_rounds=2, enable_tensor_disk_offload=True)
     recipe.set_config("streaming.min_tensor_bytes", 1)  # the test model's 24 bytes too
-    assert controller_args(recipe)["enable_tensor_disk_offload"] is True
+    assert recipe.job.config["streaming.offload_dir"] == "offload"  # under server/
     run = run_sim(recipe, tmp_path)
     assert run.get_status() == COMPLETED, run.get_message()
     server = Path(run.get_result()) / "server"
     assert folders == [server / "offload" / "global-0", server / "offload" / "global-1"]
     assert not any(f.exists() for f in folders)  # removed once every site had its copy
+    assert not (server / "offload").exists()  # results waited there too, until aggregation
     np.testing.assert_array_equal(global_model(run.get_result()), INITIAL + 2)
 
 
@@ -362,3 +363,34 @@ def test_an_aggregator_path_in_nvflares_dotted_form_is_accepted() -> None:
         aggregator={"path": "support.fedavg_components.PickSite", "args": {"site": "site-1"}}
     )
     assert controller_args(recipe)["aggregator"] == {"path": PICK_SITE, "args": {"site": "site-1"}}
+
+
+@pytest.mark.parametrize("empty", [True, False])
+def test_cuda_empty_cache_decides_what_a_site_releases_every_gc_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty: bool
+) -> None:
+    import ember.streaming.memory as memory
+
+    calls: list[bool] = []
+    real = memory.release_memory
+
+    def spy(cuda: bool = False) -> dict[str, int | bool]:
+        calls.append(cuda)
+        return real(cuda=cuda)
+
+    monkeypatch.setattr(memory, "release_memory", spy)
+    recipe = numpy_recipe(num_rounds=2, client_memory_gc_rounds=1, cuda_empty_cache=empty)
+    run = run_sim(recipe, tmp_path)
+    assert run.get_status() == COMPLETED, run.get_message()
+    assert len(calls) == 4  # 2 sites x 2 rounds
+    assert set(calls) == {empty}
+
+
+def test_get_result_takes_nvflares_timeout_zero_as_no_limit_and_refuses_a_negative_one(
+    tmp_path: Path,
+) -> None:
+    run = run_sim(numpy_recipe(num_rounds=1), tmp_path)
+    assert Path(run.get_result(timeout=0.0, clean_up=True)).is_dir()  # results are kept
+    assert run.get_status() == COMPLETED
+    with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0"):
+        run.get_result(timeout=-1)

@@ -135,7 +135,7 @@ class ClientSession:
         if gc_rounds and self.rounds_sent % gc_rounds == 0:
             from ember.streaming.memory import release_memory
 
-            release_memory(cuda=True)
+            release_memory(cuda=self.config.get("cuda_empty_cache", True) is not False)
 
     def _as_transfer_type(self, model: FLModel) -> FLModel:
         wanted = self.config.get("params_transfer_type", "FULL")

@@ -169,7 +169,9 @@ CORE_SETTINGS: list[Setting] = [
         bounds="When set, the server keeps models on disk here, in safetensors files: the "
         "global model it sends while the sites pull it (FedAvg and the recipes built on it, "
         "numpy params), and each site's result from its arrival until aggregation (empty: "
-        "models stay in memory, results wait at their sites).",
+        "models stay in memory, results wait at their sites). An absolute path gets one "
+        "folder per job; a relative one is under the job's server folder (what a recipe's "
+        "enable_tensor_disk_offload sets).",
         advice="Set it for very large models, on a disk with room for one model per site "
         "plus one; with SimEnv(num_threads=1) an in-process simulation then holds about 2x "
         "the model.",

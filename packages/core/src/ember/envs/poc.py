@@ -12,10 +12,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ember.envs.run import RunTimeout
+from ember.envs.run import RunTimeout, wait_limit
 from ember.system import daemon
 from ember.system.admin import AdminClient
 from ember.system.jobstore import FINISHED
@@ -43,10 +44,17 @@ def stop_workspace(ws: PocWorkspace) -> list[str]:
 class PocRun:
     """A job submitted to a PoC (or any) server."""
 
-    def __init__(self, admin: AdminClient, job_id: str, result_dir: Path) -> None:
+    def __init__(
+        self,
+        admin: AdminClient,
+        job_id: str,
+        result_dir: Path,
+        stop: Callable[[], object] | None = None,
+    ) -> None:
         self.admin = admin
         self.job_id = job_id
         self.result_dir = result_dir
+        self._stop = stop  # what get_result(clean_up=True) stops: the PoC system
         self._record: dict[str, Any] = {}
 
     def get_job_id(self) -> str:
@@ -64,8 +72,11 @@ class PocRun:
         """Why the job failed or was aborted; empty when it completed."""
         return str(self._refresh().get("message", ""))
 
-    def get_result(self, timeout: float | None = None) -> str:
-        """Wait for the job to finish, download its result; returns the result folder."""
+    def get_result(self, timeout: float | None = None, clean_up: bool = False) -> str:
+        """Wait for the job to finish, download its result; returns the result folder.
+        ``clean_up`` then stops the PoC system the env started (a ProdEnv deployment is not
+        the admin's to stop); see :meth:`ember.envs.run.Run.get_result`."""
+        timeout = wait_limit(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._refresh().get("status") not in FINISHED:
             remaining = 60.0 if deadline is None else deadline - time.monotonic()
@@ -78,6 +89,8 @@ class PocRun:
         if not (self.result_dir / "server").is_dir():
             self.admin.download(self.job_id, self.result_dir)
         self.admin.close()  # the job is over; a later call reconnects
+        if clean_up and self._stop is not None:
+            self._stop()
         return str(self.result_dir)
 
     def abort(self) -> None:
@@ -128,4 +141,4 @@ class PocEnv:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         result = ws.root / "results" / f"{recipe.name}-{record['id']}"
-        return PocRun(admin, str(record["id"]), result)
+        return PocRun(admin, str(record["id"]), result, stop=lambda: stop_workspace(ws))

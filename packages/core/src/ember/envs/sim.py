@@ -37,9 +37,12 @@ class SimRun:
         """Why the job failed or was aborted (sites and tracebacks); empty when it completed."""
         return self.simulation.message
 
-    def get_result(self, timeout: float | None = None) -> str:
-        from ember.envs.run import RunTimeout
+    def get_result(self, timeout: float | None = None, clean_up: bool = False) -> str:
+        """See :meth:`ember.envs.run.Run.get_result`; a simulation stops with its job, so
+        ``clean_up`` has nothing more to stop."""
+        from ember.envs.run import RunTimeout, wait_limit
 
+        timeout = wait_limit(timeout)
         if not self.simulation.wait(timeout):
             raise RunTimeout(
                 f"job {self.get_job_id()} did not finish within {timeout}s "

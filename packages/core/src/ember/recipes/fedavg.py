@@ -25,6 +25,8 @@ from ember.recipes.validation import (
 from ember.runtime.stop_condition import StopCondition
 
 FEDAVG_CONTROLLER = "ember.runtime.controllers.fedavg:FedAvgController"
+#: where enable_tensor_disk_offload keeps models, under the job's server folder
+OFFLOAD_FOLDER = "offload"
 
 
 class FedAvgRecipe(Recipe):
@@ -170,8 +172,6 @@ class FedAvgRecipe(Recipe):
             args["aggregator"] = aggregator_spec
         if not cuda_empty_cache:
             args["cuda_empty_cache"] = False
-        if enable_tensor_disk_offload:
-            args["enable_tensor_disk_offload"] = True
         if setup.task_meta:
             args["task_meta"] = dict(setup.task_meta)
         self.assemble(
@@ -184,6 +184,10 @@ class FedAvgRecipe(Recipe):
         )
         for setting, seconds in timeouts.items():
             self.set_config(setting, seconds)
+        if enable_tensor_disk_offload:
+            # a relative streaming.offload_dir is under the job's server folder; a job's own
+            # set_config("streaming.offload_dir", ...) afterwards overrides it
+            self.set_config("streaming.offload_dir", OFFLOAD_FOLDER)
 
     def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """The arguments of :attr:`controller`, given FedAvg's; subclasses add their own."""

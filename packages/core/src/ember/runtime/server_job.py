@@ -70,7 +70,14 @@ class ServerJob:
         self.message = ""
         self.done = threading.Event()
         offload_dir = str(get_setting("streaming.offload_dir"))
-        self.offload_dir = Path(offload_dir) / job_id if offload_dir else None
+        # a relative folder is the job's own, under its server folder (enable_tensor_disk_offload)
+        self.offload_dir = (
+            None
+            if not offload_dir
+            else Path(offload_dir) / job_id
+            if Path(offload_dir).is_absolute()
+            else server_dir / offload_dir
+        )
         self.ctx.offload_dir = self.offload_dir
         self.started_at = time.time()
 

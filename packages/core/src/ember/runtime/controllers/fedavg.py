@@ -42,14 +42,12 @@ class FedAvgController:
         save_filename: str = "global_model",
         best_model_filename: str = "best_model",
         cuda_empty_cache: bool = True,
-        enable_tensor_disk_offload: bool = False,
         aggregator: dict[str, Any] | None = None,
     ) -> None:
         self.aggregator = aggregator
         self.save_filename = save_filename
         self.best_model_filename = best_model_filename
         self.cuda_empty_cache = cuda_empty_cache
-        self.disk_offload = enable_tensor_disk_offload
         self.server_format = server_expected_format
         self.task_meta = dict(task_meta or {})
         self.num_rounds = num_rounds
@@ -162,14 +160,10 @@ class FedAvgController:
     ) -> tuple[dict[str, Any], Path | None]:
         """What the round's tasks carry. With ``streaming.offload_dir`` the global model's
         arrays wait on disk while the sites pull them, so the server holds no copy of the
-        model it sends (only the running sum of what comes back); with
-        ``enable_tensor_disk_offload`` and no such setting, they wait in
-        ``server/offload``."""
+        model it sends (only the running sum of what comes back); a recipe's
+        ``enable_tensor_disk_offload`` sets it to ``offload``, under the job's server
+        folder."""
         offload_dir = ctx.offload_dir
-        if offload_dir is None and self.disk_offload:
-            # enable_tensor_disk_offload without the setting: a folder of the job's own
-            # server workspace
-            offload_dir = ctx.server_dir / "offload"
         if offload_dir is None or not get_setting("streaming.enabled"):
             return params, None
         folder = offload_dir / f"global-{rnd}"
