@@ -52,6 +52,9 @@ class ClientSession:
         self.params_format = str(config.get("params_format") or NUMPY)
         self._to_script: Converter | None = None
         self._from_script: Converter | None = result_converter(self.params_format)
+        # launch_once=False: this process was started for one task; once its result is
+        # sent the session is over (is_running() False, receive() None) and the script ends
+        self.one_task = config.get("launch_once") is False
 
     def _acquire_slot(self) -> None:
         """Hold one of ``num_threads`` work slots while a task is in hand."""
@@ -130,6 +133,8 @@ class ClientSession:
         if clear_cache:
             self.task = None
             self._received_params = None
+        if self.one_task:
+            self.ended = True
         self.rounds_sent += 1
         gc_rounds = int(self.config.get("client_memory_gc_rounds") or 0)
         if gc_rounds and self.rounds_sent % gc_rounds == 0:

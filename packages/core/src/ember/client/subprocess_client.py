@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,16 +26,30 @@ ENV_TOKEN = "EMBER_CLIENT_TOKEN"
 class SocketLink:
     """The script's requests to the server, through its site."""
 
-    def __init__(self, channel: Channel, node: StreamNode) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        node: StreamNode,
+        one_task: bool = False,
+        closed: threading.Event | None = None,
+    ) -> None:
         self.channel = channel
         self.node = node
+        # launch_once=False: this process was started for one task and ends after it
+        self.one_task = one_task
+        self.closed = closed or threading.Event()  # set once the site's channel closes
 
     def get_task(self, wait: float) -> Task | str | None:
         task = self.channel.request("get_task", {"wait": wait})
         return resolve_relayed(task, self.node.fetcher)  # type: ignore[no-any-return]
 
     def submit_result(self, result: TaskResult) -> bool:
-        return bool(self.channel.request("submit_result", {"result": result}))
+        accepted = bool(self.channel.request("submit_result", {"result": result}))
+        if self.one_task:
+            # the server pulls the result's arrays from this process: the script, which
+            # ends after this one task, must not end before they are pulled
+            wait_for_downloads(self.node, self.closed)
+        return accepted
 
     def log_metrics(self, records: list[MetricRecord]) -> None:
         self.channel.request("metrics", {"records": records})
@@ -64,6 +79,13 @@ def _offering(node: StreamNode) -> Callable[[], tuple[fobs.Context, Callable[[],
     return encode
 
 
+def wait_for_downloads(node: StreamNode, closed: threading.Event) -> None:
+    """Return once nothing this process offers is waiting to be pulled (an offer nobody
+    pulls expires after ``streaming.transaction_timeout`` idle), or the site is gone."""
+    while node.downloader.pending() and not closed.wait(0.005):
+        pass
+
+
 def connect_from_env() -> ClientSession:
     """Connect to the site that started this process and return the session."""
     host, _, port = os.environ[ENV_ENDPOINT].rpartition(":")
@@ -76,6 +98,7 @@ def connect_from_env() -> ClientSession:
     use_process_config(Config(hello.get("job_config") or {}))
     site = hello["site"]
     holder: dict[str, Any] = {}
+    closed = threading.Event()
 
     def pull(target: str, topic: str, payload: Any, timeout: float | None) -> Any:
         return holder["channel"].request(
@@ -98,9 +121,15 @@ def connect_from_env() -> ClientSession:
         # the reader thread keeps references; the thread that asked pulls them
         decode=lambda: fobs.Context({"relay_tensors": True}),
         name=f"ember-{site}",
+        on_close=closed.set,
     )
     holder["channel"] = channel
     bind_node(node)
+    one_task = hello["config"].get("launch_once") is False
     return ClientSession(
-        site, hello["job_id"], SocketLink(channel, node), hello["config"], hello["poll_interval"]
+        site,
+        hello["job_id"],
+        SocketLink(channel, node, one_task, closed),
+        hello["config"],
+        hello["poll_interval"],
     )

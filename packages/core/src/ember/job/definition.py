@@ -57,6 +57,9 @@ class ClientApp:
     # ``client_memory_gc_rounds``): a recipe's ``per_site_config``, applied by the site runner
     per_site: dict[str, dict[str, Any]] = field(default_factory=dict)
     cuda_empty_cache: bool = True  # memory releases also empty the CUDA cache
+    # with launch_external_process: start the script once for the job (True; it loops on
+    # flare.receive()) or anew for each task (False; it handles that one task and exits)
+    launch_once: bool = True
 
     def for_site(self, site: str) -> ClientApp:
         """This app as ``site`` runs it: with its ``per_site`` entry applied."""

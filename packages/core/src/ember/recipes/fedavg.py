@@ -121,6 +121,7 @@ class FedAvgRecipe(Recipe):
         timeouts = check_launch(
             launch_external_process, launch_once, launch_timeout, shutdown_timeout
         )
+        app.launch_once = launch_once
         model_files = check_model_filenames(save_filename, best_model_filename)
         for flag, value in (
             ("cuda_empty_cache", cuda_empty_cache),
@@ -283,14 +284,14 @@ def check_launch(
     external: Any, launch_once: Any, launch_timeout: Any, shutdown_timeout: Any
 ) -> dict[str, float]:
     """The job settings ``launch_timeout``/``shutdown_timeout`` override (checked against
-    the settings' bounds); ``launch_once=False`` is refused."""
+    the settings' bounds); ``launch_once=False`` is refused without an external process."""
     if not isinstance(launch_once, bool):
         raise RecipeArgumentError(f"launch_once must be True or False, got {launch_once!r}")
-    if not launch_once:
+    if not launch_once and external is not True:
         raise RecipeArgumentError(
-            "launch_once=False (a new script process per task) is not supported: Ember "
-            "starts a site's script once per job and the script takes task after task "
-            "with flare.receive() in a loop; keep launch_once=True (the default)"
+            "launch_once=False (a new script process per task) is not supported for a "
+            "script that runs in its site's process: it needs launch_external_process=True "
+            "(or keep launch_once=True, the default)"
         )
     if launch_timeout is not None and external is not True:
         raise RecipeArgumentError(

@@ -66,6 +66,10 @@ def build_site_runner(
         "cuda_empty_cache": app.cuda_empty_cache,
     }
     if app.launch_external_process:
+        if not app.launch_once:
+            # the script is started anew for each task; its session ends once it has
+            # sent that task's result
+            client_config["launch_once"] = False
         return SubprocessSite(
             site,
             job_id,
@@ -79,6 +83,7 @@ def build_site_runner(
             log,
             stream,
             job.config,
+            launch_once=app.launch_once,
         )
     session = ClientSession(site, job_id, link, client_config, poll_interval, slots, log)
     return InProcessSite(session, script, app.args, code or compile_script(script), stream)

@@ -3,6 +3,12 @@
 The child is started with ``subprocess.Popen`` (exec, never a fork of this threaded
 process). A token in its environment authenticates it; its output goes to the site's log.
 A nonzero exit, a crash or a connection that never comes is reported as the site's failure.
+
+With ``launch_once`` (the default) the script is started once and takes task after task in
+a ``flare.receive()`` loop. Without it the site fetches each task itself and starts the
+script anew for it: the script's ``flare.receive()`` gets that task and its
+``flare.is_running()`` turns False once the result is sent, so it exits; a process that
+exits without sending that result fails the site.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from ember import fobs
 from ember.client.channel import Channel
 from ember.client.ipc import ConnectionClosed, recv_frame, send_frame
 from ember.client.link import ServerLink
+from ember.common.messages import Task
 from ember.config import get_setting
 from ember.streaming.node import StreamNode
 
@@ -48,8 +55,10 @@ class SubprocessSite:
         log: logging.Logger,
         node: StreamNode | None,
         job_config: dict[str, Any],
+        launch_once: bool = True,
     ) -> None:
         self.log = log
+        self.launch_once = launch_once
         self.node = node
         self.job_config = job_config
         self.channel: Channel | None = None
@@ -65,16 +74,42 @@ class SubprocessSite:
         self.token = secrets.token_hex(16)
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self.proc: subprocess.Popen[bytes] | None = None
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener: socket.socket | None = socket.create_server(("127.0.0.1", 0))
         self._stopping = False
+        # launch_once=False: the task the running process handles, and whether it sent it
+        self._task: Task | None = None
+        self._sent = False
+        self._supervisor: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
         self.max_frame = int(get_setting("fobs.max_message_bytes"))
         # read here, in the thread that has the job's config (a recipe's launch_timeout
         # sets it in job_config): the accepting thread does not
         name = "runtime.subprocess_connect_timeout"
         self.connect_timeout = float(job_config.get(name, get_setting(name)))
+        name = "runtime.task_poll_interval"
+        self.poll_interval = float(job_config.get(name, get_setting(name)))
 
     def start(self) -> None:
+        if self.launch_once:
+            if self._launch():
+                self._spawn(self._watch)
+        else:
+            self._supervisor = self._spawn(self._run_tasks)
+
+    def _spawn(self, target: Any) -> threading.Thread:
+        thread = threading.Thread(
+            target=target, name=f"ember-{self.site}-{target.__name__}", daemon=True
+        )
+        thread.start()
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        return thread
+
+    def _launch(self) -> bool:
+        """Start the script's process (and the threads serving it); False if it cannot."""
+        if self._listener is None:  # a relaunch: a fresh socket and token for this process
+            self._listener = socket.create_server(("127.0.0.1", 0))
+            self.token = secrets.token_hex(16)
+            self.tail.clear()
         host, port = self._listener.getsockname()[:2]
         env = {
             **os.environ,
@@ -98,15 +133,14 @@ class SubprocessSite:
                 close_fds=True,
             )
         except OSError as exc:
+            self._listener.close()
+            self._listener = None
             self.link.report_failure(f"cannot start {shlex.join(argv)}: {exc}")
-            return
+            return False
         self.log.info("started %s (pid %d)", shlex.join(argv), self.proc.pid)
-        for target in (self._pump_output, self._serve, self._watch):
-            thread = threading.Thread(
-                target=target, name=f"ember-{self.site}-{target.__name__}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        for target in (self._pump_output, self._serve):
+            self._spawn(target)
+        return True
 
     def _pump_output(self) -> None:
         assert self.proc is not None
@@ -119,23 +153,27 @@ class SubprocessSite:
 
     def _serve(self) -> None:
         timeout = self.connect_timeout
-        self._listener.settimeout(timeout)
+        listener, token, proc = self._listener, self.token, self.proc
+        assert listener is not None
+        listener.settimeout(timeout)
         try:
-            conn, _ = self._listener.accept()
+            conn, _ = listener.accept()
         except (TimeoutError, OSError):
-            if not self._stopping and self.proc is not None and self.proc.poll() is None:
+            if not self._stopping and proc is not None and proc.poll() is None:
                 self._fail(
                     f"{self.script.name} did not connect within "
                     f"runtime.subprocess_connect_timeout={timeout:g}s"
                 )
-                self.proc.kill()
+                proc.kill()
             return
         finally:
-            self._listener.close()
+            listener.close()
+            if self._listener is listener:
+                self._listener = None
         conn.settimeout(None)
         try:
             hello = recv_frame(conn, 1 << 16)
-            if not isinstance(hello, dict) or hello.get("token") != self.token:
+            if not isinstance(hello, dict) or hello.get("token") != token:
                 conn.close()
                 return
             send_frame(
@@ -172,9 +210,14 @@ class SubprocessSite:
         if not isinstance(payload, dict):
             raise ValueError("malformed request")
         if op == "get_task":
+            if not self.launch_once:  # the task this process was started for, then the end
+                return "END" if self._sent else self._task
             return self.link.get_task(float(payload.get("wait", 1.0)))
         if op == "submit_result":
-            return self.link.submit_result(payload["result"])
+            accepted = self.link.submit_result(payload["result"])
+            if not self.launch_once:
+                self._sent = True
+            return accepted
         if op == "metrics":
             self.link.log_metrics(payload["records"])
             return True
@@ -185,19 +228,61 @@ class SubprocessSite:
             )
         raise ValueError(f"unknown op {op!r}")
 
-    def _watch(self) -> None:
+    def _wait_exit(self) -> int:
+        """Wait for the script's process to end (and its output to be logged); its code."""
         assert self.proc is not None
         rc = self.proc.wait()
         for thread in self._threads:
             if thread is not threading.current_thread() and thread.name.endswith("_pump_output"):
                 thread.join(5)
         self.log.info("%s exited with code %d", self.script.name, rc)
+        return rc
+
+    def _watch(self) -> None:
+        rc = self._wait_exit()
         if self._stopping and rc in (0, -9, -15):
             return
         if rc == 0:
             self.link.report_done()
         else:
             self._fail(f"{self.script.name} exited with code {rc}")
+
+    def _run_tasks(self) -> None:
+        """``launch_once=False``: fetch each task here and start the script for it."""
+        while not self._stopping:
+            try:
+                got = self.link.get_task(self.poll_interval)
+            except Exception as exc:
+                if not self._stopping:
+                    self._fail(f"could not get the next task for {self.script.name}: {exc}")
+                return
+            if got == "END":
+                self.link.report_done()
+                return
+            if not isinstance(got, Task):
+                continue
+            self._task, self._sent = got, False
+            round_ = got.data.current_round if got.data is not None else None
+            if self._stopping or not self._launch():
+                return
+            rc = self._wait_exit()
+            if self.channel is not None:
+                self.channel.close()
+                self.channel = None
+            if self._stopping and rc in (0, -9, -15):
+                return
+            what = f"task {got.name} (round {round_})"
+            if rc != 0:
+                self._fail(f"{self.script.name} exited with code {rc} in {what}")
+                return
+            if not self._sent:
+                self._fail(
+                    f"{self.script.name} exited without sending the result of {what}: with "
+                    "launch_once=False each process gets one task from flare.receive() and "
+                    "must flare.send() its result"
+                )
+                return
+            self._task = None
 
     def _fail(self, reason: str) -> None:
         self.log.error("%s", reason)
@@ -206,6 +291,9 @@ class SubprocessSite:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the script's process to end (and its exit to be reported)."""
+        if self._supervisor is not None:  # launch_once=False: until the last task's process
+            self._supervisor.join(timeout)
+            return not self._supervisor.is_alive()
         if self.proc is None:
             return True
         try:
@@ -220,9 +308,14 @@ class SubprocessSite:
     def stop(self, timeout: float) -> None:
         """Wait for the child to end after the job ended; terminate, then kill, if it will not."""
         self._stopping = True
+        deadline = time.monotonic() + timeout
+        if self._supervisor is not None:
+            # it ends at its next poll, or waits for the process it started (self.proc)
+            self._supervisor.join(
+                min(max(0.0, deadline - time.monotonic()), self.poll_interval + 1.0)
+            )
         if self.proc is None:
             return
-        deadline = time.monotonic() + timeout
         try:
             self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -232,6 +325,8 @@ class SubprocessSite:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._supervisor is not None:
+            self._supervisor.join(2)
         if self.channel is not None:
             self.channel.close()
         for thread in self._threads:
