@@ -64,6 +64,21 @@ _PT_MORE = (
     ("swarm", "SwarmLearningRecipe"),
 )
 
+_FRAMEWORK_TYPE = (
+    "nvflare.job_config.script_runner.FrameworkType",
+    "nvflare.fuel.utils.constants.FrameworkType",
+)
+_FRAMEWORKS = {  # each holds the framework's name, the string Ember's framework= takes
+    "NUMPY": "ember.client.formats:NUMPY",
+    "PYTORCH": "ember_pt.framework:PyTorchFramework.name",
+    "TENSORFLOW": "ember_tf.framework:TensorFlowFramework.name",
+}
+# NVFlare's SCAFFOLD meta keys: the same strings as Ember's
+_SCAFFOLD_KEYS = {
+    "SCAFFOLD_CTRL_GLOBAL": "SCAFFOLD_C_GLOBAL",
+    "SCAFFOLD_CTRL_DIFF": "SCAFFOLD_C_DIFF",
+}
+
 NAMES: dict[str, Target] = {
     # Client API, its tracking writers and config enums.
     **{f"nvflare.client.{k}": v for k, v in _CLIENT_MODEL.items()},
@@ -103,6 +118,15 @@ NAMES: dict[str, Target] = {
     "nvflare.recipe.cyclic.CyclicRecipe": "ember.recipes:CyclicRecipe",
     "nvflare.recipe.cyclic_recipe.CyclicRecipe": "ember.recipes:CyclicRecipe",
     "nvflare.recipe.fedstats.FedStatsRecipe": "ember.recipes:FedStatsRecipe",
+    # framework=FrameworkType.X: Ember's recipes take the framework's name ("numpy", ...)
+    **{f"{m}.{k}": v for m in _FRAMEWORK_TYPE for k, v in _FRAMEWORKS.items()},
+    **{
+        f"{m}.RAW": Unmapped(
+            "Ember has no raw framework: use a framework's recipe, e.g."
+            " ember_sklearn.recipes.SklearnFedAvgRecipe"
+        )
+        for m in _FRAMEWORK_TYPE
+    },
     # The Job API: no Ember equivalent, recipes only.
     "nvflare.FedJob": _NO_FEDJOB,
     "nvflare.job_config.api.FedJob": _NO_FEDJOB,
@@ -118,6 +142,8 @@ NAMES: dict[str, Target] = {
         f"nvflare.app_common.abstract.statistics_spec.{k}": f"ember.statistics:{k}"
         for k in _STATS_SPEC
     },
+    # what a generator's initialize(fl_ctx) receives (get_identity_name() is the site's name)
+    "nvflare.apis.fl_context.FLContext": "ember.statistics:StatsContext",
     "nvflare.recipe.spec.Recipe": "ember:Recipe",
     "nvflare.recipe.add_experiment_tracking": "ember.recipes:add_experiment_tracking",
     "nvflare.recipe.utils.add_experiment_tracking": "ember.recipes:add_experiment_tracking",
@@ -149,6 +175,12 @@ NAMES: dict[str, Target] = {
     "nvflare.app_opt.pt.recipes.FedAvgRecipeWithHE": _NO_HE,
     "nvflare.app_opt.pt.recipes.fedavg_he.FedAvgRecipeWithHE": _NO_HE,
     "nvflare.app_opt.pt.fedproxloss.PTFedProxLoss": "ember_pt.fedprox:PTFedProxLoss",
+    **{
+        f"nvflare.app_common.app_constant.AlgorithmConstants.{k}": (
+            f"ember.runtime.controllers.scaffold:{v}"
+        )
+        for k, v in _SCAFFOLD_KEYS.items()
+    },
     "nvflare.app_opt.pt.scaffold.PTScaffoldHelper": "ember_pt.scaffold:PTScaffoldHelper",
     "nvflare.app_opt.pt.scaffold.get_lr_values": "ember_pt.scaffold:get_lr_values",
     "nvflare.app_opt.pt.tensor_downloader.add_tensors": "ember_pt.tensor_downloader:add_tensors",
