@@ -246,13 +246,7 @@ def test_recipe_job_migrates_and_runs(
     check(run_job(job, tmp_path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="NVFlare's CyclicRecipe defaults min_clients to 2 (hello-cyclic leaves it out); "
-    "Ember's CyclicRecipe requires it",
-)
-def test_cyclic_job_without_min_clients(tmp_path: Path) -> None:
+def test_cyclic_job_without_min_clients_takes_nvflares_default_of_two(tmp_path: Path) -> None:
     job = copy_job("np_cyclic", tmp_path)
     source = (job / "job.py").read_text()
     (job / "job.py").write_text(source.replace("        min_clients=args.n_clients,\n", ""))

@@ -265,7 +265,7 @@ def _plan(collector: _Collector) -> tuple[dict[cst.CSTNode, str], list[Change], 
         own = resolve(b.qualname)
         if b.keep and isinstance(own, Unmapped) and (b.kind == "name" or not b.used):
             problems.append(Problem(b.line, b.qualname, own.reason))
-        elif b.keep and own is None and not b.used:
+        elif b.keep and own is None and (b.kind == "name" or not b.used):
             problems.append(
                 Problem(b.line, b.qualname, f"no Ember equivalent known for {b.qualname}")
             )
