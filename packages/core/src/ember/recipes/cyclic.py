@@ -19,12 +19,13 @@ class CyclicRecipe(Recipe):
     ``order="fixed"`` visits the sites in the job's order every round; ``order="random"``
     draws a new permutation each round from ``seed`` (drawn and recorded in
     ``metrics_summary.json`` when None). A site that dies, fails or times out is skipped
-    while ``min_clients`` sites (default 2, as NVFlare's) remain alive; then the job fails. ``framework``, ``model``
-    and ``initial_ckpt`` are as in :class:`~ember.recipes.FedAvgRecipe`; the last model of
-    each round is saved as ``server/models/global_model<ext>``. Train tasks carry
-    ``meta["cyclic_position"]``, ``meta["cyclic_order"]`` and the framework's task meta
-    (``meta["model_class"]`` when known). Framework packages subclass it with their
-    framework fixed (``ember_pt.recipes.CyclicRecipe``, ``ember_tf.recipes.CyclicRecipe``).
+    while ``min_clients`` sites (default 2, as NVFlare's) remain alive; then the job fails.
+    ``framework``, ``model`` and ``initial_ckpt`` are as in
+    :class:`~ember.recipes.FedAvgRecipe`; the last model of each round is saved as
+    ``server/models/global_model<ext>``. Train tasks carry ``meta["cyclic_position"]``,
+    ``meta["cyclic_order"]`` and the framework's task meta (``meta["model_class"]`` when
+    known). Framework packages subclass it with their framework fixed
+    (``ember_pt.recipes.CyclicRecipe``, ``ember_tf.recipes.CyclicRecipe``).
     """
 
     def __init__(
