@@ -159,13 +159,6 @@ def tf_model(result: Path) -> None:
     assert (result / "server" / "models" / "global_model.weights.h5").is_file()
 
 
-NO_N_FEATURES = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="ember_sklearn's SklearnFedAvgRecipe needs n_features= and rejects NVFlare's "
-    "model_params n_classes and fit_intercept=1; the migration reports no problem",
-)
-
 # fixture, the extra (module) the job needs, the recipe import it must become, the check
 CASES: list[tuple[str, str | None, str, Callable[[Path], None]]] = [
     ("np_unified_fedavg", None, "from ember.recipes import FedAvgRecipe", unified_fedavg),
@@ -218,8 +211,7 @@ REPORTED = {
 
 
 def _param(case: tuple[str, str | None, str, Callable[[Path], None]]) -> object:
-    marks = [NO_N_FEATURES] if case[0] == "sklearn_fedavg" else []
-    return pytest.param(*case, id=case[0], marks=marks)
+    return pytest.param(*case, id=case[0])
 
 
 @pytest.mark.parametrize(("fixture", "needs", "recipe_import", "check"), [_param(c) for c in CASES])
