@@ -35,6 +35,7 @@ from ember.recipes.helpers import (
 from ember.recipes.validation import (
     RecipeArgumentError,
     check_choice,
+    check_class_args,
     check_int,
     check_job_name,
     check_optional_int,
@@ -70,6 +71,7 @@ __all__ = [
     "add_final_global_evaluation",
     "bundle_checkpoint",
     "check_choice",
+    "check_class_args",
     "check_fedprox_mu",
     "check_int",
     "check_job_name",

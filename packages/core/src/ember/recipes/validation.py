@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -94,9 +95,34 @@ def check_params_format(name: str, value: Any) -> str:
     return fmt
 
 
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+def check_class_args(name: str, value: Any) -> dict[str, Any]:
+    """A copy of ``{"path": "pkg.module.Class", "args": {...}}`` (``args`` optional; NVFlare's
+    ``"config_type": "dict"`` is accepted and dropped): a class a job builds on the server
+    (an optimizer, a scheduler)."""
+    shape = f"{name} must be {{'path': 'package.module.Class', 'args': {{...}}}}"
+    if not isinstance(value, dict):
+        raise RecipeArgumentError(f"{shape}, got {type(value).__name__}")
+    extra = set(value) - {"path", "args", "config_type"}
+    if extra:
+        raise RecipeArgumentError(f"{shape}; unexpected keys {sorted(extra)}")
+    if value.get("config_type", "dict") != "dict":
+        raise RecipeArgumentError(f"{name}['config_type'] can only be 'dict'")
+    path = value.get("path")
+    if not isinstance(path, str) or not _DOTTED.fullmatch(path):
+        raise RecipeArgumentError(f"{shape}; 'path' must be a dotted name, got {path!r}")
+    args = value.get("args", {})
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise RecipeArgumentError(f"{shape}; 'args' must be a dict of keyword arguments")
+    return {"path": path, "args": copy.deepcopy(args)}
+
+
 __all__ = [
     "RecipeArgumentError",
     "check_choice",
+    "check_class_args",
     "check_int",
     "check_job_name",
     "check_optional_int",

@@ -6,8 +6,6 @@ the controller imports it when it is built on the server.
 
 from __future__ import annotations
 
-import copy
-import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +20,7 @@ from ember.controllers import (
     convert_params,
 )
 from ember.plugins import load_target
-from ember.recipes import RecipeArgumentError
+from ember.recipes import check_class_args
 
 if TYPE_CHECKING:
     import torch
@@ -38,31 +36,14 @@ DEFAULT_LR_SCHEDULER_ARGS: dict[str, Any] = {
     "args": {"eta_min": 0.9},
 }
 
-_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
-
 
 def class_args(name: str, value: Any, num_rounds: int | None = None) -> dict[str, Any]:
-    """A copy of ``{"path": "pkg.module.Class", "args": {...}}`` (``args`` optional; NVFlare's
-    ``"config_type": "dict"`` is accepted and dropped). A ``CosineAnnealingLR`` without
-    ``T_max`` gets ``T_max=num_rounds`` when ``num_rounds`` is given."""
-    shape = f"{name} must be {{'path': 'package.module.Class', 'args': {{...}}}}"
-    if not isinstance(value, dict):
-        raise RecipeArgumentError(f"{shape}, got {type(value).__name__}")
-    extra = set(value) - {"path", "args", "config_type"}
-    if extra:
-        raise RecipeArgumentError(f"{shape}; unexpected keys {sorted(extra)}")
-    if value.get("config_type", "dict") != "dict":
-        raise RecipeArgumentError(f"{name}['config_type'] can only be 'dict'")
-    path = value.get("path")
-    if not isinstance(path, str) or not _DOTTED.fullmatch(path):
-        raise RecipeArgumentError(f"{shape}; 'path' must be a dotted name, got {path!r}")
-    args = value.get("args", {})
-    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-        raise RecipeArgumentError(f"{shape}; 'args' must be a dict of keyword arguments")
-    args = copy.deepcopy(args)
-    if num_rounds is not None and path.endswith(".CosineAnnealingLR"):
-        args.setdefault("T_max", num_rounds)
-    return {"path": path, "args": args}
+    """:func:`ember.recipes.check_class_args`; a ``CosineAnnealingLR`` without ``T_max`` gets
+    ``T_max=num_rounds`` when ``num_rounds`` is given."""
+    out = check_class_args(name, value)
+    if num_rounds is not None and out["path"].endswith(".CosineAnnealingLR"):
+        out["args"].setdefault("T_max", num_rounds)
+    return out
 
 
 def _resolve(name: str, path: str) -> Any:

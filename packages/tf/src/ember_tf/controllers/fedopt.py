@@ -6,7 +6,6 @@ checks); the controller imports keras when it is built on the server.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import numbers
 import re
@@ -24,7 +23,7 @@ from ember.controllers import (
     convert_params,
 )
 from ember.plugins import load_target
-from ember.recipes import RecipeArgumentError
+from ember.recipes import RecipeArgumentError, check_class_args
 
 #: NVFlare's default server optimizer for TensorFlow (``nvflare.app_opt.tf.fedopt_ctl.FedOpt``)
 DEFAULT_OPTIMIZER_ARGS: dict[str, Any] = {
@@ -47,27 +46,7 @@ _INITIAL_LR_SCHEDULES = (
     "PolynomialDecay",
 )
 
-_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
-
-
-def class_args(name: str, value: Any) -> dict[str, Any]:
-    """A copy of ``{"path": "pkg.module.Class", "args": {...}}`` (``args`` optional; NVFlare's
-    ``"config_type": "dict"`` is accepted and dropped)."""
-    shape = f"{name} must be {{'path': 'package.module.Class', 'args': {{...}}}}"
-    if not isinstance(value, dict):
-        raise RecipeArgumentError(f"{shape}, got {type(value).__name__}")
-    extra = set(value) - {"path", "args", "config_type"}
-    if extra:
-        raise RecipeArgumentError(f"{shape}; unexpected keys {sorted(extra)}")
-    if value.get("config_type", "dict") != "dict":
-        raise RecipeArgumentError(f"{name}['config_type'] can only be 'dict'")
-    path = value.get("path")
-    if not isinstance(path, str) or not _DOTTED.fullmatch(path):
-        raise RecipeArgumentError(f"{shape}; 'path' must be a dotted name, got {path!r}")
-    args = value.get("args", {})
-    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-        raise RecipeArgumentError(f"{shape}; 'args' must be a dict of keyword arguments")
-    return {"path": path, "args": copy.deepcopy(args)}
+class_args = check_class_args  # NVFlare's optimizer_args / lr_scheduler_args shape
 
 
 def scheduler_args(
