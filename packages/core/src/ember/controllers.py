@@ -40,6 +40,7 @@ from ember.runtime.controller import (
     Controller,
     build_aggregator,
     build_persistor,
+    resolve_class,
 )
 from ember.runtime.controllers.cross_site_eval import CrossSiteEvalController
 from ember.runtime.controllers.cyclic import CyclicController
@@ -59,6 +60,7 @@ from ember.runtime.persistors import (
     ModelPersistor,
     NumpyPersistor,
     as_numpy_params,
+    build_factory,
     load_numpy_file,
     save_npz,
 )
@@ -103,11 +105,13 @@ __all__ = [
     "apply_update",
     "as_numpy_params",
     "build_aggregator",
+    "build_factory",
     "build_persistor",
     "convert_params",
     "load_numpy_file",
     "release_all",
     "release_memory",
+    "resolve_class",
     "resolve_deferred",
     "save_npz",
 ]

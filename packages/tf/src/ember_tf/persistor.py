@@ -8,12 +8,10 @@ them from, as ``.weights.h5`` files (``model.load_weights`` reads them back).
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from ember.controllers import JobError
-from ember.plugins import load_target
+from ember.controllers import JobError, build_factory
 from ember_tf.convert import load_model_params, model_params
 
 
@@ -85,13 +83,9 @@ class KerasPersistor:
 
     def _build(self, job_dir: Path) -> Any:
         assert self.factory is not None
-        app_dir = str(job_dir / "app")
-        if app_dir not in sys.path:
-            sys.path.insert(0, app_dir)  # the model class may live beside the script
         target = self.factory["path"]
-        module, _, attr = target.rpartition(".")
         try:
-            model = load_target(f"{module}:{attr}")(**self.factory.get("args", {}))
+            model = build_factory(self.factory, job_dir)
         except JobError:
             raise
         except Exception as exc:

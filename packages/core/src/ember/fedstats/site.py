@@ -22,7 +22,6 @@ value is listed with its reason (without the count) so the result can say which.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import numbers
@@ -41,6 +40,8 @@ from ember.fedstats.privacy import (
     noised_extremes,
     policy_files,
 )
+from ember.plugins.entries import load_dotted
+from ember.plugins.errors import PluginError
 
 #: task name and the keys of the request (task meta) and the answer (result meta)
 TASK = "fed_stats"
@@ -58,10 +59,9 @@ class StatsSiteError(EmberError, RuntimeError):
 
 def load_generator(path: str, args: dict[str, Any]) -> Statistics:
     """The generator ``module.Class(**args)``."""
-    module, _, name = path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
+        cls = load_dotted(path)
+    except PluginError as exc:
         raise StatsSiteError(f"cannot load the statistics generator {path!r}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Statistics)):
         raise StatsSiteError(

@@ -11,6 +11,7 @@ from ember.plugins.entries import (
     ParamsConverterEntry,
     RecipeEntry,
     TensorAdapterEntry,
+    load_dotted,
     load_target,
 )
 from ember.plugins.errors import PluginConflictError, PluginError, UnknownNameError
@@ -33,6 +34,7 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "hookspec",
+    "load_dotted",
     "load_target",
     "reset_plugin_manager",
 ]

@@ -37,6 +37,15 @@ def load_target(target: str) -> Any:
     return obj
 
 
+def load_dotted(path: str) -> Any:
+    """Import ``"package.module.Class"`` (the dotted form model factories, optimizers and
+    NVFlare's configs use) or ``"package.module:Class"`` and return the attribute."""
+    if ":" not in path and "." in path:
+        module, _, attr = path.rpartition(".")
+        path = f"{module}:{attr}"
+    return load_target(path)
+
+
 @dataclass(frozen=True)
 class Entry:
     """Base of every registration: a unique ``name`` within its kind and a lazy ``target``."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path, PurePosixPath
@@ -14,6 +13,8 @@ from ember.fedstats.privacy import PrivacyPolicy, StatsPrivacyError
 from ember.fedstats.report import privacy_path, report_path
 from ember.fedstats.site import NOT_DP
 from ember.job.definition import APP_DIR, ClientApp, JobFile
+from ember.plugins.entries import load_dotted
+from ember.plugins.errors import PluginError
 from ember.recipes.base import Recipe
 from ember.recipes.validation import RecipeArgumentError, check_job_name
 
@@ -239,10 +240,9 @@ def _generator_spec(
                 "stats_generator given by path must be {'path': 'module.Class', 'args': {...}}"
                 + (f"; unexpected keys {sorted(extra)}" if extra else f", got {generator!r}")
             )
-        module_name, _, class_name = path.rpartition(".")
         try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as exc:
+            cls = load_dotted(path)
+        except PluginError as exc:
             raise RecipeArgumentError(
                 f"stats_generator {path!r} cannot be imported here ({exc}); the recipe bundles "
                 "its module into the job, so it must be importable where job.py runs"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ember.common.model import FLModel
-from ember.plugins.entries import load_target
+from ember.plugins.entries import load_dotted, load_target
 from ember.runtime.context import ServerContext
 from ember.runtime.errors import JobError
 from ember.runtime.persistors import ModelPersistor
@@ -115,6 +115,15 @@ def build_aggregator(spec: dict[str, Any]) -> Aggregator:
             "(see ember.controllers.Aggregator)"
         )
     return aggregator
+
+
+def resolve_class(what: str, path: str) -> Any:
+    """The class (or function) ``"package.module.Class"`` a controller argument names; a
+    :class:`JobError` naming ``what`` when it cannot be loaded."""
+    try:
+        return load_dotted(path)
+    except Exception as exc:
+        raise JobError(f"{what}: cannot load {path!r}: {exc}") from exc
 
 
 def build_persistor(spec: dict[str, Any]) -> ModelPersistor:

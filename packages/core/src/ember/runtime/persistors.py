@@ -51,6 +51,19 @@ def as_numpy_params(model: Any, what: str) -> dict[str, np.ndarray]:
     return {NUMPY_KEY: array}
 
 
+def build_factory(factory: dict[str, Any], job_dir: Path) -> Any:
+    """``factory["path"](**factory["args"])`` (``{"path": "module.Class", "args": {...}}``),
+    with the job's ``app/`` folder importable: the class may live beside the script."""
+    import sys
+
+    from ember.plugins.entries import load_dotted
+
+    app_dir = str(job_dir / "app")
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    return load_dotted(factory["path"])(**factory.get("args", {}))
+
+
 class InitialModelPersistor:
     """Where a job's initial model comes from, in order: ``initial_ckpt`` (absolute: on the
     server at run time; relative: bundled in the job), a file the recipe bundled, or a
@@ -77,17 +90,7 @@ class InitialModelPersistor:
         if self.initial_file:
             return self.load(job_dir / self.initial_file)
         if self.factory:
-            import sys
-
-            from ember.plugins.entries import load_target
-
-            app_dir = str(job_dir / "app")
-            if app_dir not in sys.path:
-                sys.path.insert(0, app_dir)  # the model class may live beside the script
-            target = self.factory["path"]
-            module, _, attr = target.rpartition(".")
-            built = load_target(f"{module}:{attr}")(**self.factory.get("args", {}))
-            return self.from_built(built, target)
+            return self.from_built(build_factory(self.factory, job_dir), self.factory["path"])
         raise JobError("the job has no initial model: give the recipe a model or initial_ckpt")
 
     def load(self, path: Path) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from ember.controllers import (
     WeightedAverage,
     apply_update,
     convert_params,
+    resolve_class,
 )
-from ember.plugins import load_target
 from ember.recipes import check_class_args
 
 if TYPE_CHECKING:
@@ -44,14 +44,6 @@ def class_args(name: str, value: Any, num_rounds: int | None = None) -> dict[str
     if num_rounds is not None and out["path"].endswith(".CosineAnnealingLR"):
         out["args"].setdefault("T_max", num_rounds)
     return out
-
-
-def _resolve(name: str, path: str) -> Any:
-    module, _, attr = path.rpartition(".")
-    try:
-        return load_target(f"{module}:{attr}")
-    except Exception as exc:
-        raise JobError(f"{name}: cannot load {path!r}: {exc}") from exc
 
 
 class FedOptController(FedAvgController):
@@ -86,11 +78,11 @@ class FedOptController(FedAvgController):
             else class_args("lr_scheduler_args", lr_scheduler_args, self.num_rounds)
         )
         # a typo in a path fails the job before the first round, not after it
-        self._optimizer_class = _resolve("optimizer_args", self.optimizer_args["path"])
+        self._optimizer_class = resolve_class("optimizer_args", self.optimizer_args["path"])
         self._scheduler_class = (
             None
             if self.lr_scheduler_args is None
-            else _resolve("lr_scheduler_args", self.lr_scheduler_args["path"])
+            else resolve_class("lr_scheduler_args", self.lr_scheduler_args["path"])
         )
         self.optimizer: torch.optim.Optimizer | None = None
         self.lr_scheduler: Any = None

@@ -21,8 +21,8 @@ from ember.controllers import (
     WeightedAverage,
     apply_update,
     convert_params,
+    resolve_class,
 )
-from ember.plugins import load_target
 from ember.recipes import RecipeArgumentError, check_class_args
 
 #: NVFlare's default server optimizer for TensorFlow (``nvflare.app_opt.tf.fedopt_ctl.FedOpt``)
@@ -73,14 +73,6 @@ def scheduler_args(
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _resolve(name: str, path: str) -> Any:
-    module, _, attr = path.rpartition(".")
-    try:
-        return load_target(f"{module}:{attr}")
-    except Exception as exc:
-        raise JobError(f"{name}: cannot load {path!r}: {exc}") from exc
 
 
 class FedOptController(FedAvgController):
@@ -137,7 +129,7 @@ class FedOptController(FedAvgController):
         import keras
 
         path, args = self.optimizer_args["path"], self.optimizer_args["args"]
-        optimizer = _build("optimizer_args", _resolve("optimizer_args", path), args)
+        optimizer = _build("optimizer_args", resolve_class("optimizer_args", path), args)
         if not isinstance(optimizer, keras.optimizers.Optimizer):
             raise JobError(
                 f"optimizer_args: {path} built a {type(optimizer).__name__}, not a "
@@ -146,7 +138,7 @@ class FedOptController(FedAvgController):
         if self.lr_scheduler_args is None:
             return optimizer
         path = self.lr_scheduler_args["path"]
-        cls = _resolve("lr_scheduler_args", path)
+        cls = resolve_class("lr_scheduler_args", path)
         args = self.lr_scheduler_args["args"]
         if "initial_learning_rate" not in args and _takes(cls, "initial_learning_rate"):
             # the optimizer's own learning rate (its class's default when not given)
