@@ -43,17 +43,23 @@ def to_numpy(value: Any) -> np.ndarray[Any, Any]:
     return array
 
 
-def from_keras_weights(params: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
-    """``{layer name: [arrays]}`` (a script's params) as the flat exchange format; an entry
-    that is already one array (a flat key) passes through, converted to numpy."""
-    out: dict[str, np.ndarray[Any, Any]] = {}
+def flat_weights(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``{layer name: [weights]}`` or ``{"layer/i": weight}`` keyed the latter way, the values
+    as they are (tensors stay tensors)."""
+    out: dict[str, Any] = {}
     for name, value in params.items():
         if isinstance(value, list | tuple):
             for index, weight in enumerate(value):
-                out[weight_key(str(name), index)] = to_numpy(weight)
+                out[weight_key(str(name), index)] = weight
         else:
-            out[str(name)] = to_numpy(value)
+            out[str(name)] = value
     return out
+
+
+def from_keras_weights(params: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
+    """``{layer name: [arrays]}`` (a script's params) as the flat exchange format; an entry
+    that is already one array (a flat key) passes through, converted to numpy."""
+    return {key: to_numpy(value) for key, value in flat_weights(params).items()}
 
 
 def to_keras_weights(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from ember_tf.convert import trainable_weights, weight_key
+from ember_tf.convert import flat_weights, trainable_weights
 
 #: the key of ``FLModel.meta`` under which ``FedProxRecipe`` sends ``fedprox_mu``
 FEDPROX_MU = "fedprox_mu"
@@ -42,18 +42,6 @@ def check_mu(mu: Any, name: str = "mu") -> float:
     return float(mu)
 
 
-def _flat(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``{layer: [arrays]}`` or ``{"layer/i": array}`` as the latter, values unconverted."""
-    out: dict[str, Any] = {}
-    for name, value in params.items():
-        if isinstance(value, list | tuple):
-            for index, weight in enumerate(value):
-                out[weight_key(str(name), index)] = weight
-        else:
-            out[str(name)] = value
-    return out
-
-
 def _is_model(value: Any) -> bool:
     return hasattr(value, "layers") and hasattr(value, "trainable_weights")
 
@@ -66,7 +54,7 @@ def _pairs(local: Any, target: Any) -> list[tuple[Any, Any]]:
         if _is_model(target):
             targets: Mapping[str, Any] = trainable_weights(target)
         elif isinstance(target, Mapping):
-            targets = _flat(target)
+            targets = flat_weights(target)
         else:
             return _by_position(list(weights.values()), target)
         missing = [key for key in weights if key not in targets]
@@ -162,7 +150,9 @@ class FedProxWrappedLoss:
         self.loss_fun = loss_fun
         self.input_model = input_model
         if isinstance(target_model, Mapping):
-            target_model = {k: tf.convert_to_tensor(v) for k, v in _flat(target_model).items()}
+            target_model = {
+                k: tf.convert_to_tensor(v) for k, v in flat_weights(target_model).items()
+            }
         elif not _is_model(target_model):
             target_model = [tf.convert_to_tensor(v) for v in target_model]
         self.target_model = target_model
