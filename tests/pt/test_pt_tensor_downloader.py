@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,24 @@ def state_dict() -> dict[str, torch.Tensor]:
     }
 
 
+_OWNERS: list[Downloader] = []
+
+
+def owned(downloader: Downloader) -> Downloader:
+    """``downloader``, closed when the test ends (its transactions would expire later)."""
+    _OWNERS.append(downloader)
+    return downloader
+
+
+@pytest.fixture(autouse=True)
+def _close_owners() -> Iterator[None]:
+    yield
+    while _OWNERS:
+        _OWNERS.pop().close()
+
+
 def test_state_dict_round_trips_bit_exactly_in_chunks() -> None:
-    owner = Downloader("site-1", 60)
+    owner = owned(Downloader("site-1", 60))
     sd = state_dict()
     ref = add_tensors(owner, sd)
     got = download_tensors("site-1", ref, per_request_timeout=5, fetcher=fetcher_for(owner))
@@ -67,7 +84,7 @@ def test_state_dict_round_trips_bit_exactly_in_chunks() -> None:
 
 
 def test_each_stream_is_a_safetensors_file_with_the_real_dtype(tmp_path: Path) -> None:
-    owner = Downloader("site-1", 60)
+    owner = owned(Downloader("site-1", 60))
     sd = {"w": state_dict()["bf16"], "h": state_dict()["f16"]}
     ref = add_tensors(owner, sd, receivers=2)
     fetcher = fetcher_for(owner)
@@ -87,14 +104,14 @@ def test_the_adapter_is_found_through_the_plugin_hook() -> None:
 
     entry = get_registry().get("tensor_adapter", "pytorch")
     assert entry.plugin == "pt"
-    owner = Downloader("site-1", 60)
+    owner = owned(Downloader("site-1", 60))
     ref = core_add_tensors(owner, {"t": torch.arange(5)})  # core's API takes tensors too
     got = fetcher_for(owner).download_tensors("site-1", ref)
     assert np.array_equal(got["t"], np.arange(5))
 
 
 def test_what_cannot_be_streamed_is_refused_clearly() -> None:
-    owner = Downloader("site-1", 60)
+    owner = owned(Downloader("site-1", 60))
     with pytest.raises(StreamingError, match="complex64 tensors have no safetensors dtype"):
         add_tensors(owner, {"c": torch.zeros(3, dtype=torch.complex64)})
     with pytest.raises(StreamingError, match="no installed tensor adapter supports it"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,24 @@ def tensors() -> dict[str, Any]:
     }
 
 
+_OWNERS: list[Downloader] = []
+
+
+def owned(downloader: Downloader) -> Downloader:
+    """``downloader``, closed when the test ends (its transactions would expire later)."""
+    _OWNERS.append(downloader)
+    return downloader
+
+
+@pytest.fixture(autouse=True)
+def _close_owners() -> Iterator[None]:
+    yield
+    while _OWNERS:
+        _OWNERS.pop().close()
+
+
 def test_tensors_round_trip_bit_exactly_in_chunks() -> None:
-    owner = Downloader("site-1", 60)
+    owner = owned(Downloader("site-1", 60))
     sent = tensors()
     ref = add_tensors(owner, sent)
     got = download_tensors("site-1", ref, per_request_timeout=5, fetcher=fetcher_for(owner))
@@ -91,7 +108,7 @@ def read_header(path: Path) -> dict[str, Any]:
 
 
 def test_each_stream_is_a_safetensors_file_with_the_real_dtype(tmp_path: Path) -> None:
-    owner = Downloader("site-1", 60)
+    owner = owned(Downloader("site-1", 60))
     sent = {"w": tensors()["bf16"], "h": tensors()["f16"], "f8": tensors()["f8"]}
     ref = add_tensors(owner, sent, receivers=2)
     fetcher = fetcher_for(owner)
@@ -115,7 +132,7 @@ def test_the_adapter_is_found_through_the_plugin_hook() -> None:
 
     entry = get_registry().get("tensor_adapter", "tensorflow")
     assert entry.plugin == "tf"
-    owner = Downloader("site-1", 60)
+    owner = owned(Downloader("site-1", 60))
     # core's API takes TF tensors too: the adapter is found by the tensor's module
     ref = core_add_tensors(
         owner, {"t": tf.range(5), "v": tf.Variable([1.5]), "k": keras.Variable([2.0])}
@@ -127,7 +144,7 @@ def test_the_adapter_is_found_through_the_plugin_hook() -> None:
 
 
 def test_what_cannot_be_streamed_is_refused_clearly() -> None:
-    owner = Downloader("site-1", 60)
+    owner = owned(Downloader("site-1", 60))
     with pytest.raises(StreamingError, match="complex64 tensors have no safetensors dtype"):
         add_tensors(owner, {"c": tf.zeros(3, dtype=tf.complex64)})
     fnuz = tf.constant(np.zeros(3, ml_dtypes.float8_e4m3fnuz))
