@@ -133,7 +133,7 @@ def test_persistent_corruption_fails_clearly() -> None:
     with pytest.raises(
         StreamingError,
         match=r"gave up on stream.chunk .* after 3 attempts "
-        r"\(streaming.max_retries=2\): corrupt",
+        r"\(streaming.max_retries = 2 retries .*\): corrupt",
     ):
         fetcher_for(wire, retries=2).download_tensors("owner", ref)
 
@@ -167,7 +167,7 @@ def test_receiver_that_never_pulls_times_out_and_is_cleaned_up() -> None:
     with pytest.raises(
         StreamingError,
         match=r"expired after 30 s without a pull "
-        r"\(streaming.transaction_timeout\); 1 receiver",
+        r"\(streaming.transaction_timeout = 30 s .*\); 1 receiver",
     ):
         fetcher_for(Wire(owner)).download_tensors("owner", ref)
 

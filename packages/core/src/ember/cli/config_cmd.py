@@ -1,4 +1,4 @@
-"""``ember config list`` and ``ember config docs``."""
+"""``ember config list``, ``ember config docs`` and ``ember config troubleshooting``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 
 from ember.cli.output import echo_json, echo_table, format_option
 from ember.config import current_config, declared_settings
-from ember.config.reference import render_markdown
+from ember.config.reference import render_markdown, render_troubleshooting
 
 
 @click.group()
@@ -52,6 +52,22 @@ def list_settings(fmt: str) -> None:
 def docs(output: Path | None) -> None:
     """Generate the Markdown config reference (docs/reference/config.md)."""
     text = render_markdown(list(declared_settings().values()))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}")
+
+
+@config.command("troubleshooting")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
+def troubleshooting(output: Path | None) -> None:
+    """Generate the timeout troubleshooting guide (docs/troubleshooting.md)."""
+    text = render_troubleshooting(list(declared_settings().values()))
     if output is None:
         click.echo(text, nl=False)
     else:

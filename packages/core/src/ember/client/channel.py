@@ -19,6 +19,7 @@ from typing import Any
 
 from ember import fobs
 from ember.client.ipc import ConnectionClosed, recv_frame, write_frame
+from ember.config import describe_timeout
 from ember.errors import EmberError
 
 Handler = Callable[[str, Any], Any]
@@ -87,7 +88,7 @@ class Channel:
         try:
             self._send({"id": request_id, "op": op, "payload": payload})
             if not pending.done.wait(timeout):
-                raise TimeoutError(f"no answer to {op!r} within {timeout} s")
+                raise TimeoutError(f"no answer to {op!r} within {describe_timeout(timeout)}")
         finally:
             with self._lock:
                 self._pending.pop(request_id, None)

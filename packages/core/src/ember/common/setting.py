@@ -7,6 +7,9 @@ from typing import Any
 
 from ember.errors import EmberError
 
+#: the situations a setting matters in; the troubleshooting guide has a section for each
+SCENARIOS = ("large models", "slow sites", "many sites", "edge devices", "production")
+
 _BOOL_WORDS = {
     "1": True,
     "true": True,
@@ -29,6 +32,12 @@ class Setting:
 
     ``bounds`` says what the value limits; ``advice`` says when to raise (or lower) it.
     The environment variable is ``EMBER_`` + the name upper-cased with dots as underscores.
+
+    For the troubleshooting guide (``docs/troubleshooting.md``, generated): ``symptom`` is
+    what a user sees when the value is too small (the error's words), ``scenarios`` the
+    situations it matters in (from :data:`SCENARIOS`), and ``at_least`` the settings this
+    one must not be below; a job whose config breaks that is refused when it is submitted
+    (``ember.config.check_relations``).
     """
 
     name: str
@@ -38,11 +47,35 @@ class Setting:
     bounds: str
     advice: str
     minimum: float | None = None
+    symptom: str = ""
+    scenarios: tuple[str, ...] = ()
+    at_least: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in (int, float, bool, str):
             raise ConfigError(f"setting {self.name}: type must be int, float, bool or str")
+        unknown = [s for s in self.scenarios if s not in SCENARIOS]
+        if unknown or not isinstance(self.scenarios, tuple):
+            raise ConfigError(
+                f"setting {self.name}: scenarios must be a tuple of {SCENARIOS}, got "
+                f"{self.scenarios!r}"
+            )
+        if self.at_least and (self.type not in (int, float) or self.name in self.at_least):
+            raise ConfigError(
+                f"setting {self.name}: at_least relates numbers to other settings, got "
+                f"{self.at_least!r}"
+            )
         self.validate(self.default, origin="its declared default")
+
+    def format_value(self, value: Any) -> str:
+        """``value`` with its unit, as messages show it: ``600 s``, ``4194304 bytes``."""
+        if self.type is bool:
+            return "true" if value else "false"
+        if self.type is str:
+            return repr(value)
+        unit = {"seconds": "s"}.get(self.unit, self.unit)
+        number = f"{value:g}" if isinstance(value, float) else str(value)
+        return f"{number} {unit}" if unit else number
 
     @property
     def env_var(self) -> str:

@@ -37,6 +37,10 @@ CORE_SETTINGS: list[Setting] = [
         advice="Raise it when local training legitimately takes longer than an hour per round; "
         "lower it to fail fast in tests.",
         minimum=0.001,
+        symptom="A site listed under `timed_out` in round_metrics.jsonl and left out of the "
+        "round; or the job fails with `task 'train' needs results from min_clients=N sites, "
+        "only M can answer; timed out: site-2 (runtime.task_timeout = 3600 s (default))`.",
+        scenarios=("large models", "slow sites", "edge devices", "production"),
     ),
     Setting(
         name="runtime.task_poll_interval",
@@ -47,6 +51,7 @@ CORE_SETTINGS: list[Setting] = [
         "asks again (a long poll; a new task or the job's end answers at once).",
         advice="Rarely: lower it if proxies drop idle requests sooner.",
         minimum=0.001,
+        scenarios=("many sites", "production"),
     ),
     Setting(
         name="runtime.site_stop_timeout",
@@ -57,6 +62,10 @@ CORE_SETTINGS: list[Setting] = [
         "subprocess scripts still running then are terminated, then killed.",
         advice="Raise it if scripts do long clean-up after their last task.",
         minimum=0.0,
+        symptom="`site site-1's script did not return within runtime.site_stop_timeout = 10 s "
+        "(default) after the job ended` in the server's log; a subprocess script is then "
+        "terminated.",
+        scenarios=("slow sites",),
     ),
     Setting(
         name="runtime.subprocess_connect_timeout",
@@ -68,6 +77,9 @@ CORE_SETTINGS: list[Setting] = [
         advice="Raise it for scripts whose imports take longer than a minute (large frameworks "
         "on slow disks).",
         minimum=0.001,
+        symptom="A site fails with `train.py did not connect within "
+        "runtime.subprocess_connect_timeout = 60 s (default)`.",
+        scenarios=("slow sites", "edge devices"),
     ),
     Setting(
         name="sim.serialize_messages",
@@ -119,6 +131,7 @@ CORE_SETTINGS: list[Setting] = [
         advice="Raise it on fast links with high latency; lower it where one request must stay "
         "small.",
         minimum=1024,
+        scenarios=("large models",),
     ),
     Setting(
         name="streaming.chunks_in_flight",
@@ -138,6 +151,10 @@ CORE_SETTINGS: list[Setting] = [
         bounds="How long one download request (one chunk) may take before it is retried.",
         advice="Raise it on very slow links or with very large chunks.",
         minimum=0.001,
+        symptom="`... gave up on stream.chunk REF from OWNER after 4 attempts "
+        "(streaming.max_retries = 3 retries (default); a request's limit: "
+        "streaming.per_request_timeout = 60 s (default)): TimeoutError: ...`.",
+        scenarios=("large models", "slow sites", "edge devices"),
     ),
     Setting(
         name="streaming.max_retries",
@@ -148,6 +165,9 @@ CORE_SETTINGS: list[Setting] = [
         "fails with the reasons.",
         advice="Raise it on flaky links.",
         minimum=0,
+        symptom="`... gave up on stream.chunk REF from OWNER after 4 attempts "
+        "(streaming.max_retries = 3 retries (default); ...): ...`.",
+        scenarios=("edge devices", "production"),
     ),
     Setting(
         name="streaming.transaction_timeout",
@@ -160,6 +180,11 @@ CORE_SETTINGS: list[Setting] = [
         advice="Keep it at least runtime.task_timeout, so results of slow rounds are not "
         "dropped before the server pulls them.",
         minimum=0.001,
+        symptom="A pull fails with `... expired after 3600 s without a pull "
+        "(streaming.transaction_timeout = 3600 s (default)); 1 receiver(s) had not finished`; "
+        "a slow round's results are dropped before the server pulls them.",
+        scenarios=("large models", "slow sites", "many sites"),
+        at_least=("runtime.task_timeout",),
     ),
     Setting(
         name="streaming.offload_dir",
@@ -175,6 +200,7 @@ CORE_SETTINGS: list[Setting] = [
         advice="Set it for very large models, on a disk with room for one model per site "
         "plus one; with SimEnv(num_threads=1) an in-process simulation then holds about 2x "
         "the model.",
+        scenarios=("large models",),
     ),
     Setting(
         name="streaming.recycle_mib",
@@ -189,6 +215,7 @@ CORE_SETTINGS: list[Setting] = [
         "that drops the previous model before the next arrives reuses all of it); lower it "
         "where idle memory between rounds matters more than download speed.",
         minimum=0,
+        scenarios=("large models",),
     ),
     Setting(
         name="net.connect_timeout",
@@ -202,6 +229,9 @@ CORE_SETTINGS: list[Setting] = [
         advice="Raise it when sites may start well before the server; lower it to fail fast "
         "in tests.",
         minimum=0.001,
+        symptom="A node fails to start with `... (tried for 30 s: net.connect_timeout = 30 s "
+        "(default))`, or requests made while it reconnects fail.",
+        scenarios=("edge devices", "production"),
     ),
     Setting(
         name="net.heartbeat_interval",
@@ -214,6 +244,9 @@ CORE_SETTINGS: list[Setting] = [
         advice="Lower it to notice dead peers sooner (more pings); raise it on links that "
         "stall for long stretches.",
         minimum=0.01,
+        symptom="Connections closed with `no message from the hub for 15.2 s "
+        "(net.heartbeat_interval=15)`; requests waiting on them fail and the node reconnects.",
+        scenarios=("edge devices", "production"),
     ),
     Setting(
         name="net.reconnect_backoff_min",
@@ -234,6 +267,7 @@ CORE_SETTINGS: list[Setting] = [
         advice="Raise it for thousands of nodes, so a restarted server is not hit by all of "
         "them at once; lower it for faster recovery of a few.",
         minimum=0.001,
+        scenarios=("many sites", "production"),
     ),
     Setting(
         name="net.fragment_size",
@@ -247,6 +281,7 @@ CORE_SETTINGS: list[Setting] = [
         advice="Keep it above streaming.chunk_size, so a chunk travels in one message without "
         "a copy; lower it on slow links where heartbeats must not wait long.",
         minimum=16 * 1024,
+        scenarios=("large models",),
     ),
     Setting(
         name="net.handler_threads",
@@ -257,6 +292,7 @@ CORE_SETTINGS: list[Setting] = [
         "A long-polling request (a site waiting for its next task) holds one while it waits.",
         advice="Raise it on a server with more sites than this (each polls for tasks).",
         minimum=1,
+        scenarios=("many sites",),
     ),
     Setting(
         name="net.hub_max_connections",
@@ -267,6 +303,7 @@ CORE_SETTINGS: list[Setting] = [
         "are refused with a clear error.",
         advice="Raise it for very large federations.",
         minimum=1,
+        scenarios=("many sites", "production"),
     ),
     Setting(
         name="net.data_links",
@@ -280,6 +317,7 @@ CORE_SETTINGS: list[Setting] = [
         "the hub, with the same result. Never with connection security 'clear'.",
         advice="Turn it off where sites may reach the server's hub port only; then every "
         "byte goes through the hub (3-4x slower for large models on the test machine).",
+        scenarios=("large models", "production"),
     ),
     Setting(
         name="net.data_link_ports",
@@ -291,6 +329,7 @@ CORE_SETTINGS: list[Setting] = [
         "downloads go through the hub.",
         advice="Set it on a server behind a firewall, to a range opened to the sites, with "
         "one port per job that may run at once.",
+        scenarios=("production",),
     ),
     Setting(
         name="net.data_link_connections",
@@ -302,5 +341,49 @@ CORE_SETTINGS: list[Setting] = [
         "A pull that finds them all busy goes through the hub.",
         advice="Raise it when a job pulls many tensors from one peer at once.",
         minimum=1,
+    ),
+    Setting(
+        name="logs.stream",
+        type=bool,
+        default=False,
+        unit="flag",
+        bounds="Whether each site streams the files named by logs.stream_files and its "
+        "scripts' output to the server while the job runs, in order (what a recipe's "
+        "enable_log_streaming sets). The server keeps them under server/site_logs/<site>/; "
+        "`ember job logs ID --site S --follow` and the SimEnv console show them.",
+        advice="Turn it on to watch sites live from the server; leave it off when sites must "
+        "not send their logs anywhere.",
+        scenarios=("production",),
+    ),
+    Setting(
+        name="logs.stream_files",
+        type=str,
+        default="log.txt",
+        unit="file names",
+        bounds="Comma-separated names of a site's files (in its job folder) that "
+        "logs.stream sends; the scripts' output always goes with them.",
+        advice="Add the files your scripts write (`log.txt,train.log`).",
+    ),
+    Setting(
+        name="logs.stream_interval",
+        type=float,
+        default=0.5,
+        unit="seconds",
+        bounds="How often a site sends the lines its streamed files and scripts gained; "
+        "lines wait at most this long (a batch that fails is sent again, in order).",
+        advice="Raise it for thousands of sites (fewer, larger messages); lower it to see "
+        "lines sooner.",
+        minimum=0.01,
+        scenarios=("many sites",),
+    ),
+    Setting(
+        name="sim.progress",
+        type=str,
+        default="auto",
+        unit="mode",
+        bounds="SimEnv's progress display: 'auto' (a live display at the bottom of a terminal, "
+        "plain lines when output is not a terminal), 'plain' (one line per event), 'off'. "
+        "SimEnv(progress=False) is 'off'.",
+        advice="'off' for scripts whose own output must stay alone on stdout.",
     ),
 ]

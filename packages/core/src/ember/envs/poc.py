@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ember.config import describe_timeout
 from ember.envs.run import RunTimeout, wait_limit
 from ember.system import daemon
 from ember.system.admin import AdminClient
@@ -82,7 +83,7 @@ class PocRun:
             remaining = 60.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise RunTimeout(
-                    f"job {self.job_id} did not finish within {timeout}s "
+                    f"job {self.job_id} did not finish within {describe_timeout(timeout)} "
                     f"(status {self._record.get('status')})"
                 )
             self._refresh(wait=min(remaining, 60.0))  # the server answers when it ends

@@ -40,12 +40,13 @@ class SimRun:
     def get_result(self, timeout: float | None = None, clean_up: bool = False) -> str:
         """See :meth:`ember.envs.run.Run.get_result`; a simulation stops with its job, so
         ``clean_up`` has nothing more to stop."""
+        from ember.config import describe_timeout
         from ember.envs.run import RunTimeout, wait_limit
 
         timeout = wait_limit(timeout)
         if not self.simulation.wait(timeout):
             raise RunTimeout(
-                f"job {self.get_job_id()} did not finish within {timeout}s "
+                f"job {self.get_job_id()} did not finish within {describe_timeout(timeout)} "
                 f"(status {self.get_status()})"
             )
         return str(self.simulation.workspace)

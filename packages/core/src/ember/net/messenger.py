@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ember.config import describe_timeout
 from ember.net.errors import TransportError, UnknownTopicError
 from ember.net.frames import (
     ERROR,
@@ -136,7 +137,8 @@ class Messenger:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not pending.event.wait(remaining):
                 raise TimeoutError(
-                    f"{self.name}: no reply from {target} to {topic!r} within {timeout:g} s"
+                    f"{self.name}: no reply from {target} to {topic!r} within "
+                    f"{describe_timeout(timeout)}"
                 )
         finally:
             with self._lock:

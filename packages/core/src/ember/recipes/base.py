@@ -118,8 +118,36 @@ class Recipe:
         Config({**self.job.config, name: value}, environ={})  # refuses unknown names and types
         self.job.config[name] = value
 
+    def enable_log_streaming(self, *file_names: str) -> None:
+        """Stream each site's log files (``log.txt`` when none are named) and its scripts'
+        output to the server while the job runs (NVFlare's name). The server keeps them
+        under ``server/site_logs/<site>/``; ``ember job logs ID --site S --follow`` and the
+        SimEnv console show them (settings ``logs.stream`` and ``logs.stream_files``)."""
+        names = list(file_names) or ["log.txt"]
+        for name in names:
+            if (
+                not isinstance(name, str)
+                or not name
+                or "," in name
+                or name.startswith(("/", "\\"))
+                or ".." in Path(name).parts
+            ):
+                raise RecipeArgumentError(
+                    "enable_log_streaming takes names of files in a site's job folder "
+                    f"(relative, no '..' or ','), got {name!r}"
+                )
+        self.set_config("logs.stream", True)
+        self.set_config("logs.stream_files", ",".join(dict.fromkeys(names)))
+
     def export(self, job_dir: str | Path) -> Path:
-        """Write a self-contained job folder that every env and ``ember simulate`` can run."""
+        """Write a self-contained job folder that every env and ``ember simulate`` can run.
+
+        Refuses (:class:`~ember.config.ConfigRelationError`) a job whose settings break a
+        declared relation, such as ``streaming.transaction_timeout`` below
+        ``runtime.task_timeout``."""
+        from ember.config import check_relations
+
+        check_relations(self.job.config, what=f"job {self.name!r}")
         return write_job(self.job, self.files, Path(job_dir))
 
     def execute(self, env: Env) -> Run:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ember.common.messages import ResultStatus, Task, TaskResult
 from ember.common.model import FLModel
+from ember.config import describe_setting
 from ember.runtime.errors import InsufficientClients, JobAborted, JobError
 
 
@@ -36,6 +37,7 @@ class Posted:
     name: str
     deadline: float
     task_ids: dict[str, str] = field(default_factory=dict)
+    timeout: float = 0.0
 
 
 @dataclass
@@ -160,7 +162,7 @@ class TaskBoard:
     ) -> Posted:
         """Queue a task for each target. The board keeps the task data only until each site
         has taken its task, so a caller that drops its own reference frees the data then."""
-        posted = Posted(name, time.monotonic() + timeout)
+        posted = Posted(name, time.monotonic() + timeout, timeout=timeout)
         with self._lock:
             for site in targets:
                 payload = data(site) if callable(data) else data
@@ -185,15 +187,7 @@ class TaskBoard:
         try:
             while index < len(order):
                 site = order[index]
-                result = self._wait_for(
-                    site,
-                    posted.name,
-                    posted.task_ids[site],
-                    posted.deadline,
-                    order[index:],
-                    out,
-                    min_responses,
-                )
+                result = self._wait_for(site, posted, order[index:], out, min_responses)
                 index += 1
                 if result is None:
                     continue
@@ -208,19 +202,18 @@ class TaskBoard:
                     self._open.pop(task_id, None)
                     self._results.pop(task_id, None)
         if len(out.responded) < min_responses:
-            raise InsufficientClients(self._shortfall(posted.name, min_responses, out))
+            raise InsufficientClients(self._shortfall(posted, min_responses, out))
         return out
 
     def _wait_for(
         self,
         site: str,
-        name: str,
-        task_id: str,
-        deadline: float,
+        posted: Posted,
         pending: Sequence[str],
         out: Collected,
         min_responses: int,
     ) -> TaskResult | None:
+        task_id, deadline = posted.task_ids[site], posted.deadline
         with self._lock:
             while True:
                 if self._end_reason is not None:
@@ -234,23 +227,26 @@ class TaskBoard:
                     return None
                 possible = len(out.responded) + sum(1 for s in pending if self.sites[s].alive)
                 if possible < min_responses:
-                    raise InsufficientClients(self._shortfall(name, min_responses, out))
+                    raise InsufficientClients(self._shortfall(posted, min_responses, out))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     out.timed_out.append(site)
                     return None
                 self._ctrl_cond.wait(remaining)
 
-    def _shortfall(self, task: str, min_responses: int, out: Collected) -> str:
+    def _shortfall(self, posted: Posted, min_responses: int, out: Collected) -> str:
         parts = [
-            f"task {task!r} needs results from min_clients={min_responses} sites, "
+            f"task {posted.name!r} needs results from min_clients={min_responses} sites, "
             f"only {len(out.responded)} can answer"
         ]
         dead = {s.name: s.failure or "ended its script" for s in self.sites.values() if not s.alive}
         for site, reason in {**dead, **out.failed}.items():
             parts.append(f"{site}: {reason}")
         if out.timed_out:
-            parts.append(f"timed out: {', '.join(out.timed_out)}")
+            parts.append(
+                f"timed out: {', '.join(out.timed_out)} "
+                f"({describe_setting('runtime.task_timeout', posted.timeout)})"
+            )
         return "; ".join(parts)
 
     def _site(self, site: str) -> SiteState:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ember.client.link import SERVER
 from ember.client.slots import WorkSlots
-from ember.config import Config, use_config
+from ember.config import Config, check_relations, use_config
 from ember.job.definition import JobDefinition
 from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.logs import NodeLogs, forget_logger_tree
@@ -43,6 +43,7 @@ class Simulation:
         self.workspace = Path(workspace)
         self.job_id = uuid.uuid4().hex[:12]
         self.config = Config(self.job.config)
+        check_relations(self.config, what=f"job {self.job.name!r}")
         self.num_threads = num_threads
         self.log_level = log_level
         self.progress = Progress(self.job.name, enabled=progress)

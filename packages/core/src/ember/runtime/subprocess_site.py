@@ -31,7 +31,7 @@ from ember.client.channel import Channel
 from ember.client.ipc import ConnectionClosed, recv_frame, send_frame
 from ember.client.link import ServerLink
 from ember.common.messages import Task
-from ember.config import get_setting
+from ember.config import describe_setting, get_setting
 from ember.streaming.node import StreamNode
 
 ENV_ENDPOINT = "EMBER_CLIENT_ENDPOINT"
@@ -86,6 +86,7 @@ class SubprocessSite:
         # sets it in job_config): the accepting thread does not
         name = "runtime.subprocess_connect_timeout"
         self.connect_timeout = float(job_config.get(name, get_setting(name)))
+        self._connect_timeout_desc = describe_setting(name, self.connect_timeout)
         name = "runtime.task_poll_interval"
         self.poll_interval = float(job_config.get(name, get_setting(name)))
 
@@ -161,8 +162,7 @@ class SubprocessSite:
         except (TimeoutError, OSError):
             if not self._stopping and proc is not None and proc.poll() is None:
                 self._fail(
-                    f"{self.script.name} did not connect within "
-                    f"runtime.subprocess_connect_timeout={timeout:g}s"
+                    f"{self.script.name} did not connect within {self._connect_timeout_desc}"
                 )
                 proc.kill()
             return

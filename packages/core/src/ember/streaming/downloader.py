@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.config import describe_timeout
 from ember.streaming import buffers
 from ember.streaming.errors import StreamingError
 from ember.streaming.layout import read_tensor_file, tensor_header
@@ -463,7 +464,8 @@ class Downloader:
                 missing = (tx.receivers or 0) - len(tx.finished)
                 why = (
                     f"it expired after {tx.timeout:g} s without a pull "
-                    f"(streaming.transaction_timeout); {max(missing, 0)} receiver(s) "
+                    f"({describe_timeout(tx.timeout, 'streaming.transaction_timeout')}); "
+                    f"{max(missing, 0)} receiver(s) "
                     "had not finished"
                 )
                 log.warning("download %s of %s: %s", tx.ref_id, self.owner, why)

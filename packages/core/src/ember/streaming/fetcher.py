@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from ember.config import describe_setting, describe_timeout
 from ember.streaming import buffers
 from ember.streaming.downloader import Downloader
 from ember.streaming.errors import LinkBroken, StreamingError
@@ -200,7 +201,9 @@ class Fetcher:
             problems.append("corrupt or malformed reply")
         raise StreamingError(
             f"{self.node} gave up on {topic} {payload.get('ref')} from {owner} after "
-            f"{self.max_retries + 1} attempts (streaming.max_retries={self.max_retries}): "
+            f"{self.max_retries + 1} attempts "
+            f"({describe_setting('streaming.max_retries', self.max_retries)}; a request's "
+            f"limit: {describe_timeout(timeout, 'streaming.per_request_timeout')}): "
             + "; ".join(problems[-3:])
         )
 

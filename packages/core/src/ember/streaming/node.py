@@ -6,7 +6,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ember.config import get_setting
+from ember.config import get_setting, setting_timeout
 from ember.streaming.downloader import Downloader
 from ember.streaming.errors import StreamingError
 from ember.streaming.fetcher import CHUNK, DONE, MANIFEST, Fetcher, Request
@@ -19,12 +19,13 @@ class StreamNode:
         self.name = name
         self.enabled = bool(get_setting("streaming.enabled"))
         self.min_tensor_bytes = int(get_setting("streaming.min_tensor_bytes"))
-        self.downloader = Downloader(name, float(get_setting("streaming.transaction_timeout")))
+        # the timeouts remember their settings, so a failure can say which one to change
+        self.downloader = Downloader(name, setting_timeout("streaming.transaction_timeout"))
         self.fetcher = Fetcher(
             name,
             request,
             int(get_setting("streaming.chunk_size")),
-            float(get_setting("streaming.per_request_timeout")),
+            setting_timeout("streaming.per_request_timeout"),
             int(get_setting("streaming.max_retries")),
             in_flight=int(get_setting("streaming.chunks_in_flight")),
         )

@@ -6,16 +6,31 @@ node ``admin:<name>:<nonce>``; job folders and results travel through the downlo
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
-from ember.config import get_setting
+from ember.config import setting_timeout
 from ember.system.archive import pack, temp_zip, unpack
 from ember.system.kit import Kit
 
 SERVER = "server"
+
+
+def check_job_settings(job_dir: Path) -> None:
+    """Refuse, before anything is sent, a job whose settings break a declared relation
+    (:func:`ember.config.check_relations`); a malformed job.json is the server's to refuse."""
+    from ember.config import check_relations
+
+    try:
+        data = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
+        overrides = dict(data.get("config") or {})
+        name = str(data.get("name", job_dir.name))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return
+    check_relations(overrides, what=f"job {name!r}")
 
 
 class AdminClient:
@@ -29,7 +44,7 @@ class AdminClient:
                 "admin's startup kit"
             )
         self.name = f"admin:{self.kit.name}:{uuid.uuid4().hex[:8]}"
-        self.timeout = float(get_setting("system.admin_timeout"))
+        self.timeout = setting_timeout("system.admin_timeout")
         self._node: Any = None
 
     @property
@@ -72,6 +87,7 @@ class AdminClient:
                 f"{job_dir} is not a job folder (no job.json); export one with "
                 "`python job.py --export --export-dir DIR`"
             )
+        check_job_settings(job_dir)
         tmp = temp_zip("ember-admin-")
         try:
             archive = pack(job_dir, tmp)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ember.config import get_setting
+from ember.config import describe_setting, get_setting
 from ember.errors import EmberError
 
 PID_FILE = "daemon.pid"
@@ -126,7 +126,8 @@ def start(kind: str, folder: Path, timeout: float | None = None) -> int:
         )
     _kill_group(proc.pid, 0.0)
     raise DaemonError(
-        f"the {kind} daemon in {folder} was not up within system.start_timeout={timeout:g}s:"
+        f"the {kind} daemon in {folder} was not up within "
+        f"{describe_setting('system.start_timeout', timeout)}:"
         f"\n{_tail(log)}"
     )
 

@@ -14,6 +14,9 @@ SYSTEM_SETTINGS: list[Setting] = [
         "listening, a client connected. Past it the start fails with the daemon's log tail.",
         advice="Raise it on slow or loaded machines.",
         minimum=0.1,
+        symptom="`the server daemon in FOLDER was not up within system.start_timeout = 60 s "
+        "(default)` followed by the daemon's log tail.",
+        scenarios=("production", "slow sites"),
     ),
     Setting(
         name="system.stop_timeout",
@@ -24,6 +27,9 @@ SYSTEM_SETTINGS: list[Setting] = [
         "killed with its whole process group.",
         advice="Raise it when scripts need longer to clean up.",
         minimum=0.1,
+        symptom="A daemon or job process is killed with its whole process group, its "
+        "scripts' clean-up cut short, when it did not stop this long after SIGTERM.",
+        scenarios=("production",),
     ),
     Setting(
         name="system.max_running_jobs",
@@ -43,6 +49,9 @@ SYSTEM_SETTINGS: list[Setting] = [
         "start its process); a client past it fails the job's start with its name.",
         advice="Raise it for jobs that carry very large files to slow sites.",
         minimum=0.1,
+        symptom="The job fails to start with `sites could not start the job: site-1: ... "
+        "within 300 s ...`.",
+        scenarios=("large models", "slow sites", "edge devices"),
     ),
     Setting(
         name="system.admin_timeout",
@@ -53,5 +62,8 @@ SYSTEM_SETTINGS: list[Setting] = [
         "server's answer.",
         advice="Raise it for submissions and downloads of very large jobs over slow links.",
         minimum=0.1,
+        symptom="An admin command fails with `...: no reply from server to 'admin.submit' within "
+        "60 s (system.admin_timeout = 60 s (default))`.",
+        scenarios=("large models", "production"),
     ),
 ]

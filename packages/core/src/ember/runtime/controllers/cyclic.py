@@ -11,6 +11,7 @@ import numpy as np
 
 from ember.common.messages import TaskName, TaskResult
 from ember.common.model import FLModel, ParamsType
+from ember.config import describe_setting
 from ember.runtime.aggregation import apply_update
 from ember.runtime.board import Collected
 from ember.runtime.context import ServerContext
@@ -133,7 +134,7 @@ class CyclicController:
             return got[0]
         if site in outcome.timed_out:
             hops.timed_out.append(site)
-            reason = f"timed out after {ctx.task_timeout:g}s"
+            reason = f"timed out ({describe_setting('runtime.task_timeout', ctx.task_timeout)})"
         else:
             reason = outcome.failed.get(site, "gave no result")
             hops.failed[site] = reason
@@ -161,7 +162,8 @@ class CyclicController:
             if not state.alive
         }
         reasons.update(hops.failed)
-        reasons.update({s: f"timed out after {ctx.task_timeout:g}s" for s in hops.timed_out})
+        late = f"timed out ({describe_setting('runtime.task_timeout', ctx.task_timeout)})"
+        reasons.update({s: late for s in hops.timed_out})
         raise InsufficientClients(
             f"cyclic round {rnd} needs min_clients={self.min_clients} sites able to train, "
             f"only {len(remaining)} remain ({', '.join(remaining) or 'none'}); "

@@ -16,6 +16,7 @@ from typing import Any
 
 from ember.common.messages import TaskName, TaskResult
 from ember.common.model import FLModel, MetaKey
+from ember.config import describe_setting
 from ember.runtime.aggregation import WeightedAverage
 from ember.runtime.board import Collected
 from ember.runtime.context import ServerContext
@@ -153,7 +154,7 @@ class SwarmController:
         if out.timed_out:
             raise JobError(
                 f"swarm round {rnd}: aggregator {aggregator} did not answer within "
-                f"runtime.task_timeout={ctx.task_timeout:g}s"
+                f"{describe_setting('runtime.task_timeout', ctx.task_timeout)}"
             )
         if not out.responded:
             raise InsufficientClients(f"aggregator {aggregator}: {out.failed.get(aggregator)}")
