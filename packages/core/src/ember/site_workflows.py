@@ -8,11 +8,13 @@ to that instead. The wrapper is itself a :class:`ServerLink` (``get_task``,
 in, send results elsewhere, or answer other sites through :class:`PeerLink` (requests to
 peers by name, routed through the server in networked envs). The script sees only the plain
 Client API. :class:`SwarmSiteLink` (swarm learning: sites aggregate peer to peer) is the
-worked example.
+worked example; :class:`TunnelSiteLink` opens the loopback endpoints of a job's tunnels
+(``ember.tunnel``).
 """
 
 from ember.client.link import ServerLink
 from ember.runtime.peers import PeerLink
 from ember.runtime.swarm_site import SwarmSiteLink
+from ember.tunnel.site import TunnelSiteLink
 
-__all__ = ["PeerLink", "ServerLink", "SwarmSiteLink"]
+__all__ = ["PeerLink", "ServerLink", "SwarmSiteLink", "TunnelSiteLink"]

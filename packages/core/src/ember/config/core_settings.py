@@ -284,6 +284,33 @@ CORE_SETTINGS: list[Setting] = [
         scenarios=("large models",),
     ),
     Setting(
+        name="tunnel.call_timeout",
+        type=float,
+        default=600.0,
+        unit="seconds",
+        bounds="How long one tunnelled call (an XGBoost collective, a Flower Fleet request) may "
+        "take from the site's endpoint to the service behind the server and back. A "
+        "collective waits for the slowest site's local work, so this bounds a round's slowest "
+        "step, not the round.",
+        advice="Raise it when one boosting round legitimately takes longer than 10 minutes at "
+        "a site; a dead site ends the job at once regardless (the server sees it go).",
+        minimum=0.01,
+        symptom="A local client at a site fails with UNAVAILABLE: 'call N did not finish "
+        "within tunnel.call_timeout = ...'.",
+        scenarios=("slow sites", "large models"),
+    ),
+    Setting(
+        name="tunnel.retries",
+        type=int,
+        default=3,
+        unit="resends",
+        bounds="How many times a site resends a tunnelled call after its Ember request failed "
+        "(a broken connection); the server answers a resent call from its record, so a call "
+        "is never made twice.",
+        advice="Raise it on flaky networks between sites and the server.",
+        minimum=0,
+    ),
+    Setting(
         name="net.handler_threads",
         type=int,
         default=256,

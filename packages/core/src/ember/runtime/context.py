@@ -10,6 +10,7 @@ from typing import Any
 from ember.runtime.board import TaskBoard
 from ember.runtime.progress import Progress
 from ember.runtime.records import RoundRecorder
+from ember.tunnel.service import TunnelService
 
 
 @dataclass
@@ -28,3 +29,6 @@ class ServerContext:
     state: dict[str, Any] = field(default_factory=dict)
     offload_dir: Path | None = None
     """``streaming.offload_dir`` for this job (None: models stay in memory)."""
+    tunnels: TunnelService = field(default_factory=TunnelService)
+    """The job's tunnels: a workflow opens one to let sites reach a service beside the
+    server (``ember.tunnel``)."""

@@ -66,6 +66,7 @@ class ServerJob:
             progress,
             log,
         )
+        self.ctx.tunnels.log = log
         self.status = Status.SUBMITTED
         self.message = ""
         self.done = threading.Event()
@@ -88,6 +89,7 @@ class ServerJob:
         endpoint.register_handler(Topic.METRICS, self._metrics)
         endpoint.register_handler(Topic.SITE_FAILED, self._site_failed)
         endpoint.register_handler(Topic.SITE_DONE, self._site_done)
+        self.ctx.tunnels.attach(endpoint)
 
     def _get_task(self, sender: str, payload: Any) -> Any:
         wait = float(payload.get("wait", 1.0)) if isinstance(payload, dict) else 1.0
@@ -147,6 +149,7 @@ class ServerJob:
             self.message = f"server: {describe_exception(exc)}"
         finally:
             self.board.end(self.message or "job finished", aborted=self.status == Status.ABORTED)
+            self.ctx.tunnels.close_all()
             self.sink.close()
             if self.offload_dir is not None:
                 shutil.rmtree(self.offload_dir, ignore_errors=True)

@@ -1,0 +1,156 @@
+"""A site's end of the job's tunnels: loopback endpoints opened when a task asks for one.
+
+A workflow asks a site to connect through a tunnel by putting ``meta["tunnel"] =
+{"name": ..., "protocol": "grpc" | "http", "allow": [...]}`` in a task; the job's client
+app sets ``site_workflow`` to :class:`TunnelSiteLink`, which opens that endpoint on
+loopback (once per job and name) and writes its address into the task as
+``meta["tunnel_address"]`` before the script sees the task. The script points the local
+client (an XGBoost worker, a Flower SuperNode) at that address. The site opens no port
+to the network: every call leaves the site as an Ember request to the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ember.client.link import SERVER, ServerLink
+from ember.common.messages import MetricRecord, Task, TaskResult
+from ember.config import describe_setting, get_setting, setting_timeout
+from ember.tunnel.calls import TOPIC, TunnelCall, TunnelError, TunnelReply
+
+TUNNEL_META = "tunnel"
+"""Task meta key: the tunnel the task's script must connect through."""
+ADDRESS_META = "tunnel_address"
+"""Task meta key the site fills in: the loopback address of its endpoint."""
+
+log = logging.getLogger(__name__)
+
+
+class TunnelEndpoint(Protocol):
+    """A loopback server in the site's job process for one protocol."""
+
+    protocol: str
+
+    @property
+    def address(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+EndpointFactory = Callable[[str, Callable[[TunnelCall], TunnelReply], tuple[str, ...]], Any]
+
+
+def _grpc(
+    name: str, send: Callable[[TunnelCall], TunnelReply], allow: tuple[str, ...]
+) -> TunnelEndpoint:
+    from ember.tunnel.grpc_tunnel import GrpcTunnelEndpoint
+
+    return GrpcTunnelEndpoint(name, send, allow)
+
+
+ENDPOINTS: dict[str, EndpointFactory] = {"grpc": _grpc}
+"""Endpoint factories by protocol (``name, send, allow -> endpoint``)."""
+
+
+class Requester(Protocol):
+    def request(self, peer: str, topic: str, payload: Any, timeout: float) -> Any: ...
+
+
+def sender(requester: Requester) -> Callable[[TunnelCall], TunnelReply]:
+    """``send(call) -> reply`` through ``requester`` (a site's :class:`PeerLink`), resending
+    the same call (same ``seq``: the server answers it once) after a transport failure, up
+    to ``tunnel.retries`` times. Both settings are read now, in the job's config (calls
+    arrive on the endpoint's own threads)."""
+    timeout = setting_timeout("tunnel.call_timeout")
+    retries = int(get_setting("tunnel.retries"))
+    retries_said = describe_setting("tunnel.retries")
+
+    def send(call: TunnelCall) -> TunnelReply:
+        delay = 0.05
+        for attempt in range(retries + 1):
+            try:
+                return TunnelReply.from_wire(
+                    requester.request(SERVER, TOPIC, call.to_wire(), timeout)
+                )
+            except TunnelError as exc:
+                return TunnelReply(status=-1, error=str(exc))
+            except Exception as exc:
+                if attempt == retries:
+                    return TunnelReply(
+                        status=-1,
+                        error=f"tunnel {call.tunnel!r}: call {call.seq} ({call.method}) failed "
+                        f"after {retries + 1} tries ({retries_said}): {exc}",
+                    )
+                log.warning("tunnel %s: call %d failed (%s); resending", call.tunnel, call.seq, exc)
+                time.sleep(delay)  # back-off between resends of a failed request
+                delay = min(delay * 2, 1.0)
+        raise AssertionError  # pragma: no cover
+
+    return send
+
+
+class TunnelSiteLink:
+    """The site workflow of a tunnelled job (see the module docstring).
+
+    Built by the site runner as ``TunnelSiteLink(inner, peers=..., site=..., ...)``; every
+    other ServerLink call is passed to ``inner`` unchanged.
+    """
+
+    def __init__(self, inner: ServerLink, peers: Requester, site: str, **_: Any) -> None:
+        self.inner = inner
+        self.site = site
+        self._send = sender(peers)
+        self._endpoints: dict[str, TunnelEndpoint] = {}
+        self._lock = threading.Lock()
+
+    def endpoint(self, spec: Any) -> TunnelEndpoint:
+        """The endpoint ``spec`` asks for, opened on first use."""
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise TunnelError(f"a task's tunnel spec must name the tunnel, got {spec!r}")
+        name, protocol = spec["name"], spec.get("protocol", "grpc")
+        factory = ENDPOINTS.get(protocol)
+        if factory is None:
+            raise TunnelError(
+                f"tunnel {name!r} asks for protocol {protocol!r}; this site knows "
+                f"{', '.join(sorted(ENDPOINTS))}"
+            )
+        with self._lock:
+            endpoint = self._endpoints.get(name)
+            if endpoint is None:
+                allow = tuple(str(p) for p in spec.get("allow", ("/",)))
+                endpoint = self._endpoints[name] = factory(name, self._send, allow)
+                log.info("%s: tunnel %s listening on %s", self.site, name, endpoint.address)
+            return endpoint
+
+    def get_task(self, wait: float) -> Task | str | None:
+        task = self.inner.get_task(wait)
+        if isinstance(task, Task) and task.data is not None and TUNNEL_META in task.data.meta:
+            task.data.meta[ADDRESS_META] = self.endpoint(task.data.meta[TUNNEL_META]).address
+        elif task == "END":
+            self.close()
+        return task
+
+    def submit_result(self, result: TaskResult) -> bool:
+        return self.inner.submit_result(result)
+
+    def log_metrics(self, records: list[MetricRecord]) -> None:
+        self.inner.log_metrics(records)
+
+    def report_failure(self, reason: str) -> None:
+        self.close()
+        self.inner.report_failure(reason)
+
+    def report_done(self) -> None:
+        self.close()
+        self.inner.report_done()
+
+    def close(self) -> None:
+        """Close every endpoint (the job is over for this site)."""
+        with self._lock:
+            endpoints, self._endpoints = list(self._endpoints.values()), {}
+        for endpoint in endpoints:
+            endpoint.close()
