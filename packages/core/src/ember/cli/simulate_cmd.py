@@ -44,6 +44,7 @@ def simulate(
         num_threads=threads,
         workspace_root=str(workspace_root),
         log_config=log_level,
+        progress=False if fmt == "json" else None,  # stdout is the JSON's alone
     )
     run = env.run_job_dir(job_dir)
     outcome = {

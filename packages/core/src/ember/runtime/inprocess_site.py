@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import builtins
+import io
+import logging
 import shlex
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import CodeType
+from typing import Any, TextIO
 
 from ember.client.api import bind_session
 from ember.client.session import ClientSession
@@ -16,6 +20,93 @@ from ember.runtime.script_argv import thread_argv
 from ember.streaming import StreamNode, bind_node
 
 _path_lock = threading.Lock()
+_route_lock = threading.Lock()
+_local = threading.local()
+
+#: ``sink(line, stream_name)``: where a site thread's complete output lines go
+LineSink = Callable[[str, str], None]
+
+#: the longest partial line kept before it is passed on as a line of its own
+MAX_PARTIAL = 64 * 1024
+
+
+class ThreadRoutedStream(io.TextIOBase):
+    """``sys.stdout`` / ``sys.stderr`` for a process whose threads run sites' scripts.
+
+    In a site's thread (:func:`route_output`) writes are cut into lines, each passed whole
+    to that site's sink (its log and the console, prefixed by the site), so two sites'
+    prints never share a line. Other threads write to the original stream as before.
+    Threads a script starts itself are not its site's: their output is the process's.
+    """
+
+    def __init__(self, original: TextIO, name: str) -> None:
+        super().__init__()
+        self.original = original
+        self.name = name
+
+    def write(self, text: str) -> int:
+        sink: LineSink | None = getattr(_local, "sink", None)
+        if sink is None:
+            return self.original.write(text)
+        partial: dict[str, str] = _local.partial
+        data = partial.get(self.name, "") + text
+        *lines, rest = data.split("\n")
+        if len(rest) > MAX_PARTIAL:
+            lines.append(rest)
+            rest = ""
+        partial[self.name] = rest
+        _local.sink = None  # what the sink itself prints goes to the process's stream
+        try:
+            for line in lines:
+                sink(line, self.name)
+        finally:
+            _local.sink = sink
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(_local, "sink", None) is None:
+            self.original.flush()
+
+    def isatty(self) -> bool:
+        return bool(self.original.isatty())
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self.original, "encoding", "utf-8"))
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self.original, "errors", None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+def install_output_routing() -> None:
+    """Make ``sys.stdout`` and ``sys.stderr`` route by thread (once per process)."""
+    with _route_lock:
+        if not isinstance(sys.stdout, ThreadRoutedStream):
+            sys.stdout = ThreadRoutedStream(sys.stdout, "stdout")
+        if not isinstance(sys.stderr, ThreadRoutedStream):
+            sys.stderr = ThreadRoutedStream(sys.stderr, "stderr")
+
+
+def route_output(sink: LineSink | None) -> None:
+    """Send this thread's stdout/stderr lines to ``sink`` (None: back to the process's),
+    passing on a last partial line first."""
+    previous: LineSink | None = getattr(_local, "sink", None)
+    if previous is not None:
+        for name, rest in getattr(_local, "partial", {}).items():
+            if rest:
+                previous(rest, name)
+    _local.sink = sink
+    _local.partial = {}
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -39,8 +130,10 @@ class InProcessSite:
         args: str,
         code: CodeType,
         node: StreamNode | None = None,
+        echo: Callable[[str, str], None] | None = None,
     ) -> None:
         self.session = session
+        self.echo = echo
         self.node = node
         self.script = script
         self.code = code
@@ -56,13 +149,29 @@ class InProcessSite:
             if folder not in sys.path:
                 sys.path.insert(0, folder)
         self._argv_proxy = argv
+        install_output_routing()
         self.thread.start()
+
+    def _output(self, line: str, stream: str) -> None:
+        """One line the script printed: into the site's log files (its own handlers only: a
+        handler of the root logger may itself write to this thread's stream), and to the
+        console, prefixed by the site."""
+        logger = self.session.logger
+        record = logger.makeRecord(
+            f"{logger.name}.{stream}", logging.INFO, str(self.script), 0, "%s", (line,), None
+        )
+        for handler in logger.handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+        if self.echo is not None:
+            self.echo(self.session.site, line)
 
     def _run(self) -> None:
         link = self.session.link
         bind_session(self.session)
         bind_node(self.node)
         self._argv_proxy.set_for_thread(self._argv)
+        route_output(self._output)
         try:
             # a fresh namespace per site; sys.modules["__main__"] is left alone (runpy would
             # swap it, which races when many sites start at once)
@@ -82,6 +191,7 @@ class InProcessSite:
         except BaseException as exc:
             self.error = describe_exception(exc)
         finally:
+            route_output(None)
             self.session.release_slot()
             bind_session(None)
             bind_node(None)

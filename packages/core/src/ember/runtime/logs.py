@@ -1,11 +1,15 @@
-"""Per-node log files: ``log.txt`` (text) and ``log.jsonl`` (JSON lines) in each node's folder."""
+"""Per-node log files: ``log.txt`` (text) and ``log.jsonl`` (JSON lines) in each node's
+folder; and live streaming of a site's log files to the server while a job runs."""
 
 from __future__ import annotations
 
 import json
 import logging
 import logging.config
-from pathlib import Path
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -97,3 +101,196 @@ def resolve_level(log_config: str | dict[str, Any] | None) -> int:
         f"log_config {log_config!r} is neither a level name (DEBUG, INFO, WARNING, ERROR), a "
         "logging dictConfig dict, nor a JSON file holding one"
     )
+
+
+# -- live log streaming: a site's files to the server, in order, while the job runs -------
+
+#: the topic a site sends its new log lines on; the server's :class:`LogCollector` answers
+TOPIC = "logs.lines"
+#: where the server keeps the streamed files: ``<server folder>/site_logs/<site>/<file>``
+SITE_LOGS = "site_logs"
+_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ (\S+): ")
+
+
+def is_script_record(line: str, site: str) -> bool:
+    """Whether a line of a site's ``log.txt`` is its script's output rather than one of its
+    log records: a record of its ``.stdout``/``.stderr`` logger (in-process scripts), or
+    not a record at all (a subprocess script's raw output, a traceback's lines)."""
+    match = _RECORD.match(line)
+    return match is None or match.group(1).endswith((f"{site}.stdout", f"{site}.stderr"))
+
+
+#: the most bytes one batch carries (a file that grew more is sent in several batches)
+MAX_BATCH = 1 << 20
+
+
+def _streamable(name: Any) -> bool:
+    path = PurePosixPath(str(name))
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and not path.is_absolute()
+        and ".." not in path.parts
+        and "\\" not in name
+    )
+
+
+class LogStreamer:
+    """Tails a site's files (``log.txt``: its log records and its scripts' output) and
+    sends the complete lines they gained to the server every ``interval`` seconds.
+
+    One thread sends, batch after batch, each with its file's sequence number: a batch is
+    sent again (same number, same lines) until the server took it, so the server's copy
+    grows in the order the site wrote it. :meth:`close` sends what is left, a last partial
+    line included."""
+
+    def __init__(
+        self,
+        site: str,
+        folder: Path,
+        names: list[str],
+        send: Callable[[dict[str, Any]], Any],
+        interval: float,
+    ) -> None:
+        self.site = site
+        self.folder = Path(folder)
+        self.names = [n for n in dict.fromkeys(names) if _streamable(n)]
+        self.send = send
+        self.interval = interval
+        self._offsets = dict.fromkeys(self.names, 0)
+        self._seq = dict.fromkeys(self.names, 0)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"ember-{site}-log-streamer", daemon=True
+        )
+
+    def start(self) -> LogStreamer:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def flush(self, final: bool = False) -> bool:
+        """Send every file's new complete lines (all of it if ``final``); False if a batch
+        could not be sent (it is sent again next time)."""
+        with self._lock:
+            for name in self.names:
+                while True:
+                    sent = self._send_batch(name, final)
+                    if sent is None:
+                        break
+                    if not sent:
+                        return False
+        return True
+
+    def _send_batch(self, name: str, final: bool) -> bool | None:
+        """One batch of ``name``: True if sent, False if it failed, None if nothing new."""
+        path = self.folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return None
+        offset = self._offsets[name]
+        if size < offset:  # the file was replaced: start over
+            offset = self._offsets[name] = 0
+        if size == offset:
+            return None
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(MAX_BATCH)
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if not final and len(data) < MAX_BATCH:
+                return None  # only a partial line so far
+            cut = len(data)
+        lines = data[:cut].decode("utf-8", errors="replace").splitlines()
+        payload = {"file": name, "seq": self._seq[name], "lines": lines}
+        try:
+            self.send(payload)
+        except Exception:  # the server is busy or gone: the same batch goes again
+            return False
+        self._offsets[name] = offset + cut
+        self._seq[name] += 1
+        return True
+
+    def close(self) -> None:
+        """Stop the thread and send what is left."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.flush(final=True)
+
+
+def start_log_streaming(
+    site: str, folder: Path, request: Callable[..., Any], server: str = "server"
+) -> LogStreamer | None:
+    """The site's :class:`LogStreamer`, started, when the job's config says so
+    (``logs.stream``, ``logs.stream_files``, ``logs.stream_interval``), else None.
+    ``request(sender, target, topic, payload, timeout)`` is the site's transport."""
+    from ember.config import get_setting
+
+    if not bool(get_setting("logs.stream")):
+        return None
+    names = [n.strip() for n in str(get_setting("logs.stream_files")).split(",") if n.strip()]
+    interval = float(get_setting("logs.stream_interval"))
+    timeout = max(10.0, 10 * interval)
+    return LogStreamer(
+        site,
+        folder,
+        names or ["log.txt"],
+        lambda payload: request(site, server, TOPIC, payload, timeout),
+        interval,
+    ).start()
+
+
+class LogCollector:
+    """The server's end: appends each site's streamed lines to
+    ``<root>/<site>/<file>`` in the order they were written, and tells ``on_lines(site,
+    file, lines)`` (SimEnv's console)."""
+
+    def __init__(
+        self,
+        root: Path,
+        sites: list[str],
+        on_lines: Callable[[str, str, list[str]], None] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.sites = set(sites)
+        self.on_lines = on_lines
+        self._next: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, endpoint: Any) -> None:
+        endpoint.register_handler(TOPIC, self._on_lines)
+
+    def _on_lines(self, sender: str, payload: Any) -> Any:
+        if sender not in self.sites:
+            return {"error": f"{sender} is not a site of this job"}
+        if not isinstance(payload, dict):
+            return {"error": "malformed log lines"}
+        name, seq, lines = payload.get("file"), payload.get("seq"), payload.get("lines")
+        if (
+            not _streamable(name)
+            or not isinstance(seq, int)
+            or not isinstance(lines, list)
+            or not all(isinstance(line, str) for line in lines)
+        ):
+            return {"error": "malformed log lines"}
+        with self._lock:
+            key = (sender, str(name))
+            expected = self._next.get(key, 0)
+            if seq < expected:  # sent again after its reply was lost: already written
+                return True
+            if seq > expected:
+                return {"error": f"log batch {seq} of {name} from {sender}: expected {expected}"}
+            path = self.root / sender / str(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.writelines(line + "\n" for line in lines)
+            self._next[key] = seq + 1
+        if self.on_lines is not None:
+            self.on_lines(sender, str(name), lines)
+        return True

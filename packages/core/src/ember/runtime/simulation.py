@@ -16,7 +16,15 @@ from ember.client.slots import WorkSlots
 from ember.config import Config, check_relations, use_config
 from ember.job.definition import JobDefinition
 from ember.runtime.inprocess_site import InProcessSite, compile_script
-from ember.runtime.logs import NodeLogs, forget_logger_tree
+from ember.runtime.logs import (
+    SITE_LOGS,
+    LogCollector,
+    LogStreamer,
+    NodeLogs,
+    forget_logger_tree,
+    is_script_record,
+    start_log_streaming,
+)
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob, Status
 from ember.runtime.site_runner import build_site_runner
@@ -46,7 +54,10 @@ class Simulation:
         check_relations(self.config, what=f"job {self.job.name!r}")
         self.num_threads = num_threads
         self.log_level = log_level
-        self.progress = Progress(self.job.name, enabled=progress)
+        self.progress = Progress(
+            self.job.name, enabled=progress, mode=str(self.config.get("sim.progress"))
+        )
+        self._streamers: list[LogStreamer] = []
         self._thread: threading.Thread | None = None
         self._server: ServerJob | None = None
         self._site_runners: list[InProcessSite | SubprocessSite] = []
@@ -81,6 +92,8 @@ class Simulation:
                 self.progress,
                 server_logs.logger,
             )
+        self.progress.watch(self._server.board)
+        self.progress.start()
         self._write_meta()
         self._transport = transport = InProcessTransport(
             serialize=bool(self.config.get("sim.serialize_messages"))
@@ -91,6 +104,7 @@ class Simulation:
         self._server.attach(server_endpoint)
         self._server_node = server_endpoint.stream
         FileReceiver(server_dir / "uploads").attach(server_endpoint)
+        LogCollector(server_dir / SITE_LOGS, self.sites, self._streamed).attach(server_endpoint)
         slots = WorkSlots(self.num_threads, self.sites) if self.num_threads else None
         app = self.job.client
         script = (self.job_dir / app.script).resolve()
@@ -124,7 +138,11 @@ class Simulation:
                     site_logs.logger,
                     slots,
                     code,
+                    echo=self.progress.script_line,
                 )
+                streamer = start_log_streaming(site, site_dir, transport.request)
+            if streamer is not None:
+                self._streamers.append(streamer)
             self._site_runners.append(runner)
         for runner in self._site_runners:
             with use_config(self.config):
@@ -142,6 +160,8 @@ class Simulation:
                 self._server.run()
                 self._stop_sites()
         finally:
+            for streamer in self._streamers:  # the last lines, before the transport goes
+                streamer.close()
             self._transport.close()
             self.progress.finish(self._server.status)
             self._write_meta()
@@ -157,6 +177,13 @@ class Simulation:
                 logs.close()
             forget_logger_tree(f"ember.job.{self.job_id}")
             self.finished.set()
+
+    def _streamed(self, site: str, name: str, lines: list[str]) -> None:
+        """Streamed log lines at the server: on the console, less the scripts' output
+        (shown as the scripts print it)."""
+        for line in lines:
+            if name != "log.txt" or not is_script_record(line, site):
+                self.progress.print_line(f"[{site} {name}] {line}")
 
     def _stop_sites(self) -> None:
         timeout = float(self.config.get("runtime.site_stop_timeout"))

@@ -8,6 +8,7 @@ site in the job's process. Both go through :func:`build_site_runner`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from types import CodeType
 from typing import Any
@@ -35,10 +36,13 @@ def build_site_runner(
     log: logging.Logger,
     slots: WorkSlots | None = None,
     code: CodeType | None = None,
+    echo: Callable[[str, str], None] | None = None,
 ) -> InProcessSite | SubprocessSite:
     """The runner of ``site``'s script (not started). ``transport`` and ``endpoint`` are the
     site's messaging API (the endpoint relays tensors when the script has its own process);
-    ``code``: the script compiled once for all in-process sites of this process."""
+    ``code``: the script compiled once for all in-process sites of this process;
+    ``echo(site, line)``: shows each line the script prints (SimEnv's console); every line
+    also goes to the site's ``log.txt``."""
     app = job.client.for_site(site)  # with the site's per_site_config entry
     script = (job_dir / app.script).resolve()
     stream = endpoint.stream
@@ -84,6 +88,9 @@ def build_site_runner(
             stream,
             job.config,
             launch_once=app.launch_once,
+            echo=echo,
         )
     session = ClientSession(site, job_id, link, client_config, poll_interval, slots, log)
-    return InProcessSite(session, script, app.args, code or compile_script(script), stream)
+    return InProcessSite(
+        session, script, app.args, code or compile_script(script), stream, echo=echo
+    )

@@ -56,8 +56,11 @@ class SubprocessSite:
         node: StreamNode | None,
         job_config: dict[str, Any],
         launch_once: bool = True,
+        echo: Any = None,
     ) -> None:
         self.log = log
+        #: ``echo(site, line)``: shows each line of the script's output (SimEnv's console)
+        self.echo = echo
         self.launch_once = launch_once
         self.node = node
         self.job_config = job_config
@@ -147,10 +150,13 @@ class SubprocessSite:
         assert self.proc is not None
         assert self.proc.stdout is not None
         with open(self.log_path, "ab") as log:
-            for line in self.proc.stdout:
+            for line in self.proc.stdout:  # whole lines: the script runs unbuffered (-u)
                 log.write(line)
                 log.flush()
-                self.tail.append(line.decode(errors="replace").rstrip())
+                text = line.decode(errors="replace").rstrip("\r\n")
+                self.tail.append(text.rstrip())
+                if self.echo is not None:
+                    self.echo(self.site, text)
 
     def _serve(self) -> None:
         timeout = self.connect_timeout
