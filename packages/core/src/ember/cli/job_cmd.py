@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -131,15 +132,49 @@ def download(job_id: str, output: Path | None, kit: Path | None, fmt: str) -> No
 @job.command()
 @click.argument("job_id")
 @click.option("--site", help="A site's logs instead of the server's.")
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Print the log as it grows until the job ends (a site's: the copy it streams with "
+    "recipe.enable_log_streaming).",
+)
+@click.option(
+    "--file",
+    "file_name",
+    default="log.txt",
+    show_default=True,
+    help="With --follow: which streamed file (one of logs.stream_files).",
+)
 @kit_option
 @format_option
-def logs(job_id: str, site: str | None, kit: Path | None, fmt: str) -> None:
-    """A job's log (the server's, or a site's)."""
+def logs(
+    job_id: str, site: str | None, follow: bool, file_name: str, kit: Path | None, fmt: str
+) -> None:
+    """A job's log (the server's, or a site's); --follow prints it live."""
+    if follow:
+        _follow(job_id, site, file_name, kit, fmt)
+        return
     text = _call(kit, "logs", job_id, site)
     if fmt == "json":
         echo_json({"job_id": job_id, "site": site or "server", "text": text})
     else:
         click.echo(text, nl=False)
+
+
+def _follow(job_id: str, site: str | None, file_name: str, kit: Path | None, fmt: str) -> None:
+    """Print each new piece of the log as it arrives (JSON: one object per line)."""
+    admin = _admin(kit)
+    try:
+        for text in admin.follow_logs(job_id, site, file_name):
+            if fmt == "json":
+                click.echo(json.dumps({"job_id": job_id, "site": site or "server", "text": text}))
+            else:
+                click.echo(text, nl=False)
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        admin.close()
 
 
 @job.command()

@@ -294,3 +294,29 @@ class LogCollector:
         if self.on_lines is not None:
             self.on_lines(sender, str(name), lines)
         return True
+
+
+def read_log_chunk(path: Path, offset: int, final: bool) -> tuple[str, int]:
+    """The complete lines of ``path`` from byte ``offset`` (up to :data:`MAX_BATCH` bytes;
+    with ``final``, a last partial line too) and the offset after them: what a follower of
+    a growing log asks for next."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(MAX_BATCH)
+    except OSError:
+        return "", offset
+    cut = len(data) if final or len(data) == MAX_BATCH else data.rfind(b"\n") + 1
+    return data[:cut].decode("utf-8", errors="replace"), offset + cut
+
+
+def log_path(workspace: Path, site: str | None, name: str) -> Path:
+    """Where the server keeps a job's log ``name``: its own (``site`` None) or a site's
+    streamed copy; ValueError for a name that would leave the folder."""
+    if not _streamable(name):
+        raise ValueError(f"{name!r} is not the name of a log file (relative, no '..')")
+    if site is None:
+        return workspace / "server" / name
+    if not _streamable(site) or "/" in site:
+        raise ValueError(f"{site!r} is not a site name")
+    return workspace / "server" / SITE_LOGS / site / name

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,36 @@ class AdminClient:
     def logs(self, job_id: str, site: str | None = None) -> str:
         reply = self._call("admin.logs", {"job_id": job_id, "site": site})
         return str(reply["text"])
+
+    def read_logs(
+        self,
+        job_id: str,
+        site: str | None = None,
+        offset: int = 0,
+        wait: float = 0.0,
+        file: str = "log.txt",
+    ) -> dict[str, Any]:
+        """The job's log (the server's, or the copy ``site`` streams) from byte ``offset``:
+        ``text``, the next ``offset``, and ``finished`` once the job ended and all of it was
+        read; waits up to ``wait`` s (30 at most) for new lines while the job runs."""
+        return self._call(  # type: ignore[no-any-return]
+            "admin.logs",
+            {"job_id": job_id, "site": site, "offset": offset, "wait": wait, "file": file},
+            timeout=wait + self.timeout,
+        )
+
+    def follow_logs(
+        self, job_id: str, site: str | None = None, file: str = "log.txt", wait: float = 5.0
+    ) -> Iterator[str]:
+        """The job's log as it grows, piece by piece (whole lines), until the job ended."""
+        offset = 0
+        while True:
+            reply = self.read_logs(job_id, site, offset, wait, file)
+            if reply["text"]:
+                yield str(reply["text"])
+            offset = int(reply["offset"])
+            if reply["finished"]:
+                return
 
     def system(self) -> dict[str, Any]:
         return self._call("admin.system", {})  # type: ignore[no-any-return]

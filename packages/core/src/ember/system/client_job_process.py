@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ember.config import Config, get_setting, use_process_config
 from ember.job.definition import JobDefinition
-from ember.runtime.logs import NodeLogs
+from ember.runtime.logs import NodeLogs, start_log_streaming
 from ember.runtime.site_runner import build_site_runner
 from ember.system.kit import Kit
 from ember.system.lifeline import watch_parent
@@ -59,12 +59,18 @@ def run(folder: Path, job_id: str) -> int:
         float(get_setting("runtime.task_poll_interval")),
         logs.logger,
     )
+    streamer = start_log_streaming(site, site_dir, jobs.request)  # enable_log_streaming
     try:
         runner.start()
         runner.join(None)
+        if streamer is not None:  # the last lines, while the server's process still listens
+            streamer.close()
+            streamer = None
         assert endpoint.stream is not None
         logs.logger.info("transfers: %s", json.dumps(endpoint.stream.fetcher.transfer_stats()))
     finally:
+        if streamer is not None:
+            streamer.close()
         logs.close()
         transport.close()
         links.close()

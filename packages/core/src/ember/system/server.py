@@ -491,6 +491,8 @@ class ServerDaemon:
         record = self._record(payload)
         self._authorize_admin(sender, "download_job", record)
         site = payload.get("site")
+        if payload.get("offset") is not None:
+            return self._follow_logs(record, payload)
         if not site:
             path = self.store.workspace(record.id) / SERVER / "log.txt"
             return {
@@ -507,6 +509,45 @@ class ServerDaemon:
             float(get_setting("system.admin_timeout")),
         )
         return {"site": site, "text": str(reply.get("text", ""))}
+
+    def _follow_logs(self, record: JobRecord, payload: dict[str, Any]) -> dict[str, Any]:
+        """A job's log from byte ``offset`` on: the server's ``log.txt`` or the copy a site
+        streams (``recipe.enable_log_streaming``); waits up to ``wait`` s for new lines
+        while the job runs. ``finished``: the job ended and nothing more will come."""
+        from ember.runtime.logs import log_path, read_log_chunk
+
+        site = str(payload["site"]) if payload.get("site") else None
+        if site is not None and site not in record.sites:
+            raise AdminError(f"job {record.id} ran on {record.sites}, not on {site!r}")
+        name = str(payload.get("file") or "log.txt")
+        offset = payload.get("offset")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise AdminError(f"offset must be a byte offset >= 0, got {offset!r}")
+        try:
+            path = log_path(self.store.workspace(record.id), site, name)
+        except ValueError as exc:
+            raise AdminError(str(exc)) from None
+        wait = min(max(0.0, float(payload.get("wait") or 0.0)), 30.0)
+        deadline = time.monotonic() + wait
+        while True:
+            ended = record.status in jobstore.FINISHED
+            size = path.stat().st_size if path.is_file() else 0
+            remaining = deadline - time.monotonic()
+            if size > offset or ended or remaining <= 0 or self._stopping:
+                break
+            with self._cond:  # a job's end wakes it; new lines are looked for 4 times a second
+                self._cond.wait(min(remaining, 0.25))
+            record = self._record(payload)
+        text, after = read_log_chunk(path, offset, final=ended)
+        size = path.stat().st_size if path.is_file() else 0
+        return {
+            "site": site or SERVER,
+            "file": name,
+            "text": text,
+            "offset": after,
+            "finished": ended and after >= size,
+            "status": record.status,
+        }
 
     def _stop_site(self, sender: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Stop a site's daemon (and the jobs it runs): an ``operate`` right."""

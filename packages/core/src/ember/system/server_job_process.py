@@ -19,7 +19,7 @@ from typing import Any
 
 from ember.config import Config, get_setting, use_process_config
 from ember.job.definition import JobDefinition
-from ember.runtime.logs import NodeLogs
+from ember.runtime.logs import SITE_LOGS, LogCollector, NodeLogs
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob
 from ember.streaming import FileReceiver, bind_node
@@ -80,6 +80,7 @@ def run(folder: Path, job_id: str) -> int:
     )
     server.attach(endpoint)  # type: ignore[arg-type]
     FileReceiver(server_dir / "uploads").attach(endpoint)
+    LogCollector(server_dir / SITE_LOGS, sites).attach(endpoint)  # enable_log_streaming
 
     def abort(sender: str, payload: Any) -> bool:
         reason = payload.get("reason") if isinstance(payload, dict) else None
