@@ -6,12 +6,14 @@ a tunable that plugins register and :mod:`ember.config` resolves. This package i
 Ember's but :mod:`ember.errors`, so every layer may use it (as Flower keeps ``flwr.common``).
 """
 
+from ember.common.components import Component, constructor_arguments
 from ember.common.messages import MetricRecord, ResultStatus, Task, TaskName, TaskResult
 from ember.common.model import NUMPY_KEY, FLModel, MetaKey, ParamsType, TransferType
 from ember.common.setting import ConfigError, Setting
 
 __all__ = [
     "NUMPY_KEY",
+    "Component",
     "ConfigError",
     "FLModel",
     "MetaKey",
@@ -23,4 +25,5 @@ __all__ = [
     "TaskName",
     "TaskResult",
     "TransferType",
+    "constructor_arguments",
 ]

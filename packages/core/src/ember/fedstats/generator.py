@@ -16,8 +16,6 @@ NVFlare ports by changing its imports and ``initialize``'s argument.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -27,11 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from ember.common.components import Component
 from ember.extras import require
 from ember.fedstats.spec import Bin, DataType, Feature, Histogram, HistogramType
-
-#: where a generator's constructor arguments are recorded (see Statistics.__init_subclass__)
-_INIT_ARGS = "_ember_init_args"
 
 
 @dataclass(frozen=True)
@@ -48,7 +44,7 @@ class StatsContext:
         return self.site_name
 
 
-class Statistics(ABC):
+class Statistics(Component, ABC):
     """Computes a site's local statistics; the job asks only for those it needs.
 
     Implement :meth:`features` and :meth:`count` (the privacy checks start from the count),
@@ -67,21 +63,7 @@ class Statistics(ABC):
     Quantiles are not a method: Ember computes them from the privacy-checked histogram.
     """
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
-
-        @functools.wraps(init)
-        def recording(self: Statistics, *args: Any, **kw: Any) -> None:
-            if _INIT_ARGS not in self.__dict__:  # the outermost constructor's arguments
-                self.__dict__[_INIT_ARGS] = _bound_arguments(init, self, args, kw)
-            init(self, *args, **kw)
-
-        cls.__init__ = recording  # type: ignore[method-assign,assignment]
-
-    def initialize(self, ctx: StatsContext) -> None:  # noqa: B027 (optional, like NVFlare's)
+    def initialize(self, ctx: StatsContext) -> None:
         """Called once at the site before any statistic: load the data here."""
 
     @abstractmethod
@@ -137,37 +119,8 @@ class Statistics(ABC):
         """The local minimum. It never leaves the site as it is: it is noised downward."""
         raise NotImplementedError
 
-    def finalize(self, ctx: StatsContext) -> None:  # noqa: B027 (optional, like NVFlare's)
+    def finalize(self, ctx: StatsContext) -> None:
         """Called once at the site after the last statistic (release resources)."""
-
-
-def _bound_arguments(
-    init: Any, instance: Statistics, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> dict[str, Any] | str:
-    """The constructor's arguments by name, or why they cannot be named."""
-    try:
-        bound = inspect.signature(init).bind(instance, *args, **kwargs)
-    except TypeError as exc:
-        return f"its constructor arguments do not match {init.__qualname__}: {exc}"
-    out: dict[str, Any] = {}
-    for name, value in list(bound.arguments.items())[1:]:  # not self
-        kind = inspect.signature(init).parameters[name].kind
-        if kind is inspect.Parameter.VAR_POSITIONAL:
-            if value:
-                return f"{init.__qualname__} takes *{name}, which cannot be named in a job"
-        elif kind is inspect.Parameter.VAR_KEYWORD:
-            out.update(value)
-        else:
-            out[name] = value
-    return out
-
-
-def constructor_arguments(generator: Statistics) -> dict[str, Any]:
-    """The arguments ``generator`` was made with (ValueError when they cannot be named)."""
-    recorded = generator.__dict__.get(_INIT_ARGS, {})
-    if isinstance(recorded, str):
-        raise ValueError(recorded)
-    return dict(recorded)
 
 
 def implements(cls: type, method: str) -> bool:

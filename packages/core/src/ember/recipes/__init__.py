@@ -12,6 +12,7 @@ workflow: check the arguments with the ``check_*`` functions, make the client ap
 from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
 from ember.recipes.base import Recipe, recipe_parameters
 from ember.recipes.client_apps import client_app
+from ember.recipes.components import bundle_module, component_spec
 from ember.recipes.cross_site_eval import NumpyCrossSiteEvalRecipe
 from ember.recipes.cyclic import CyclicRecipe
 from ember.recipes.fed_task import FedTaskRecipe
@@ -70,6 +71,7 @@ __all__ = [
     "add_experiment_tracking",
     "add_final_global_evaluation",
     "bundle_checkpoint",
+    "bundle_module",
     "check_choice",
     "check_class_args",
     "check_fedprox_mu",
@@ -81,6 +83,7 @@ __all__ = [
     "check_str",
     "check_weights",
     "client_app",
+    "component_spec",
     "get_framework",
     "model_factory",
     "recipe_parameters",

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 from ember.fedstats import spec
-from ember.fedstats.generator import Statistics, constructor_arguments, implements
+from ember.fedstats.generator import Statistics, implements
 from ember.fedstats.privacy import PrivacyPolicy, StatsPrivacyError
 from ember.fedstats.report import privacy_path, report_path
 from ember.fedstats.site import NOT_DP
 from ember.job.definition import APP_DIR, ClientApp, JobFile
-from ember.plugins.entries import load_dotted
-from ember.plugins.errors import PluginError
 from ember.recipes.base import Recipe
+from ember.recipes.components import component_spec
 from ember.recipes.validation import RecipeArgumentError, check_job_name
 
 STATS_CONTROLLER = "ember.statistics:StatsController"
@@ -205,80 +203,14 @@ def _needs(request: spec.StatsRequest) -> list[str]:
     return needed
 
 
-def _installed(module: Any) -> bool:
-    """Whether a module comes from an installation (sites have it), not a user's folder."""
-    name = module.__name__.partition(".")[0]
-    if name == "ember" or name.startswith("ember_"):
-        return True
-    file = getattr(module, "__file__", None)
-    parts = Path(file).parts if file else ()
-    return file is None or "site-packages" in parts or "dist-packages" in parts
-
-
-def _bundle(module_name: str, files: dict[str, JobFile]) -> None:
-    """Add the generator's top-level module or package to the job's ``app/``."""
-    top = sys.modules.get(module_name.partition(".")[0])
-    if top is None or _installed(top):
-        return
-    file = Path(str(top.__file__))
-    if hasattr(top, "__path__"):  # a package: its whole folder
-        files[f"{APP_DIR}/{top.__name__}"] = file.parent
-    else:
-        files[f"{APP_DIR}/{file.name}"] = file
-
-
 def _generator_spec(
     generator: Any, request: spec.StatsRequest, files: dict[str, JobFile]
 ) -> dict[str, Any]:
     """``{"path", "args"}`` of ``stats_generator``; bundles its module; checks it implements
     what the request needs."""
-    if isinstance(generator, dict):
-        extra = set(generator) - {"path", "args"}
-        path, args = generator.get("path"), generator.get("args", {})
-        if not isinstance(path, str) or "." not in path or extra or not isinstance(args, dict):
-            raise RecipeArgumentError(
-                "stats_generator given by path must be {'path': 'module.Class', 'args': {...}}"
-                + (f"; unexpected keys {sorted(extra)}" if extra else f", got {generator!r}")
-            )
-        try:
-            cls = load_dotted(path)
-        except PluginError as exc:
-            raise RecipeArgumentError(
-                f"stats_generator {path!r} cannot be imported here ({exc}); the recipe bundles "
-                "its module into the job, so it must be importable where job.py runs"
-            ) from None
-    elif isinstance(generator, Statistics):
-        cls = type(generator)
-        module_name = cls.__module__
-        if module_name == "__main__" or "." in cls.__qualname__:
-            raise RecipeArgumentError(
-                f"stats_generator's class {cls.__qualname__} must be defined at the top level "
-                "of a module beside job.py (not in job.py itself): the sites import it"
-            )
-        path = f"{module_name}.{cls.__qualname__}"
-        try:
-            args = constructor_arguments(generator)
-        except ValueError as exc:
-            raise RecipeArgumentError(f"stats_generator: {exc}") from None
-    else:
-        raise RecipeArgumentError(
-            "stats_generator must be an instance of an ember.statistics.Statistics subclass "
-            "or {'path': 'module.Class', 'args': {...}}, got "
-            f"{type(generator).__name__}"
-        )
-    if not (isinstance(cls, type) and issubclass(cls, Statistics)):
-        raise RecipeArgumentError(
-            f"stats_generator {path!r} is not a subclass of ember.statistics.Statistics"
-        )
-    for name, value in args.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            raise RecipeArgumentError(
-                f"stats_generator's argument {name}= is a {type(value).__name__}, which "
-                "cannot travel in a job (arguments must be JSON values); pass where to load "
-                "the data from and load it in initialize() or load_data()"
-            ) from None
+    generator_spec, cls = component_spec(
+        "stats_generator", generator, Statistics, files, "ember.statistics.Statistics"
+    )
     missing = [m for m in _needs(request) if not implements(cls, m)]
     if missing:
         raise RecipeArgumentError(
@@ -286,5 +218,4 @@ def _generator_spec(
             f"{', '.join(f'{m}()' for m in missing)} (or derive it from "
             "ember.statistics.NumpyStatistics / DataFrameStatistics)"
         )
-    _bundle(module_name, files)
-    return {"path": path, "args": json.loads(json.dumps(args))}
+    return generator_spec
