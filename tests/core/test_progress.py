@@ -174,3 +174,26 @@ def test_the_setting_turns_the_display_off_but_keeps_the_script_lines() -> None:
     assert stream.text == "[site-1] hello\n"
     with pytest.raises(ConfigError, match=r"sim\.progress must be one of"):
         Progress("job", mode="fancy")
+
+
+def test_the_round_metrics_plot_has_whole_rounds_and_a_line_per_site() -> None:
+    pytest.importorskip("matplotlib")
+    from ember.runtime.plots import round_metrics_figure
+
+    rounds = [
+        {
+            "round": r,
+            "metrics": {"accuracy": 0.5 + r / 10},
+            "site_metrics": {"site-1": {"accuracy": 0.4 + r / 10}, "site-2": {"accuracy": 0.6}},
+        }
+        for r in range(3)
+    ]
+    fig = round_metrics_figure(rounds)
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.get_lines()] == ["site-1", "site-2", "aggregate"]
+    assert list(ax.get_lines()[-1].get_ydata()) == [0.5, 0.6, 0.7]
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert ticks
+    assert all(float(t).is_integer() for t in ticks)
+    assert round_metrics_figure([{"round": 0, "metrics": {}, "site_metrics": {}}]) is None
