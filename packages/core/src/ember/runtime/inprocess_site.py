@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import logging
 import shlex
@@ -46,26 +47,32 @@ class ThreadRoutedStream(io.TextIOBase):
 
     def write(self, text: str) -> int:
         sink: LineSink | None = getattr(_local, "sink", None)
-        if sink is None:
+        if getattr(_local, "busy", False):  # what a sink itself writes: straight through
             return self.original.write(text)
-        partial: dict[str, str] = _local.partial
-        data = partial.get(self.name, "") + text
-        *lines, rest = data.split("\n")
+        key = self.name
+        if sink is None:
+            console = _console
+            if console is None:
+                return self.original.write(text)
+            sink, key = (lambda line, name: console(line)), f"other-{self.name}"
+        partial: dict[str, str] = _local.__dict__.setdefault("partial", {})
+        *lines, rest = (partial.get(key, "") + text).split("\n")
         if len(rest) > MAX_PARTIAL:
             lines.append(rest)
             rest = ""
-        partial[self.name] = rest
-        _local.sink = None  # what the sink itself prints goes to the process's stream
+        partial[key] = rest
+        _local.busy = True
         try:
             for line in lines:
                 sink(line, self.name)
         finally:
-            _local.sink = sink
+            _local.busy = False
         return len(text)
 
     def flush(self) -> None:
-        if getattr(_local, "sink", None) is None:
-            self.original.flush()
+        if getattr(_local, "sink", None) is None and _console is None:
+            with contextlib.suppress(ValueError):  # the original was closed under us
+                self.original.flush()
 
     def isatty(self) -> bool:
         return bool(self.original.isatty())
@@ -88,6 +95,17 @@ class ThreadRoutedStream(io.TextIOBase):
         return getattr(self.original, name)
 
 
+_console: Callable[[str], None] | None = None
+
+
+def show_other_output(console: Callable[[str], None] | None) -> None:
+    """While a live display is drawn (SimEnv's console), send the whole lines that threads
+    of no site write to ``console`` (drawn above the display) instead of the terminal."""
+    global _console
+    install_output_routing()
+    _console = console
+
+
 def install_output_routing() -> None:
     """Make ``sys.stdout`` and ``sys.stderr`` route by thread (once per process)."""
     with _route_lock:
@@ -103,7 +121,7 @@ def route_output(sink: LineSink | None) -> None:
     previous: LineSink | None = getattr(_local, "sink", None)
     if previous is not None:
         for name, rest in getattr(_local, "partial", {}).items():
-            if rest:
+            if rest and name in ("stdout", "stderr"):
                 previous(rest, name)
     _local.sink = sink
     _local.partial = {}

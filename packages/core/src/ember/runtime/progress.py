@@ -17,6 +17,7 @@ import time
 from typing import Any, TextIO
 
 from ember.common.setting import ConfigError
+from ember.runtime.inprocess_site import show_other_output
 
 MODES = ("auto", "plain", "off")
 
@@ -101,6 +102,9 @@ class Progress:
         )
         self._task = self._live.add_task(self.job_name, total=None, sites="", metrics="")
         self._live.start()
+        # what other threads print (job.py's own prints, a logging handler on stderr)
+        # scrolls above the display too
+        show_other_output(self.print_line)
 
     def round_started(self, rnd: int, rounds: int, sites: int) -> None:
         with self._lock:
@@ -138,6 +142,7 @@ class Progress:
             elapsed = time.monotonic() - self._start
             if self._live is not None:
                 self._draw()
+                show_other_output(None)
                 self._live.stop()
                 self._live.console.print(f"{self.job_name}: {status} in {elapsed:.1f}s")
                 self._live = None
