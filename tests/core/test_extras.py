@@ -20,6 +20,8 @@ OPTIONAL = {
     "matplotlib": "plots",
     "libcst": "migrate",
     "tensorboardx": "tracking",
+    "mlflow-skinny": "mlflow",
+    "wandb": "wandb",
     "pandas": "stats",
 }
 ROUNDS = [{"round": 0, "metrics": {"accuracy": 0.5}}, {"round": 1, "metrics": {"accuracy": 0.7}}]
@@ -151,7 +153,10 @@ def test_core_lists_its_optional_dependencies_only_under_extras() -> None:
     for req in requirements:
         extras = [
             e
-            for e in ("plots", "migrate", "tracking", "stats", "all", "pt", "sklearn", "tf")
+            for e in (
+                "plots", "migrate", "tracking", "mlflow", "wandb", "stats", "all", "pt",
+                "sklearn", "tf",
+            )
             if req.marker is not None and req.marker.evaluate({"extra": e})
         ]
         if req.marker is None:

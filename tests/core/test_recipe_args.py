@@ -82,9 +82,10 @@ def test_model_factory_beside_the_script_is_built_on_the_server(tmp_path: Path) 
 
 def test_helpers_validate() -> None:
     with pytest.raises(
-        RecipeArgumentError, match=r"tracking_type must be one of \['tensorboard'\]"
+        RecipeArgumentError,
+        match=r"tracking_type must be one of \['tensorboard', 'mlflow', 'wandb'\]",
     ):
-        add_experiment_tracking(numpy_recipe(), tracking_type="mlflow")
+        add_experiment_tracking(numpy_recipe(), tracking_type="comet")
     recipe = add_cross_site_evaluation(numpy_recipe())
     with pytest.raises(RecipeArgumentError, match="already added"):
         add_cross_site_evaluation(recipe)

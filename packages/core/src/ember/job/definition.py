@@ -84,7 +84,9 @@ class JobDefinition:
     min_clients: int
     workflows: list[dict[str, Any]]
     client: ClientApp
-    tracking: str | None = None
+    # experiment tracking: a list of {"type", "config", "server_side", "client_side"}
+    # (ember.runtime.trackers; older jobs: "tensorboard", server side)
+    tracking: str | list[dict[str, Any]] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 

@@ -7,19 +7,49 @@ from typing import Any
 
 from ember.recipes.base import Recipe
 from ember.recipes.validation import RecipeArgumentError
+from ember.runtime.trackers import TrackingError, make_spec, tracking_specs
 
-TRACKING_TYPES = ("tensorboard",)
 CROSS_SITE_EVAL = "ember.runtime.controllers.cross_site_eval:CrossSiteEvalController"
 
 
-def add_experiment_tracking(recipe: Recipe, tracking_type: str = "tensorboard") -> Recipe:
-    """Write what scripts log (``SummaryWriter``, ``flare.log``) to TensorBoard event files
-    under ``server/tb_events/<site>/`` in the result workspace."""
-    if tracking_type not in TRACKING_TYPES:
+def add_experiment_tracking(
+    recipe: Recipe,
+    tracking_type: str = "tensorboard",
+    tracking_config: dict[str, Any] | None = None,
+    client_side: bool = False,
+    server_side: bool = True,
+) -> Recipe:
+    """Track the job's metrics with TensorBoard, MLflow or Weights & Biases (NVFlare's
+    ``add_experiment_tracking``; docs/tracking.md).
+
+    ``server_side`` (the default): the server writes, under its folder, one run per site with
+    what the site's scripts log (``ember.client.tracking``'s ``SummaryWriter``,
+    ``MLflowWriter``, ``WandBWriter``, or ``flare.log``), streamed to it as they run, and a
+    ``global`` run with each round's aggregated metrics, each site's as ``<site>/<name>``,
+    the job's parameters and the final model. ``client_side``: each site writes what its own
+    scripts log in its own folder; with ``server_side=False`` too, nothing leaves the site.
+
+    ``tracking_config``: for ``"tensorboard"``, ``tb_folder`` (default ``tb_events``); for
+    ``"mlflow"``, ``tracking_uri`` (default a file store, ``mlruns/`` in the folder),
+    ``experiment_name`` (default the job's name), ``run_name``, ``experiment_tags``,
+    ``run_tags``, ``artifact_location``; for ``"wandb"``, ``mode`` (default ``"offline"``:
+    nothing leaves the machine), ``project`` (default the job's name), ``entity``, ``group``,
+    ``job_type``, ``name``, ``tags``, ``notes``, ``config``. NVFlare's nested ``kw_args``
+    (or ``kwargs``) dict is read as these keys. Call it once per tracking type; each library
+    is an extra of ember-core (``tracking``, ``mlflow``, ``wandb``), needed where it writes.
+    """
+    if not isinstance(recipe, Recipe):
+        raise RecipeArgumentError(f"recipe must be an ember Recipe, got {type(recipe).__name__}")
+    try:
+        spec = make_spec(tracking_type, tracking_config, client_side, server_side)
+        specs = tracking_specs(recipe.job.tracking)
+    except TrackingError as exc:
+        raise RecipeArgumentError(str(exc)) from exc
+    if any(s.type == spec.type for s in specs):
         raise RecipeArgumentError(
-            f"tracking_type must be one of {list(TRACKING_TYPES)}, got {tracking_type!r}"
+            f"{spec.type} tracking is already added to this recipe; add each tracking type once"
         )
-    recipe.job.tracking = tracking_type
+    recipe.job.tracking = [s.to_dict() for s in [*specs, spec]]
     return recipe
 
 

@@ -53,8 +53,11 @@ class ServerJob:
         self.board = TaskBoard(sites)
         self.server_dir = server_dir
         self.log = log
-        self.sink = MetricSink(server_dir, job.tracking)
-        self.records = RoundRecorder(server_dir)
+        # experiment tracking (server side): what sites stream, each round's metrics
+        self.sink = MetricSink(
+            server_dir, job.tracking, job=job, job_id=job_id, sites=list(sites), log=log
+        )
+        self.records = RoundRecorder(server_dir, on_round=self.sink.round)
         self.ctx = ServerContext(
             job_id,
             job.name,
@@ -150,7 +153,7 @@ class ServerJob:
         finally:
             self.board.end(self.message or "job finished", aborted=self.status == Status.ABORTED)
             self.ctx.tunnels.close_all()
-            self.sink.close()
+            self.sink.close(ok=self.status == Status.COMPLETED)
             if self.offload_dir is not None:
                 shutil.rmtree(self.offload_dir, ignore_errors=True)
             if self.status == Status.COMPLETED:

@@ -20,7 +20,9 @@ from ember.job.definition import JobDefinition
 from ember.plugins.entries import load_target
 from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.peers import PeerLink
+from ember.runtime.records import MetricSink
 from ember.runtime.subprocess_site import SubprocessSite
+from ember.runtime.trackers import TrackingLink, tracking_specs
 from ember.runtime.transport import Endpoint
 
 
@@ -59,6 +61,11 @@ def build_site_runner(
             params_format=app.params_format,
             **app.site_workflow.get("args", {}),
         )
+    if any(spec.client_side for spec in tracking_specs(job.tracking)):
+        # client-side tracking: this site writes what its scripts log in its own folder
+        sink = MetricSink(site_dir, job.tracking, side="client", job=job, job_id=job_id,
+                          sites=[site], log=log)
+        link = TrackingLink(link, sink, forward=sink_forwards(job.tracking))
     client_config = {
         "site_name": site,
         "job_id": job_id,
@@ -94,3 +101,9 @@ def build_site_runner(
     return InProcessSite(
         session, script, app.args, code or compile_script(script), stream, echo=echo
     )
+
+
+def sink_forwards(tracking: object) -> bool:
+    """Whether a site sends what its scripts log to the server: only when a server-side
+    tracker writes it (client-side only: the values stay at the site)."""
+    return any(spec.server_side for spec in tracking_specs(tracking))
