@@ -200,7 +200,7 @@ def _raised_name(exc: ast.expr) -> str:
 
 
 def _mentions_a_limit(exc: ast.expr) -> bool:
-    words = ("within", "timed out", "expired after", "time limit")
+    words = ("within", "timed out", "expired after", "time limit", "tried for")
     for node in ast.walk(exc):
         if (
             isinstance(node, ast.Constant)

@@ -229,8 +229,9 @@ CORE_SETTINGS: list[Setting] = [
         advice="Raise it when sites may start well before the server; lower it to fail fast "
         "in tests.",
         minimum=0.001,
-        symptom="A node fails to start with `... (tried for 30 s: net.connect_timeout = 30 s "
-        "(default))`, or requests made while it reconnects fail.",
+        symptom="A node fails to start with `... (tried for net.connect_timeout = 30 s "
+        "(default))` (a job process: `system.start_timeout`), or requests made while it "
+        "reconnects fail.",
         scenarios=("edge devices", "production"),
     ),
     Setting(

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgpack
 
+from ember.config import describe_timeout, setting_timeout
 from ember.net.errors import ConnectError, TransportError
 from ember.net.frames import (
     CHALLENGE,
@@ -118,7 +119,7 @@ class NetNode(Messenger):
         """
         if self._started or self._closing.is_set():
             raise TransportError(f"{self.name} is already started (or closed)")
-        timeout = self.settings.connect_timeout if timeout is None else timeout
+        timeout = setting_timeout("net.connect_timeout") if timeout is None else timeout
         deadline = time.monotonic() + timeout
         backoff = self.settings.backoff_min
         while True:
@@ -129,7 +130,9 @@ class NetNode(Messenger):
                 retry = exc.kind == "unreachable" and time.monotonic() + backoff < deadline
                 if not retry:
                     if exc.kind == "unreachable":
-                        raise ConnectError(f"{exc} (tried for {timeout:g} s)", exc.kind) from None
+                        raise ConnectError(
+                            f"{exc} (tried for {describe_timeout(timeout)})", exc.kind
+                        ) from None
                     raise
                 if self._closing.wait(backoff):
                     raise ConnectError(f"{self.name} was closed while connecting") from None

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from ember.config import Config, get_setting, use_process_config
+from ember.config import Config, get_setting, setting_timeout, use_process_config
 from ember.job.definition import JobDefinition
 from ember.runtime.logs import NodeLogs, start_log_streaming
 from ember.runtime.site_runner import build_site_runner
@@ -42,7 +42,7 @@ def run(folder: Path, job_id: str) -> int:
     from ember.net.datalink import DataLinks, LinkSettings
 
     node = NetNode(net_name(site, job_id), kit.address, kit.tls, server_name=kit.host)
-    node.start(float(get_setting("system.start_timeout")))
+    node.start(setting_timeout("system.start_timeout"))
     links = DataLinks(node, kit.tls, LinkSettings.current())
     links.dial(kit.host, server_name=kit.host)
     transport = NetTransport(node, links)

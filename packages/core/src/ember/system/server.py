@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ember.config import get_setting
+from ember.config import get_setting, setting_timeout
 from ember.errors import EmberError
 from ember.job.definition import JobDefinition, JobDefinitionError
 from ember.runtime.logs import NodeLogs
@@ -184,7 +184,7 @@ class ServerDaemon:
                 net_name(SERVER, job_id),
                 "job.site_lost",
                 {"site": site, "reason": f"{site}'s job process disconnected ({reason})"},
-                float(get_setting("system.admin_timeout")),
+                setting_timeout("system.admin_timeout"),
             )
         except Exception as exc:
             self.log.info("job %s: could not tell its server process: %s", job_id, exc)
@@ -293,7 +293,7 @@ class ServerDaemon:
             archive = pack(self.store.job_dir(job.id), tmp)
             assert self.endpoint.stream is not None
             ref = self.endpoint.stream.downloader.add_file(
-                archive, receivers=len(sites), timeout=float(get_setting("system.deploy_timeout"))
+                archive, receivers=len(sites), timeout=setting_timeout("system.deploy_timeout")
             )
             payload = {
                 "job_id": job.id,
@@ -311,7 +311,7 @@ class ServerDaemon:
                     site,
                     "job.deploy",
                     payload,
-                    float(get_setting("system.deploy_timeout")),
+                    setting_timeout("system.deploy_timeout"),
                 )
                 for site in sites
             }
@@ -506,7 +506,7 @@ class ServerDaemon:
             str(site),
             "job.logs",
             {"job_id": record.id},
-            float(get_setting("system.admin_timeout")),
+            setting_timeout("system.admin_timeout"),
         )
         return {"site": site, "text": str(reply.get("text", ""))}
 
@@ -563,7 +563,7 @@ class ServerDaemon:
             site,
             "system.stop",
             {"by": actor.name},
-            float(get_setting("system.admin_timeout")),
+            setting_timeout("system.admin_timeout"),
         )
         return {"site": site, "stopping": True}
 

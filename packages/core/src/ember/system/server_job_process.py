@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ember.config import Config, get_setting, use_process_config
+from ember.config import Config, get_setting, setting_timeout, use_process_config
 from ember.job.definition import JobDefinition
 from ember.runtime.logs import SITE_LOGS, LogCollector, NodeLogs
 from ember.runtime.progress import Progress
@@ -62,7 +62,7 @@ def run(folder: Path, job_id: str) -> int:
         return None
 
     port = links.listen(kit.bind_host, link_refusal, lambda name: logical_name(name, job_id))
-    node.start(float(get_setting("system.start_timeout")))
+    node.start(setting_timeout("system.start_timeout"))
     transport = NetTransport(node, links)
     jobs = JobTransport(transport, job_id)
     endpoint = jobs.add_endpoint(SERVER, lazy_tensors=True)
@@ -127,7 +127,7 @@ def run(folder: Path, job_id: str) -> int:
             SERVER,
             "job.finished",
             {"job_id": job_id, "status": server.status, "message": server.message},
-            float(get_setting("system.admin_timeout")),
+            setting_timeout("system.admin_timeout"),
         )
     finally:
         logs.close()

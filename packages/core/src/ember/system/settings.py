@@ -49,8 +49,8 @@ SYSTEM_SETTINGS: list[Setting] = [
         "start its process); a client past it fails the job's start with its name.",
         advice="Raise it for jobs that carry very large files to slow sites.",
         minimum=0.1,
-        symptom="The job fails to start with `sites could not start the job: site-1: ... "
-        "within 300 s ...`.",
+        symptom="The job fails to start with `sites could not start the job: site-1: ...: no "
+        "reply from site-1 to 'job.deploy' within system.deploy_timeout = 300 s (default)`.",
         scenarios=("large models", "slow sites", "edge devices"),
     ),
     Setting(
