@@ -89,6 +89,9 @@ class JobDefinition:
     tracking: str | list[dict[str, Any]] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    # the workflow needs every site training at once (XGBoost's collectives, Flower): an env
+    # must not cap concurrent training below the number of sites
+    all_sites_at_once: bool = False
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=2, sort_keys=True)
@@ -117,6 +120,7 @@ class JobDefinition:
                 tracking=data.get("tracking"),
                 config=dict(data.get("config") or {}),
                 meta=dict(data.get("meta") or {}),
+                all_sites_at_once=bool(data.get("all_sites_at_once", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise JobDefinitionError(f"{path} is malformed: {exc}") from exc

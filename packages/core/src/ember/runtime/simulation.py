@@ -14,6 +14,7 @@ from typing import Any
 from ember.client.link import SERVER
 from ember.client.slots import WorkSlots
 from ember.config import Config, check_relations, use_config
+from ember.errors import RecipeArgumentError
 from ember.job.definition import JobDefinition
 from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.logs import (
@@ -74,6 +75,14 @@ class Simulation:
 
     def start(self) -> None:
         """Lay out the workspace and start the server and the sites."""
+        capped = self.num_threads is not None and self.num_threads < len(self.sites)
+        if self.job.all_sites_at_once and capped and not self.job.client.launch_external_process:
+            raise RecipeArgumentError(
+                f"job {self.job.name!r} needs all {len(self.sites)} sites training at once "
+                f"(its workflow waits for every site in each step), but num_threads="
+                f"{self.num_threads} lets only that many train: leave num_threads unset or "
+                f"raise it to {len(self.sites)}"
+            )
         server_dir = self.workspace / "server"
         server_dir.mkdir(parents=True, exist_ok=True)
         server_logs = NodeLogs(f"ember.job.{self.job_id}.server", server_dir, self.log_level)
