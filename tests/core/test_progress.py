@@ -172,6 +172,15 @@ def test_the_setting_turns_the_display_off_but_keeps_the_script_lines() -> None:
     progress.round_done(0, {"accuracy": 1.0})
     progress.finish("FINISHED:COMPLETED")
     assert stream.text == "[site-1] hello\n"
+    plain = Stream()
+    progress = Progress("job", stream=plain, mode="plain")  # type: ignore[arg-type]
+    progress.key_metric = "loss"
+    progress.round_started(0, 2, 2)
+    progress.result_received("site-1")
+    progress.round_done(0, {"accuracy": 1.0, "loss": 0.25, "note": "text"})
+    assert "job: round 1/2 done: sites 1 done, 1 training, 0 failed  loss=0.25 accuracy=1" in (
+        plain.text
+    )
     with pytest.raises(ConfigError, match=r"sim\.progress must be one of"):
         Progress("job", mode="fancy")
 

@@ -64,6 +64,8 @@ class Progress:
         self._start = time.monotonic()
         self._live: Any = None
         self._task: Any = None
+        #: the metric shown first (a workflow's ``key_metric``); others follow, 3 in all
+        self.key_metric: str | None = None
 
     # -- what the job tells it ------------------------------------------------------------
     def watch(self, board: Any) -> None:
@@ -179,7 +181,9 @@ class Progress:
         return f"sites {self._reported} done, {training} training, {failed} failed"
 
     def _metrics_text(self) -> str:
-        return " ".join(f"{k}={v:.4g}" for k, v in list(self._metrics.items())[:3])
+        key = self.key_metric
+        items = sorted(self._metrics.items(), key=lambda kv: kv[0] != key)[:3]
+        return " ".join(f"{k}={v:.4g}" for k, v in items)
 
     def _times_text(self) -> str:
         elapsed = time.monotonic() - self._start

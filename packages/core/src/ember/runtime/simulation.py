@@ -59,6 +59,8 @@ class Simulation:
             self.job.name, enabled=progress, mode=str(self.config.get("sim.progress"))
         )
         self._streamers: list[LogStreamer] = []
+        keys = [w.get("args", {}).get("key_metric") for w in self.job.workflows]
+        self.progress.key_metric = next((k for k in keys if isinstance(k, str) and k), None)
         self._thread: threading.Thread | None = None
         self._server: ServerJob | None = None
         self._site_runners: list[InProcessSite | SubprocessSite] = []
