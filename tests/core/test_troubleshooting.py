@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,39 @@ def test_a_round_past_its_timeout_names_the_setting_its_value_and_source() -> No
     assert "timed out: site-1, site-2 (runtime.task_timeout = 0.05 s (job config))" in str(
         info.value
     )
+
+
+def test_a_script_that_never_connects_names_the_connect_timeout(tmp_path: Path) -> None:
+    script = tmp_path / "silent.py"
+    script.write_text("import time\ntime.sleep(60)\n")  # never calls flare.init()
+    recipe = numpy_recipe(train_script=str(script), num_rounds=1, launch_external_process=True)
+    recipe.set_config("runtime.subprocess_connect_timeout", 0.5)
+    recipe.set_config("runtime.site_stop_timeout", 0.5)
+    run = recipe.execute(SimEnv(num_clients=2, workspace_root=str(tmp_path / "ws"), progress=False))
+    assert run.get_status() == "FINISHED:EXECUTION_EXCEPTION"
+    assert (
+        "silent.py did not connect within runtime.subprocess_connect_timeout = 0.5 s "
+        "(job config)" in run.get_message()
+    )
+
+
+def test_an_expired_download_names_the_transaction_timeout() -> None:
+    import numpy as np
+
+    from ember.streaming import StreamingError, StreamNode
+
+    with use_config(Config({"streaming.transaction_timeout": 5.0}, environ={})):
+        node = StreamNode("owner", lambda *args: None)
+    try:
+        ref = node.downloader.add_tensors({"w": np.zeros(4)})
+        assert node.downloader.expire(time.monotonic() + 6) == 1
+        with pytest.raises(
+            StreamingError,
+            match=r"\(streaming\.transaction_timeout = 5 s \(job config\)\)",
+        ):
+            node.downloader.manifest(ref, "site-1")
+    finally:
+        node.close()
 
 
 def test_a_job_whose_results_would_expire_before_the_round_ends_is_refused(
