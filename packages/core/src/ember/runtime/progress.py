@@ -62,6 +62,7 @@ class Progress:
         self._metrics: dict[str, float] = {}
         self._board: Any = None
         self._start = time.monotonic()
+        self._rounds_from = self._start  # when the workflow's first round started
         self._live: Any = None
         self._task: Any = None
         #: the metric shown first (a workflow's ``key_metric``); others follow, 3 in all
@@ -110,8 +111,9 @@ class Progress:
 
     def round_started(self, rnd: int, rounds: int, sites: int) -> None:
         with self._lock:
-            if rnd == 0:  # the job's next workflow (cross-site evaluation after FedAvg)
+            if rnd == 0:  # a workflow's first round (cross-site evaluation after FedAvg)
                 self._rounds_done = 0
+                self._rounds_from = time.monotonic()
             self._round, self._rounds, self._expected, self._reported = rnd, rounds, sites, 0
             self._failed_at_start = self._failed()
             if self.mode == "plain":
@@ -189,7 +191,8 @@ class Progress:
         elapsed = time.monotonic() - self._start
         text = f"{elapsed:.1f}s elapsed"
         if self._rounds_done and self._rounds > self._rounds_done:
-            left = elapsed / self._rounds_done * (self._rounds - self._rounds_done)
+            per_round = (time.monotonic() - self._rounds_from) / self._rounds_done
+            left = per_round * (self._rounds - self._rounds_done)
             text += f", ~{left:.0f}s left"
         return text
 
