@@ -320,3 +320,26 @@ def log_path(workspace: Path, site: str | None, name: str) -> Path:
     if not _streamable(site) or "/" in site:
         raise ValueError(f"{site!r} is not a site name")
     return workspace / "server" / SITE_LOGS / site / name
+
+
+class FlushingTransport:
+    """A site's transport that sends its last streamed lines before it tells the server its
+    script ended (``site_done``, ``site_failed``): once every site has said so, the server's
+    job process may end, and lines sent after that would be lost. Everything else is the
+    wrapped transport's."""
+
+    END_TOPICS = ("site_done", "site_failed")  # ember.client.link.Topic
+
+    def __init__(self, transport: Any, streamer: LogStreamer) -> None:
+        self.transport = transport
+        self.streamer = streamer
+
+    def request(
+        self, sender: str, target: str, topic: str, payload: Any, timeout: float | None = None
+    ) -> Any:
+        if topic in self.END_TOPICS:
+            self.streamer.flush(final=True)
+        return self.transport.request(sender, target, topic, payload, timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ember.config import Config, get_setting, setting_timeout, use_process_config
 from ember.job.definition import JobDefinition
-from ember.runtime.logs import NodeLogs, start_log_streaming
+from ember.runtime.logs import FlushingTransport, NodeLogs, start_log_streaming
 from ember.runtime.site_runner import build_site_runner
 from ember.system.kit import Kit
 from ember.system.lifeline import watch_parent
@@ -48,18 +48,18 @@ def run(folder: Path, job_id: str) -> int:
     transport = NetTransport(node, links)
     jobs = JobTransport(transport, job_id)
     endpoint = jobs.add_endpoint(site, relay_tensors=job.client.launch_external_process)
+    streamer = start_log_streaming(site, site_dir, jobs.request)  # enable_log_streaming
     runner = build_site_runner(
         site,
         job,
         job_id,
         root / "job",
         site_dir,
-        jobs,
+        jobs if streamer is None else FlushingTransport(jobs, streamer),
         endpoint,  # type: ignore[arg-type]
         float(get_setting("runtime.task_poll_interval")),
         logs.logger,
     )
-    streamer = start_log_streaming(site, site_dir, jobs.request)  # enable_log_streaming
     try:
         runner.start()
         runner.join(None)
