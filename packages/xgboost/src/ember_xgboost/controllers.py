@@ -192,6 +192,10 @@ class XGBHistogramController:
             model=str(out),
             num_boosted_rounds=lead.meta.get("num_boosted_rounds"),
             best_iteration=lead.meta.get("best_iteration"),
+            # each site's time in xgb.train (its collectives included), in seconds
+            train_seconds={
+                site: (r.data or FLModel()).meta.get("train_seconds") for site, r in results.items()
+            },
         )
         ctx.progress.round_done(0, dict(lead.metrics or {}))
 

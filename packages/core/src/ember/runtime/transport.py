@@ -19,9 +19,13 @@ from ember.errors import EmberError
 from ember.streaming.downloader import Downloader
 from ember.streaming.fetcher import CHUNK
 from ember.streaming.node import StreamNode
+from ember.tunnel.calls import TOPIC as TUNNEL_CALL
 
 Handler = Callable[[str, Any], Any]
-_RAW_TOPICS = frozenset({CHUNK})
+# handed over without a FOBS round trip: stream chunks (raw bytes already) and tunnelled
+# calls (dicts of str, int and bytes, checked by their handler; an XGBoost collective moves
+# megabytes per call)
+_RAW_TOPICS = frozenset({CHUNK, TUNNEL_CALL})
 
 
 class TransportError(EmberError, RuntimeError):
@@ -142,8 +146,8 @@ class InProcessTransport:
                 f"{sender} sent {topic!r} to {target!r}, but {missing!r} is not attached"
             )
         if topic in _RAW_TOPICS:
-            # stream chunks are raw bytes already (ints in, a buffer out): handed over as
-            # they are; the receiver copies each into place. A network transport frames them.
+            # stream chunks are raw bytes already (ints in, a buffer out), tunnelled calls
+            # plain data: handed over as they are. A network transport frames them.
             return endpoint.handle(sender, topic, payload)
         reply = endpoint.handle(sender, topic, self._wire(payload, source, endpoint))
         if not self.serialize:

@@ -20,6 +20,9 @@ from ember.tunnel.calls import Headers, TunnelCall, TunnelReply
 _UNLIMITED: list[tuple[str, int | str]] = [
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
+    # collectives move megabytes per call: read ahead and frame in large pieces
+    ("grpc.http2.lookahead_bytes", 16 << 20),
+    ("grpc.http2.max_frame_size", (16 << 20) - 1),
 ]
 # metadata gRPC sets itself on each hop: never copied from one hop to the next
 _HOP_METADATA = ("user-agent", "grpc-", ":")

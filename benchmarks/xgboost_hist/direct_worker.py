@@ -1,0 +1,34 @@
+"""One worker of the direct baseline: XGBoost's federated server reached straight."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import xgboost as xgb
+from bench_loader import SyntheticRows
+from xgboost import collective
+
+
+def main() -> None:
+    address, world, rank, rows, features, rounds, params = sys.argv[1:8]
+    loader = SyntheticRows(int(rows), int(features), int(world))
+    loader.initialize(f"site-{int(rank) + 1}", int(rank))
+    with collective.CommunicatorContext(
+        dmlc_communicator="federated",
+        federated_server_address=address,
+        federated_world_size=int(world),
+        federated_rank=int(rank),
+    ):
+        train, valid = loader.load_data()
+        started = time.perf_counter()
+        booster = xgb.train(
+            json.loads(params), train, int(rounds), evals=[(valid, "valid")], verbose_eval=False
+        )
+        seconds = time.perf_counter() - started
+    print(json.dumps({"train_seconds": seconds, "rounds": booster.num_boosted_rounds()}))
+
+
+if __name__ == "__main__":
+    main()
