@@ -56,7 +56,8 @@ def direct(sites: int, rows: int, features: int, rounds: int) -> float:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    assert server.stdout is not None and server.stdin is not None
+    assert server.stdout is not None
+    assert server.stdin is not None
     port = json.loads(server.stdout.readline())["dmlc_tracker_port"]
     try:
         workers = [

@@ -6,8 +6,9 @@ import json
 import sys
 import time
 
-import xgboost as xgb
 from bench_loader import SyntheticRows
+
+import xgboost as xgb
 from xgboost import collective
 
 

@@ -68,9 +68,8 @@ class _LogRounds:
     """An XGBoost callback sending each round's evaluation to the job's tracking."""
 
     def __new__(cls) -> Any:
-        import xgboost as xgb
-
         import ember.client as flare
+        import xgboost as xgb
 
         class LogRounds(xgb.callback.TrainingCallback):
             def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
