@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xgb_test_loaders as loaders
-import xgboost as xgb
 
+import xgboost as xgb
 from ember import SimEnv
 from ember.envs.poc import PocEnv, start_workspace, stop_workspace
 from ember.system.poc import PocWorkspace, prepare

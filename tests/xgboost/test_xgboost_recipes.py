@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 import xgb_test_loaders as loaders
-import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
+import xgboost as xgb
 from ember import SimEnv
 from ember.recipes import RecipeArgumentError
 from ember_xgboost import model as xgb_model
@@ -112,6 +112,9 @@ def test_vertical_training_gives_the_model_of_the_pooled_columns(tmp_path: Path)
     central = xgb.train(PARAMS, xgb.DMatrix(x, label=y), 4)
     federated = predictions(result / "server" / "test.model.json", xv)
     np.testing.assert_allclose(federated, central.predict(xgb.DMatrix(xv)), atol=1e-6)
+    assert roc_auc_score(yv, federated) == pytest.approx(
+        roc_auc_score(yv, central.predict(xgb.DMatrix(xv))), abs=1e-6
+    )
 
 
 def hand_run(mode: str, n: int, rounds: int, train_args: dict[str, Any]) -> bytes:
@@ -200,7 +203,9 @@ def test_recipes_refuse_bad_arguments_naming_the_fix() -> None:
     with pytest.raises(RecipeArgumentError, match="min_clients=3 but per_site_config"):
         XGBHorizontalRecipe(name="x", min_clients=3, num_rounds=1, per_site_config=good)
     with pytest.raises(RecipeArgumentError, match="homomorphic encryption"):
-        XGBHorizontalRecipe(name="x", min_clients=2, num_rounds=1, secure=True, per_site_config=good)
+        XGBHorizontalRecipe(
+            name="x", min_clients=2, num_rounds=1, secure=True, per_site_config=good
+        )
     with pytest.raises(RecipeArgumentError, match="label_owner 'site-9' must be one of"):
         XGBVerticalRecipe(
             name="x", min_clients=2, num_rounds=1, label_owner="site-9", per_site_config=good
