@@ -114,6 +114,19 @@ NAMES: dict[str, Target] = {
     # The unified (framework=...) recipes.
     "nvflare.recipe.FedAvgRecipe": "ember.recipes:FedAvgRecipe",
     "nvflare.recipe.fedavg.FedAvgRecipe": "ember.recipes:FedAvgRecipe",
+    # XGBoost: recipes, the data-loader contract
+    **{
+        f"nvflare.app_opt.xgboost.recipes{sub}.{cls}": f"ember_xgboost.recipes:{cls}"
+        for sub, cls in (
+            ("", "XGBBaggingRecipe"),
+            ("", "XGBHorizontalRecipe"),
+            ("", "XGBVerticalRecipe"),
+            (".bagging", "XGBBaggingRecipe"),
+            (".histogram", "XGBHorizontalRecipe"),
+            (".vertical", "XGBVerticalRecipe"),
+        )
+    },
+    "nvflare.app_opt.xgboost.data_loader.XGBDataLoader": "ember_xgboost:XGBDataLoader",
     "nvflare.recipe.CyclicRecipe": "ember.recipes:CyclicRecipe",
     "nvflare.recipe.cyclic.CyclicRecipe": "ember.recipes:CyclicRecipe",
     "nvflare.recipe.cyclic_recipe.CyclicRecipe": "ember.recipes:CyclicRecipe",
