@@ -201,3 +201,35 @@ def test_a_service_that_is_gone_fails_the_call_within_the_tunnel_timeout() -> No
         tunnels.close_all()
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "DEADLINE_EXCEEDED" in str(err.value.details())
+
+
+def test_a_tls_endpoint_serves_only_the_client_holding_the_jobs_key(
+    service: Any, tmp_path: Any
+) -> None:
+    from ember.tunnel import write_loopback_tls
+
+    _, address = service
+    tls = write_loopback_tls(tmp_path / "tls")
+    tunnels = TunnelService()
+    tunnels.open("echo", GrpcUpstream(address), allow=("/test.",))
+    endpoint = GrpcTunnelEndpoint("echo", sender(_Direct(tunnels)), ("/test.",), tls=tls)
+    try:
+        # a plain client gets no answer
+        with grpc.insecure_channel(endpoint.address) as plain, pytest.raises(grpc.RpcError):
+            plain.unary_unary(METHOD)(b"x", timeout=3)
+        creds = grpc.ssl_channel_credentials(
+            tls.server_cert.read_bytes(), tls.client_key.read_bytes(), tls.client_cert.read_bytes()
+        )
+        with grpc.secure_channel(endpoint.address, creds) as channel:
+            assert channel.unary_unary(METHOD)(b"abc", timeout=10) == b"cba"
+        stranger = write_loopback_tls(tmp_path / "other")  # a key the endpoint never saw
+        creds = grpc.ssl_channel_credentials(
+            tls.server_cert.read_bytes(),
+            stranger.client_key.read_bytes(),
+            stranger.client_cert.read_bytes(),
+        )
+        with grpc.secure_channel(endpoint.address, creds) as channel, pytest.raises(grpc.RpcError):
+            channel.unary_unary(METHOD)(b"abc", timeout=10)
+    finally:
+        endpoint.close()
+        tunnels.close_all()

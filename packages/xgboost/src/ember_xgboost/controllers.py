@@ -13,9 +13,8 @@ from typing import Any
 
 from ember.common import FLModel, TaskResult
 from ember.controllers import Collected, JobError, ServerContext
-from ember.tunnel import TUNNEL_META, GrpcUpstream
+from ember.tunnel import TUNNEL_META, GrpcUpstream, write_loopback_tls
 from ember_xgboost import model as xgb_model
-from ember_xgboost.certs import write_loopback_tls
 from ember_xgboost.data_loader import COLUMN_SPLIT, ROW_SPLIT
 
 TUNNEL = "xgboost"
@@ -150,7 +149,12 @@ class XGBHistogramController:
         return FLModel(
             params={},
             meta={
-                TUNNEL_META: {"name": TUNNEL, "protocol": "grpc", "allow": [FEDERATED_SERVICE]},
+                TUNNEL_META: {
+                    "name": TUNNEL,
+                    "protocol": "grpc",
+                    "allow": [FEDERATED_SERVICE],
+                    "tls": True,  # the site's worker proves itself to the site's endpoint
+                },
                 "xgb_mode": "histogram",
                 "rank": rank,
                 "world_size": world_size,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from ember.errors import EmberError
-from ember_xgboost.certs import LoopbackTls
+from ember.tunnel import LoopbackTls
 
 
 class FederatedServerError(EmberError, RuntimeError):

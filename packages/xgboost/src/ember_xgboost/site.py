@@ -16,7 +16,7 @@ import numpy as np
 
 from ember.errors import EmberError
 from ember.plugins import load_dotted
-from ember.tunnel import ADDRESS_META
+from ember.tunnel import ADDRESS_META, TLS_META
 from ember_xgboost import model as xgb_model
 from ember_xgboost.data_loader import COLUMN_SPLIT, XGBDataLoader
 
@@ -102,11 +102,22 @@ def _histogram(task: Any, site: str) -> Any:
         params["device"] = f"cuda:{rank}"
     loader = _loader(meta.get("data_loader"), site, rank, split_mode)
     evals_result: dict[str, Any] = {}
+    tls = meta.get(TLS_META) or {}
+    secure = (
+        {
+            "federated_server_cert_path": tls["server_cert"],
+            "federated_client_key_path": tls["client_key"],
+            "federated_client_cert_path": tls["client_cert"],
+        }
+        if tls
+        else {}
+    )
     with collective.CommunicatorContext(
         dmlc_communicator="federated",
         federated_server_address=str(address),
         federated_world_size=world,
         federated_rank=rank,
+        **secure,
     ):
         train, valid = loader.load_data()
         started = time.perf_counter()

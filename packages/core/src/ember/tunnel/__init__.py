@@ -20,6 +20,7 @@ from ember.tunnel.service import TunnelService, Upstream
 from ember.tunnel.site import (
     ADDRESS_META,
     ENDPOINTS,
+    TLS_META,
     TUNNEL_META,
     TunnelEndpoint,
     TunnelSiteLink,
@@ -28,24 +29,35 @@ from ember.tunnel.site import (
 
 if TYPE_CHECKING:
     from ember.tunnel.grpc_tunnel import GrpcTunnelEndpoint, GrpcUpstream
+    from ember.tunnel.tls import LoopbackTls, write_loopback_tls
+
+_LAZY = {
+    # they import grpc and cryptography: only a job that tunnels pays for them
+    "GrpcTunnelEndpoint": "grpc_tunnel",
+    "GrpcUpstream": "grpc_tunnel",
+    "LoopbackTls": "tls",
+    "write_loopback_tls": "tls",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # the gRPC classes import grpc: only a job that tunnels gRPC pays for it
-    if name in ("GrpcTunnelEndpoint", "GrpcUpstream"):
-        from ember.tunnel import grpc_tunnel
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ember.tunnel' has no attribute {name!r}")
+    import importlib
 
-        return getattr(grpc_tunnel, name)
-    raise AttributeError(f"module 'ember.tunnel' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ember.tunnel.{module}"), name)
 
 
 __all__ = [
     "ADDRESS_META",
     "ENDPOINTS",
+    "TLS_META",
     "TOPIC",
     "TUNNEL_META",
     "GrpcTunnelEndpoint",
     "GrpcUpstream",
+    "LoopbackTls",
     "TunnelCall",
     "TunnelEndpoint",
     "TunnelError",
@@ -54,4 +66,5 @@ __all__ = [
     "TunnelSiteLink",
     "Upstream",
     "sender",
+    "write_loopback_tls",
 ]

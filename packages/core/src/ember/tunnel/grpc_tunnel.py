@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from ember.tunnel.calls import Headers, TunnelCall, TunnelReply
+from ember.tunnel.tls import LoopbackTls
 
 _UNLIMITED: list[tuple[str, int | str]] = [
     ("grpc.max_receive_message_length", -1),
@@ -42,13 +43,19 @@ class GrpcTunnelEndpoint:
 
     ``allow``: method-path prefixes served; any other method is refused here with
     ``PERMISSION_DENIED`` before anything is sent. Calls are numbered in the order they
-    arrive (``seq``); concurrent local calls stay concurrent.
+    arrive (``seq``); concurrent local calls stay concurrent. With ``tls`` the endpoint
+    serves mutual TLS: only a client holding ``tls.client_key`` may call.
     """
 
     protocol = "grpc"
 
     def __init__(
-        self, tunnel: str, send: Send, allow: tuple[str, ...], max_workers: int = 32
+        self,
+        tunnel: str,
+        send: Send,
+        allow: tuple[str, ...],
+        max_workers: int = 32,
+        tls: LoopbackTls | None = None,
     ) -> None:
         self.tunnel = tunnel
         self._send = send
@@ -60,7 +67,16 @@ class GrpcTunnelEndpoint:
             handlers=[_AnyMethod(self)],
             options=_UNLIMITED,
         )
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.tls = tls
+        if tls is None:
+            self.port = self._server.add_insecure_port("127.0.0.1:0")
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.server_key.read_bytes(), tls.server_cert.read_bytes())],
+                root_certificates=tls.client_cert.read_bytes(),
+                require_client_auth=True,
+            )
+            self.port = self._server.add_secure_port("127.0.0.1:0", credentials)
         self._server.start()
 
     @property

@@ -12,20 +12,30 @@ to the network: every call leaves the site as an Ember request to the server.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ember.client.link import SERVER, ServerLink
 from ember.common.messages import MetricRecord, Task, TaskResult
 from ember.config import describe_setting, get_setting, setting_timeout
 from ember.tunnel.calls import TOPIC, TunnelCall, TunnelError, TunnelReply
 
+if TYPE_CHECKING:
+    from ember.tunnel.tls import LoopbackTls
+
 TUNNEL_META = "tunnel"
 """Task meta key: the tunnel the task's script must connect through."""
 ADDRESS_META = "tunnel_address"
 """Task meta key the site fills in: the loopback address of its endpoint."""
+TLS_META = "tunnel_tls"
+"""Task meta key the site fills in when the tunnel asks for ``"tls": True``: the paths of
+the endpoint's certificate and of the client key and certificate the local client presents
+(``{"server_cert", "client_key", "client_cert"}``)."""
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,7 @@ class TunnelEndpoint(Protocol):
     """A loopback server in the site's job process for one protocol."""
 
     protocol: str
+    tls: LoopbackTls | None
 
     @property
     def address(self) -> str: ...
@@ -41,19 +52,23 @@ class TunnelEndpoint(Protocol):
     def close(self) -> None: ...
 
 
-EndpointFactory = Callable[[str, Callable[[TunnelCall], TunnelReply], tuple[str, ...]], Any]
+EndpointFactory = Callable[..., Any]
 
 
 def _grpc(
-    name: str, send: Callable[[TunnelCall], TunnelReply], allow: tuple[str, ...]
+    name: str,
+    send: Callable[[TunnelCall], TunnelReply],
+    allow: tuple[str, ...],
+    tls: LoopbackTls | None = None,
 ) -> TunnelEndpoint:
     from ember.tunnel.grpc_tunnel import GrpcTunnelEndpoint
 
-    return GrpcTunnelEndpoint(name, send, allow)
+    return GrpcTunnelEndpoint(name, send, allow, tls=tls)
 
 
 ENDPOINTS: dict[str, EndpointFactory] = {"grpc": _grpc}
-"""Endpoint factories by protocol (``name, send, allow -> endpoint``)."""
+"""Endpoint factories by protocol: ``factory(name, send, allow)``, and ``tls=LoopbackTls``
+when the tunnel asks for it (a protocol without TLS support refuses it)."""
 
 
 class Requester(Protocol):
@@ -100,9 +115,18 @@ class TunnelSiteLink:
     other ServerLink call is passed to ``inner`` unchanged.
     """
 
-    def __init__(self, inner: ServerLink, peers: Requester, site: str, **_: Any) -> None:
+    def __init__(
+        self,
+        inner: ServerLink,
+        peers: Requester,
+        site: str,
+        site_dir: Path | str | None = None,
+        **_: Any,
+    ) -> None:
         self.inner = inner
         self.site = site
+        self.site_dir = Path(site_dir) if site_dir is not None else None
+        self._tls_dirs: list[Path] = []
         self._send = sender(peers)
         self._endpoints: dict[str, TunnelEndpoint] = {}
         self._lock = threading.Lock()
@@ -122,14 +146,35 @@ class TunnelSiteLink:
             endpoint = self._endpoints.get(name)
             if endpoint is None:
                 allow = tuple(str(p) for p in spec.get("allow", ("/",)))
-                endpoint = self._endpoints[name] = factory(name, self._send, allow)
+                if spec.get("tls"):
+                    tls = self._tls(name)
+                    endpoint = factory(name, self._send, allow, tls=tls)
+                    endpoint.tls = tls
+                else:
+                    endpoint = factory(name, self._send, allow)
+                self._endpoints[name] = endpoint
                 log.info("%s: tunnel %s listening on %s", self.site, name, endpoint.address)
             return endpoint
+
+    def _tls(self, name: str) -> LoopbackTls:
+        from ember.tunnel.tls import write_loopback_tls
+
+        root = Path(tempfile.mkdtemp(prefix="ember-tunnel-", dir=self.site_dir))
+        self._tls_dirs.append(root)
+        return write_loopback_tls(root / name)
 
     def get_task(self, wait: float) -> Task | str | None:
         task = self.inner.get_task(wait)
         if isinstance(task, Task) and task.data is not None and TUNNEL_META in task.data.meta:
-            task.data.meta[ADDRESS_META] = self.endpoint(task.data.meta[TUNNEL_META]).address
+            endpoint = self.endpoint(task.data.meta[TUNNEL_META])
+            task.data.meta[ADDRESS_META] = endpoint.address
+            tls: LoopbackTls | None = getattr(endpoint, "tls", None)
+            if tls is not None:
+                task.data.meta[TLS_META] = {
+                    "server_cert": str(tls.server_cert),
+                    "client_key": str(tls.client_key),
+                    "client_cert": str(tls.client_cert),
+                }
         elif task == "END":
             self.close()
         return task
@@ -152,5 +197,8 @@ class TunnelSiteLink:
         """Close every endpoint (the job is over for this site)."""
         with self._lock:
             endpoints, self._endpoints = list(self._endpoints.values()), {}
+            folders, self._tls_dirs = self._tls_dirs, []
         for endpoint in endpoints:
             endpoint.close()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,8 +1,9 @@
-"""Throw-away TLS material for the loopback hop to XGBoost's federated server.
+"""Throw-away TLS material for a tunnel's loopback hops.
 
-The federated server listens on every interface (XGBoost binds 0.0.0.0), so the server's
-job process runs it with mutual TLS: a fresh self-signed server certificate and client
-certificate per job, written only for that job's processes; nothing else can talk to it.
+A loopback port is open to every process of its machine, and some services bind every
+interface (XGBoost's federated server binds 0.0.0.0). So both ends of a tunnel can run with
+mutual TLS from a fresh self-signed server certificate and client certificate, made per job
+and written only for that job's processes (mode 0600): nothing else can talk to them.
 """
 
 from __future__ import annotations
