@@ -7,7 +7,8 @@ reply back. Sites open no port; calls are numbered and answered at most once; ev
 bounded by ``tunnel.call_timeout``. See docs/tunnels.md.
 
 - Server side: a workflow opens a tunnel with ``ctx.tunnels.open(name, upstream, sites,
-  allow)`` (:class:`TunnelService`), the upstream being a :class:`GrpcUpstream` or anything
+  allow)`` (:class:`TunnelService`), the upstream being a :class:`GrpcUpstream`, an
+  :class:`HttpUpstream` or anything
   with the :class:`Upstream` protocol.
 - Site side: the client app's ``site_workflow`` is :class:`TunnelSiteLink`; a task whose
   meta holds ``TUNNEL_META`` gets its endpoint's address under ``ADDRESS_META``.
@@ -29,12 +30,15 @@ from ember.tunnel.site import (
 
 if TYPE_CHECKING:
     from ember.tunnel.grpc_tunnel import GrpcTunnelEndpoint, GrpcUpstream
+    from ember.tunnel.http_tunnel import HttpTunnelEndpoint, HttpUpstream
     from ember.tunnel.tls import LoopbackTls, write_loopback_tls
 
 _LAZY = {
     # they import grpc and cryptography: only a job that tunnels pays for them
     "GrpcTunnelEndpoint": "grpc_tunnel",
     "GrpcUpstream": "grpc_tunnel",
+    "HttpTunnelEndpoint": "http_tunnel",
+    "HttpUpstream": "http_tunnel",
     "LoopbackTls": "tls",
     "write_loopback_tls": "tls",
 }
@@ -57,6 +61,8 @@ __all__ = [
     "TUNNEL_META",
     "GrpcTunnelEndpoint",
     "GrpcUpstream",
+    "HttpTunnelEndpoint",
+    "HttpUpstream",
     "LoopbackTls",
     "TunnelCall",
     "TunnelEndpoint",

@@ -66,7 +66,20 @@ def _grpc(
     return GrpcTunnelEndpoint(name, send, allow, tls=tls)
 
 
-ENDPOINTS: dict[str, EndpointFactory] = {"grpc": _grpc}
+def _http(
+    name: str,
+    send: Callable[[TunnelCall], TunnelReply],
+    allow: tuple[str, ...],
+    tls: LoopbackTls | None = None,
+) -> TunnelEndpoint:
+    from ember.tunnel.http_tunnel import HttpTunnelEndpoint
+
+    if tls is not None:
+        raise TunnelError(f"tunnel {name!r}: the HTTP endpoint serves plain HTTP on loopback only")
+    return HttpTunnelEndpoint(name, send, allow)
+
+
+ENDPOINTS: dict[str, EndpointFactory] = {"grpc": _grpc, "http": _http}
 """Endpoint factories by protocol: ``factory(name, send, allow)``, and ``tls=LoopbackTls``
 when the tunnel asks for it (a protocol without TLS support refuses it)."""
 
