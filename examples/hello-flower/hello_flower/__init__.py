@@ -1,0 +1,1 @@
+"""hello-flower: federated multinomial logistic regression on scikit-learn's digits."""
