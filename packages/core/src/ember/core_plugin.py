@@ -81,6 +81,13 @@ def ember_recipes() -> list[RecipeEntry]:
             algorithm="FedStats",
             description="Federated statistics with privacy rules applied at each site",
         ),
+        RecipeEntry(
+            "dh-psi",
+            "ember.recipes.psi:DhPSIRecipe",
+            framework="numpy",
+            algorithm="DhPSI",
+            description="Private set intersection of the sites' ids (ECDH, server relays)",
+        ),
     ]
 
 

@@ -10,6 +10,7 @@ workflow: check the arguments with the ``check_*`` functions, make the client ap
 """
 
 from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
+from ember.psi import PSIContext, PSIDataLoader
 from ember.recipes.base import Recipe, recipe_parameters
 from ember.recipes.client_apps import client_app
 from ember.recipes.components import bundle_module, component_spec
@@ -33,6 +34,7 @@ from ember.recipes.helpers import (
     add_experiment_tracking,
     add_final_global_evaluation,
 )
+from ember.recipes.psi import DhPSIRecipe
 from ember.recipes.validation import (
     RecipeArgumentError,
     check_choice,
@@ -52,6 +54,7 @@ __all__ = [
     "FEDPROX_MU",
     "ClientApp",
     "CyclicRecipe",
+    "DhPSIRecipe",
     "FedAvgLrRecipe",
     "FedAvgRecipe",
     "FedProxRecipe",
@@ -64,6 +67,8 @@ __all__ = [
     "NumpyCrossSiteEvalRecipe",
     "NumpyFedAvgRecipe",
     "NumpyFramework",
+    "PSIContext",
+    "PSIDataLoader",
     "Recipe",
     "RecipeArgumentError",
     "StatsOutputs",
