@@ -1,7 +1,7 @@
 """Flower's processes: each started under a guard that ends its whole process group when the
 Ember process holding the guard's stdin closes it, exits or is killed.
 
-``python -m ember_flower.processes CMD...`` is the guard: it starts ``CMD`` in a new process
+``python -m ember_flower.guard CMD...`` is the guard: it starts ``CMD`` in a new process
 group and waits; at EOF on its stdin it sends SIGTERM to the group, SIGKILL after
 ``flower.stop_timeout`` (passed as ``EMBER_FLOWER_STOP_TIMEOUT``); when ``CMD`` exits by
 itself it kills what is left of the group and exits with ``CMD``'s code.
@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 from ember.errors import EmberError
 
-_STOP_ENV = "EMBER_FLOWER_STOP_TIMEOUT"
+_STOP_ENV = "EMBER_FLOWER_STOP_TIMEOUT"  # ember_flower.guard reads it (not imported: run with -m)
 
 
 class FlowerError(EmberError, RuntimeError):
@@ -86,7 +84,7 @@ class Guarded:
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = open(log, "ab")  # noqa: SIM115 (closed by stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ember_flower.processes", *self.command],
+            [sys.executable, "-m", "ember_flower.guard", *self.command],
             stdin=subprocess.PIPE,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -115,34 +113,3 @@ class Guarded:
             code = self.process.wait()
         self._log.close()
         return code
-
-
-def _end_group(pgid: int, child: subprocess.Popen[bytes], grace: float) -> None:
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        child.wait(grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def main(argv: list[str] | None = None) -> None:
-    command = list(sys.argv[1:] if argv is None else argv)
-    grace = float(os.environ.pop(_STOP_ENV, "10"))
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def watch_stdin() -> None:
-        sys.stdin.buffer.read()  # returns at EOF: the Ember process closed it or is gone
-        _end_group(child.pid, child, grace)
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    code = child.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGKILL)  # what the command left behind
-    os._exit(code if code >= 0 else 128 - code)
-
-
-if __name__ == "__main__":
-    main()
