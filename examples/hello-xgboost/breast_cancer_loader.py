@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import xgboost as xgb
 from sklearn.datasets import load_breast_cancer
 
+import xgboost as xgb
 from ember_xgboost import XGBDataLoader
 
 

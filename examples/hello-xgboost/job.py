@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import xgboost as xgb
 from breast_cancer_loader import BreastCancerLoader, split
 from sklearn.metrics import roc_auc_score
 
+import xgboost as xgb
 from ember import PocEnv, SimEnv
 from ember_xgboost.recipes import XGBBaggingRecipe, XGBHorizontalRecipe
 

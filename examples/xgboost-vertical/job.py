@@ -13,7 +13,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 from vertical_data import (
     LABEL_OWNER,
@@ -25,6 +24,7 @@ from vertical_data import (
     table,
 )
 
+import xgboost as xgb
 from ember import SimEnv
 from ember.recipes import DhPSIRecipe
 from ember_xgboost.recipes import XGBVerticalRecipe

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import xgboost as xgb
 from sklearn.datasets import load_breast_cancer
 
+import xgboost as xgb
 from ember.psi import PSIDataLoader
 from ember_xgboost import XGBDataLoader
 
