@@ -36,6 +36,8 @@ def test_full_params_average_and_result_workspace(tmp_path: Path) -> None:
         assert (result / node / "log.txt").stat().st_size > 0
         first = (result / node / "log.jsonl").read_text().splitlines()[0]
         assert json.loads(first)["level"] == "INFO"
+    # rendered in the background after the job: the run says when it is there
+    assert run.wait_for_plot(60) == result / "server" / "round_metrics.png"
     assert (result / "server" / "round_metrics.png").read_bytes()[:4] == b"\x89PNG"
 
 

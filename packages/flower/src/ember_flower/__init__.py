@@ -7,8 +7,28 @@
 - :func:`ember_flower.site.run_site`: the sites' script (a SuperNode through the tunnel).
 """
 
-from ember_flower.controller import FlowerController
-from ember_flower.processes import FlowerError
-from ember_flower.recipe import FlowerRecipe
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ember_flower.controller import FlowerController
+    from ember_flower.processes import FlowerError
+    from ember_flower.recipe import FlowerRecipe
 
 __all__ = ["FlowerController", "FlowerError", "FlowerRecipe"]
+
+# imported on first use: the plugin hook module (ember_flower.plugin) is loaded by every
+# Ember process, and jobs that do not use Flower must not pay for its controller
+_LAZY = {
+    "FlowerController": "ember_flower.controller",
+    "FlowerError": "ember_flower.processes",
+    "FlowerRecipe": "ember_flower.recipe",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ember_flower' has no attribute {name!r}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,13 @@ class SimRun:
                 f"(status {self.get_status()})"
             )
         return str(self.simulation.workspace)
+
+    def wait_for_plot(self, timeout: float | None = None) -> Path | None:
+        """The round-metrics PNG (``server/round_metrics.png``), once written: it is rendered
+        in a process of its own after the job ends, so :meth:`get_result` does not wait for
+        it. None when the job has no metrics or the plot could not be made (the reason is a
+        WARNING in ``server/log.txt``)."""
+        return self.simulation.wait_for_plot(timeout)
 
     def abort(self) -> None:
         self.simulation.abort()
@@ -132,7 +141,10 @@ class SimEnv:
     def _fresh_workspace(self, name: str) -> Path:
         workspace = self.workspace_root / name
         if workspace.exists():
-            shutil.rmtree(workspace)
+            # moved aside first: the last run's round-metrics plot may still be writing there
+            old = workspace.with_name(f".{workspace.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+            workspace.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
         workspace.mkdir(parents=True)
         return workspace
 

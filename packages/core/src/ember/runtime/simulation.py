@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import threading
 import time
 import uuid
@@ -66,6 +67,7 @@ class Simulation:
         self._site_runners: list[InProcessSite | SubprocessSite] = []
         self._logs: list[NodeLogs] = []
         self.finished = threading.Event()
+        self._plot: subprocess.Popen[bytes] | None = None
 
     @property
     def status(self) -> str:
@@ -176,11 +178,12 @@ class Simulation:
             self._transport.close()
             self.progress.finish(self._server.status)
             self._write_meta()
-            from ember.runtime.plots import plot_round_metrics
+            from ember.runtime.plots import plot_in_background
 
             try:
-                plot_round_metrics(
-                    self._server.records.rounds, self.workspace / "server" / "round_metrics.png"
+                # rendered in a process of its own: matplotlib stays off the job's path
+                self._plot = plot_in_background(
+                    self._server.records.rounds, self.workspace / "server"
                 )
             except Exception as exc:  # a missing plot must not fail a finished job
                 self._server.log.warning("could not plot round metrics: %s", exc)
@@ -225,6 +228,19 @@ class Simulation:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.finished.wait(timeout)
+
+    def wait_for_plot(self, timeout: float | None = None) -> Path | None:
+        """Wait for the job's end and for ``server/round_metrics.png`` (rendered in the
+        background after the job ends); its path, or None when there is none (no metrics,
+        no matplotlib, a render that failed: see ``server/log.txt``)."""
+        self.finished.wait(timeout)
+        if self._plot is not None:
+            try:
+                self._plot.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        png = self.workspace / "server" / "round_metrics.png"
+        return png if png.is_file() else None
 
     def abort(self, reason: str = "aborted by the user") -> None:
         if self._server is not None:
