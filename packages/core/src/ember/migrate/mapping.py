@@ -131,6 +131,10 @@ NAMES: dict[str, Target] = {
     "nvflare.recipe.cyclic.CyclicRecipe": "ember.recipes:CyclicRecipe",
     "nvflare.recipe.cyclic_recipe.CyclicRecipe": "ember.recipes:CyclicRecipe",
     "nvflare.recipe.fedstats.FedStatsRecipe": "ember.recipes:FedStatsRecipe",
+    # Private set intersection: the recipe and the loader base class (docs/psi.md)
+    "nvflare.app_common.psi.recipes.DhPSIRecipe": "ember.recipes:DhPSIRecipe",
+    "nvflare.app_common.psi.recipes.dh_psi.DhPSIRecipe": "ember.recipes:DhPSIRecipe",
+    "nvflare.app_common.psi.psi_spec.PSI": "ember.psi:PSIDataLoader",
     # framework=FrameworkType.X: Ember's recipes take the framework's name ("numpy", ...)
     **{f"{m}.{k}": v for m in _FRAMEWORK_TYPE for k, v in _FRAMEWORKS.items()},
     **{
@@ -294,6 +298,11 @@ COMPONENTS: dict[str, str] = {
     "GlobalModelEval": "ember_pt.recipes.FedEvalRecipe runs this",
     "StatisticsController": "ember.recipes.FedStatsRecipe runs this",
     "StatisticsExecutor": "ember.recipes.FedStatsRecipe runs this (stats_generator=)",
+    "DhPSIController": "ember.recipes.DhPSIRecipe runs this",
+    "DhPSIWorkFlow": "ember.recipes.DhPSIRecipe runs this",
+    "PSIExecutor": "ember.recipes.DhPSIRecipe runs this (local_psi=)",
+    "DhPSITaskHandler": "ember.recipes.DhPSIRecipe runs this",
+    "FilePSIWriter": "ember.recipes.DhPSIRecipe writes the file (output_path=)",
     "SwarmServerController": "ember_pt.recipes.SwarmLearningRecipe runs this",
     "SwarmClientController": "ember_pt.recipes.SwarmLearningRecipe runs this",
     "FedAvgLR": "ember.recipes.FedAvgLrRecipe runs this",
