@@ -148,6 +148,7 @@ def test_explicit_plugins_load_even_without_autoload(median_plugin_path: Path) -
     )
     assert result.returncode == 0, result.stderr
     assert [r["name"] for r in json.loads(result.stdout)] == [
+        "dh-psi",
         "numpy-cross-site-eval",
         "numpy-cyclic",
         "numpy-fedavg",
