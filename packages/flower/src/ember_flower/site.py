@@ -10,7 +10,9 @@ running. ``{"flower": "stop"}``: stop it and answer with its exit code. When the
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,8 @@ def node_config_arg(config: dict[str, Any]) -> str:
 
 def start_supernode(site: str, address: str, node_config: dict[str, Any], folder: Path) -> Guarded:
     """A SuperNode for ``site`` talking to the SuperLink at ``address`` (the tunnel)."""
-    home = Path(tempfile.mkdtemp(prefix="flwr-home-", dir=folder))
+    home = folder / "flwr-home"
+    home.mkdir(parents=True, exist_ok=True)
     return Guarded(
         [
             executable("flower-supernode"),
@@ -67,19 +70,32 @@ def start_supernode(site: str, address: str, node_config: dict[str, Any], folder
 
 
 def run_site() -> None:
-    """Answer the server's Flower tasks until the job ends."""
+    """Answer the server's Flower tasks until the job ends; a SuperNode that exits by itself
+    fails the site (the server then stops the run, naming the site)."""
     import ember.client as flare
     from ember.common import FLModel
 
     flare.init()
     site = flare.get_site_name()
-    folder = Path.cwd()
+    folder = Path(tempfile.mkdtemp(prefix=f"ember-flower-{flare.get_job_id()}-{site}-"))
+    poll = float(get_setting("flower.poll_interval"))
     supernode: Guarded | None = None
     try:
-        while flare.is_running():
-            task = flare.receive()
+        while True:
+            # while a SuperNode runs, wake every poll to check it (flare.is_running() would
+            # block until the next task); receive() returns None before its timeout only
+            # when the job has ended
+            asked = time.monotonic()
+            task = flare.receive(timeout=poll if supernode is not None else None)
             if task is None:
-                break
+                if supernode is not None and not supernode.alive():
+                    code = supernode.stop()
+                    raise FlowerError(
+                        f"{site}'s Flower SuperNode exited (code {code}): {supernode.tail()}"
+                    )
+                if supernode is None or time.monotonic() - asked < poll * 0.9:
+                    break  # the job ended (or was aborted)
+                continue
             action = task.meta.get(ACTION)
             if action == "start":
                 address = task.meta.get(ADDRESS_META)
@@ -100,14 +116,13 @@ def run_site() -> None:
                 code = supernode.stop() if supernode is not None else None
                 tail = supernode.tail(4000) if supernode is not None else ""
                 supernode = None
-                print(f"{site}: Flower SuperNode stopped (exit code {code})")
-                flare.send(
-                    FLModel(
-                        params={}, meta={ACTION: "stopped", "exit_code": code, "log_tail": tail}
-                    )
-                )
+                print(f"{site}: Flower SuperNode stopped (exit code {code}); its log ends:")
+                print(tail)
+                meta = {ACTION: "stopped", "exit_code": code, "log_tail": tail}
+                flare.send(FLModel(params={}, meta=meta))
             else:
                 raise FlowerError(f"{site} got a task with unknown Flower action {action!r}")
     finally:
         if supernode is not None:
             supernode.stop()
+        shutil.rmtree(folder, ignore_errors=True)
