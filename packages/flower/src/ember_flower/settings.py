@@ -41,14 +41,17 @@ FLOWER_SETTINGS = (
         "before it is killed; also bounds `flwr stop` and `flwr ls`.",
         advice="Raise it if a ClientApp must write something as it stops.",
         minimum=0.1,
+        symptom="A Flower ServerApp or ClientApp is killed before it finished writing "
+        "what it writes as it stops, or `flwr stop` / `flwr ls` time out at the end of a job.",
+        scenarios=("slow sites",),
     ),
     Setting(
         name="flower.poll_interval",
         type=float,
         default=1.0,
         unit="seconds",
-        bounds="How often the server job, while a Flower run goes on, checks for an abort, a "
-        "dead site and the SuperLink's health.",
+        bounds="How often, while a Flower run goes on, the server job checks for an abort, a "
+        "dead site and the SuperLink's health, and each site checks its SuperNode.",
         advice="Lower it for faster reactions to a dead site; each check is cheap.",
         minimum=0.05,
     ),
