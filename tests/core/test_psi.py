@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ember import SimEnv
 from ember.client.link import TransportLink
@@ -93,16 +94,24 @@ def test_two_sites_of_10000_ids_find_exactly_their_common_ids_and_nothing_else_c
 def assert_nothing_of_the_others_arrives(
     received: list[tuple[str, Task]], ids: dict[str, list[str]]
 ) -> None:
-    """No raw id of another site, nor its unsalted SHA-256, in the bytes a site received."""
+    """No raw id of another site, nor its unsalted SHA-256, nor its (unblinded) point on
+    the curve under the session's salt, in the bytes a site received."""
     assert received
+    salts = {t.data.meta["psi_salt"] for _, t in received if t.data.meta["psi_step"] == "prepare"}
+    assert len(salts) == 1
+    salt = bytes.fromhex(salts.pop())
     for site, task in received:
         wire = dumps(task)
         others = {i for s, v in ids.items() if s != site for i in v} - set(ids[site])
         assert others
         for item in others:
             assert item.encode() not in wire, (site, item)
-        for item in list(others)[:200]:
+        for item in sorted(others)[:200]:
             assert hashlib.sha256(item.encode()).digest() not in wire
+            point = hash_to_point(salt, item).public_bytes(
+                Encoding.X962, PublicFormat.CompressedPoint
+            )
+            assert point[1:] not in wire  # the x-coordinate, as a blinded value would travel
 
 
 def test_three_sites_intersect_all_three_not_pairwise(
