@@ -1,11 +1,11 @@
-"""Run hello-flower inside Ember: ``python examples/hello-flower/job.py [--clients N]``."""
+"""Run hello-flower inside Ember: ``python examples/hello-flower/job.py [--clients N] [--env poc]``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ember import SimEnv
+from ember import PocEnv, SimEnv
 from ember_flower import FlowerRecipe
 
 APP = Path(__file__).resolve().parent
@@ -14,6 +14,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--env", choices=["sim", "poc"], default="sim")
     args = parser.parse_args()
     recipe = FlowerRecipe(
         APP,
@@ -21,6 +22,8 @@ if __name__ == "__main__":
         min_clients=args.clients,
         run_config={"num-server-rounds": args.rounds, "min-nodes": args.clients},
     )
-    run = recipe.execute(SimEnv(num_clients=args.clients))
+    env = SimEnv(num_clients=args.clients) if args.env == "sim" else PocEnv(num_clients=args.clients)
+    run = recipe.execute(env)
+    result = run.get_result()  # waits for the end (PocEnv returns at once from execute)
     print(run.get_status(), run.get_message())
-    print("result:", run.get_result())
+    print("result:", result)
