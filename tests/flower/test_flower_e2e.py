@@ -116,3 +116,13 @@ def test_a_site_whose_supernode_is_killed_fails_the_job_by_name(tmp_path: Path) 
     assert "site site-2 died during Flower run" in run.get_message()
     assert "SuperNode exited" in run.get_message()
     assert _flower_processes(tmp_path, _job_id(server)) == []
+
+
+def test_a_flower_run_that_fails_ends_the_job_with_flowers_error(tmp_path: Path) -> None:
+    # the ServerApp saves its model into a folder that does not exist: Flower's run fails
+    bad = tmp_path / "no-such-folder" / "model.npz"
+    recipe = FlowerRecipe(APP, name="hello-fails", run_config={"model-path": str(bad)})
+    run = recipe.execute(SimEnv(num_clients=2, workspace_root=str(tmp_path), progress=False))
+    assert run.get_status() == "FINISHED:EXECUTION_EXCEPTION"
+    assert "no-such-folder" in run.get_message()
+    assert _flower_processes(tmp_path, _job_id(Path(run.get_result()) / "server")) == []
