@@ -66,6 +66,10 @@ class TaskBoard:
         self._open: dict[str, str] = {}  # task id -> site
         self._end_reason: str | None = None
         self.aborted = False
+        # how many times a site stopped being alive: collect() recounts who can still answer
+        # only when this changed (not on every result, which made a round O(sites^2))
+        self._deaths = 0
+        self._alive = len(self.sites)  # kept, not counted: the end waits on it per site
 
     # -- site side -------------------------------------------------------------------------
     def next_task(self, site: str, wait: float) -> Task | str | None:
@@ -102,6 +106,8 @@ class TaskBoard:
             if state.alive:
                 state.alive = False
                 state.failure = reason
+                self._deaths += 1
+                self._alive -= 1
             self._ctrl_cond.notify_all()
             self._site_cond[site].notify_all()
 
@@ -110,7 +116,10 @@ class TaskBoard:
         with self._lock:
             state = self._site(site)
             state.finished = True
-            state.alive = False
+            if state.alive:
+                state.alive = False
+                self._deaths += 1
+                self._alive -= 1
             self._ctrl_cond.notify_all()
             self._site_cond[site].notify_all()
 
@@ -123,7 +132,7 @@ class TaskBoard:
         """After :meth:`end`: wait until every site has finished its script or is dead."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while any(s.alive for s in self.sites.values()):
+            while self._alive > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -184,15 +193,18 @@ class TaskBoard:
         out = Collected()
         order = list(posted.task_ids)
         index = 0
+        seen = [-1]  # the death count the last recount of who can still answer saw
         try:
             while index < len(order):
                 site = order[index]
-                result = self._wait_for(site, posted, order[index:], out, min_responses)
+                result = self._wait_for(site, posted, order, index, out, min_responses, seen)
                 index += 1
                 if result is None:
+                    seen[0] = -1  # one fewer can answer: recount
                     continue
                 if result.status != ResultStatus.OK:
                     out.failed[site] = result.message or result.status
+                    seen[0] = -1
                     continue
                 on_result(site, result)
                 out.responded.append(site)
@@ -209,9 +221,11 @@ class TaskBoard:
         self,
         site: str,
         posted: Posted,
-        pending: Sequence[str],
+        order: Sequence[str],
+        index: int,
         out: Collected,
         min_responses: int,
+        seen: list[int],
     ) -> TaskResult | None:
         task_id, deadline = posted.task_ids[site], posted.deadline
         with self._lock:
@@ -225,9 +239,12 @@ class TaskBoard:
                 if not state.alive:
                     out.failed[site] = state.failure or "finished its script early"
                     return None
-                possible = len(out.responded) + sum(1 for s in pending if self.sites[s].alive)
-                if possible < min_responses:
-                    raise InsufficientClients(self._shortfall(posted, min_responses, out))
+                if seen[0] != self._deaths:
+                    # only a death lowers who can answer: recount then, not per wake-up
+                    seen[0] = self._deaths
+                    alive = sum(1 for i in range(index, len(order)) if self.sites[order[i]].alive)
+                    if len(out.responded) + alive < min_responses:
+                        raise InsufficientClients(self._shortfall(posted, min_responses, out))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     out.timed_out.append(site)
