@@ -10,6 +10,9 @@ fresh Python process under a temporary workspace.
 - W1: 2 clients, 5 rounds: wall time of the whole ``python job.py`` process, timed from
   outside; minus the baseline, Ember's own overhead. Target <= 1.5 s (NVFlare 2.9's SimEnv
   takes about 24 s for the same job).
+- W1m: W1 whose sites report a metric (the job writes its round-metrics PNG, rendered off
+  the job's path), whole process, against ``python -c "import numpy, ember"`` measured in the
+  same run. Targets <= 0.5 s, and <= 0.25 s above that import.
 - W2: 32 and 1000 clients, 3 rounds: the job's time inside its process (recipe + SimEnv
   run, imports excluded) and that process's peak RSS. Targets <= 2 s and <= 30 s, peak RSS
   <= 2 GiB.
@@ -27,7 +30,6 @@ import json
 import os
 import platform
 import pstats
-import resource
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,8 @@ MODEL_SIZE = 10
 COMPLETED = "FINISHED:COMPLETED"
 
 W1_CLIENTS, W1_ROUNDS, W1_TARGET_S = 2, 5, 1.5
+# W1m: the same job whose sites report a metric (so it has a round-metrics PNG)
+W1M_TARGET_S, W1M_ABOVE_IMPORT_TARGET_S = 0.5, 0.25
 W2_ROUNDS = 3
 W2_TARGETS_S = {32: 2.0, 1000: 30.0}
 W2_RSS_TARGET_MIB = 2048.0
@@ -85,7 +89,13 @@ def check_result(workspace: Path, num_rounds: int) -> None:
         )
 
 
-def run_job(n_clients: int, num_rounds: int, timeout: float, profile: Path | None = None) -> JobRun:
+def run_job(
+    n_clients: int,
+    num_rounds: int,
+    timeout: float,
+    profile: Path | None = None,
+    metrics: bool = False,
+) -> JobRun:
     """Run ``job.py`` in a fresh process and check its result independently."""
     with tempfile.TemporaryDirectory(prefix="ember-sim-overhead-") as tmp:
         root, report = Path(tmp) / "workspace", Path(tmp) / "report.json"
@@ -99,6 +109,8 @@ def run_job(n_clients: int, num_rounds: int, timeout: float, profile: Path | Non
         ]
         if profile is not None:
             cmd.append(f"--profile={profile}")
+        if metrics:
+            cmd.append("--metrics")
         started = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -113,19 +125,21 @@ def run_job(n_clients: int, num_rounds: int, timeout: float, profile: Path | Non
     return JobRun(wall_s, float(data["job_s"]), data["peak_rss_kib"] / 1024)
 
 
-def python_numpy_startup(repeat: int, timeout: float) -> float:
-    """Best wall time of ``python -c "import numpy"``."""
+def python_numpy_startup(repeat: int, timeout: float, code: str = "import numpy") -> float:
+    """Best wall time of ``python -c code`` (by default ``import numpy``)."""
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import numpy"], check=True, timeout=timeout)
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=timeout)
         best = min(best, time.perf_counter() - started)
     return best
 
 
-def best_of(n_clients: int, num_rounds: int, repeat: int, timeout: float) -> JobRun:
+def best_of(
+    n_clients: int, num_rounds: int, repeat: int, timeout: float, metrics: bool = False
+) -> JobRun:
     """Best wall and job times of ``repeat`` runs; the largest peak RSS."""
-    runs = [run_job(n_clients, num_rounds, timeout) for _ in range(repeat)]
+    runs = [run_job(n_clients, num_rounds, timeout, metrics=metrics) for _ in range(repeat)]
     return JobRun(
         min(r.wall_s for r in runs),
         min(r.job_s for r in runs),
@@ -193,12 +207,8 @@ def main() -> int:
         print(f"note: Ember settings from the environment apply: {', '.join(overrides)}")
 
     sizes = [n for n in W2_TARGETS_S if not (args.skip_1000 and n == 1000)]
-    soft_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft_nofile != resource.RLIM_INFINITY and soft_nofile < 2 * max(sizes) + 64:
-        print(
-            f"note: the open-file limit ({soft_nofile}) is below what {max(sizes)} sites need: "
-            "SimEnv keeps 2 log files open per site, so that run will fail with EMFILE"
-        )
+    # site log files go through a bounded pool (ember.runtime.logs.MAX_OPEN_LOG_FILES): no
+    # open-file limit to check against the number of sites
 
     figures: dict[str, Any] = {"benchmark": "sim_overhead", "repeat": args.repeat}
     targets: dict[str, bool] = {}
@@ -233,6 +243,35 @@ def main() -> int:
             "W1        Ember overhead (W1 - baseline)",
             f"{overhead:.3f} s",
             f"(the job itself {w1.job_s:.3f} s, peak RSS {w1.peak_rss_mib:.0f} MiB)",
+        )
+
+    ember_startup = python_numpy_startup(args.repeat, args.timeout, "import numpy, ember")
+    figures["python_numpy_ember_import_s"] = round(ember_startup, 4)
+    row("baseline  python -c 'import numpy, ember'", f"{ember_startup:.3f} s")
+    try:
+        w1m = best_of(W1_CLIENTS, W1_ROUNDS, args.repeat, args.timeout, metrics=True)
+    except BenchmarkError as exc:
+        errors.append(f"W1m: {exc}")
+        print(f"W1m       FAILED: {exc}")
+    else:
+        above = w1m.wall_s - ember_startup
+        targets["w1m_wall"] = w1m.wall_s <= W1M_TARGET_S
+        targets["w1m_above_import"] = above <= W1M_ABOVE_IMPORT_TARGET_S
+        figures.update(
+            w1m_wall_s=round(w1m.wall_s, 4),
+            w1m_above_import_s=round(above, 4),
+            w1m_vs_import=round(w1m.wall_s / ember_startup, 2),
+        )
+        row(
+            "W1m       W1 with a metric (PNG), whole process",
+            f"{w1m.wall_s:.3f} s",
+            f"target <= {W1M_TARGET_S} s: {verdict(targets['w1m_wall'])}; "
+            f"{w1m.wall_s / ember_startup:.2f}x python+numpy+ember import",
+        )
+        row(
+            "W1m       above python+numpy+ember import",
+            f"{above:.3f} s",
+            f"target <= {W1M_ABOVE_IMPORT_TARGET_S} s: {verdict(targets['w1m_above_import'])}",
         )
 
     for n in sizes:

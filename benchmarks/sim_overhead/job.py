@@ -83,7 +83,9 @@ class ThreadProfiler:
         stats.dump_stats(path)
 
 
-def run_job(n_clients: int, num_rounds: int, workspace_root: str) -> tuple[str, str, Path]:
+def run_job(
+    n_clients: int, num_rounds: int, workspace_root: str, metrics: bool = False
+) -> tuple[str, str, Path]:
     """Build the recipe and run it to the end: (status, message, result folder)."""
     recipe = NumpyFedAvgRecipe(
         name=JOB_NAME,
@@ -91,6 +93,7 @@ def run_job(n_clients: int, num_rounds: int, workspace_root: str) -> tuple[str, 
         num_rounds=num_rounds,
         model=np.zeros(10, dtype=np.float32),
         train_script=str(HERE / "client.py"),
+        train_args="--metrics" if metrics else "",
         key_metric=None,
     )
     env = SimEnv(num_clients=n_clients, workspace_root=workspace_root, progress=False)
@@ -105,6 +108,7 @@ def main() -> int:
     parser.add_argument("--num-rounds", type=int, default=5)
     parser.add_argument("--workspace-root", required=True)
     parser.add_argument("--report", help="write timing and peak RSS (JSON) to this file")
+    parser.add_argument("--metrics", action="store_true", help="the sites report a metric")
     parser.add_argument("--profile", help="write a pstats profile of the job to this file")
     args = parser.parse_args()
 
@@ -112,9 +116,13 @@ def main() -> int:
     started = time.perf_counter()
     if profiler is not None:
         with profiler:
-            status, message, result = run_job(args.n_clients, args.num_rounds, args.workspace_root)
+            status, message, result = run_job(
+                args.n_clients, args.num_rounds, args.workspace_root, args.metrics
+            )
     else:
-        status, message, result = run_job(args.n_clients, args.num_rounds, args.workspace_root)
+        status, message, result = run_job(
+            args.n_clients, args.num_rounds, args.workspace_root, args.metrics
+        )
     job_s = time.perf_counter() - started
 
     ok = status == "FINISHED:COMPLETED"
