@@ -312,6 +312,50 @@ CORE_SETTINGS: list[Setting] = [
         minimum=0,
     ),
     Setting(
+        name="net.max_message_bytes",
+        type=int,
+        default=1 << 30,
+        unit="bytes",
+        bounds="The largest message a hub or node accepts from one connection (all its "
+        "fragments together); a fragment that would take a message past it closes the "
+        "connection before it is kept. Large models are not bound by it: arrays of at least "
+        "streaming.min_tensor_bytes travel as separate chunks.",
+        advice="Raise it only when large values travel inline (streaming.enabled=False).",
+        minimum=1024,
+        scenarios=("large models", "production"),
+    ),
+    Setting(
+        name="net.max_partial_messages",
+        type=int,
+        default=64,
+        unit="messages",
+        bounds="How many fragmented messages one connection may have unfinished at once; one "
+        "more closes the connection.",
+        advice="Raise it only if many large messages legitimately interleave on one connection.",
+        minimum=1,
+    ),
+    Setting(
+        name="net.max_partial_bytes",
+        type=int,
+        default=2 << 30,
+        unit="bytes",
+        bounds="How many bytes of unfinished fragmented messages one connection may make a "
+        "hub or node hold; more closes the connection (and frees what it held).",
+        advice="Keep it at least net.max_message_bytes.",
+        minimum=1024,
+        scenarios=("production",),
+    ),
+    Setting(
+        name="net.partial_message_timeout",
+        type=float,
+        default=300.0,
+        unit="seconds",
+        bounds="How long a fragmented message may take to finish arriving; a connection "
+        "holding an older unfinished one is closed.",
+        advice="Raise it on very slow links that send messages of many fragments.",
+        minimum=0.01,
+    ),
+    Setting(
         name="net.handler_threads",
         type=int,
         default=256,

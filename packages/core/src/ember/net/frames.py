@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -217,10 +218,85 @@ class InFrame:
 
 
 class Reassembler:
-    """Collects the fragments of frames arriving on one stream into :class:`InFrame` s."""
+    """Collects the fragments of frames arriving on one stream into :class:`InFrame` s.
 
-    def __init__(self) -> None:
+    Bounded: a frame whose body would pass ``max_message`` bytes, more than ``max_partial``
+    unfinished frames, more than ``max_partial_bytes`` bytes held for them, or an unfinished
+    frame older than ``partial_timeout`` seconds (checked as fragments arrive and by
+    :meth:`expire`) is a :class:`ProtocolError` (the connection is closed), found before
+    the fragment is kept. :meth:`clear` drops everything held (the connection closed).
+    """
+
+    def __init__(
+        self,
+        max_message: int | None = None,
+        max_partial: int | None = None,
+        max_partial_bytes: int | None = None,
+        partial_timeout: float | None = None,
+    ) -> None:
         self._partial: dict[int, InFrame] = {}
+        self._sizes: dict[int, int] = {}
+        self._started: dict[int, float] = {}
+        self.held = 0  # body bytes held for unfinished frames
+        self.max_message = max_message
+        self.max_partial = max_partial
+        self.max_partial_bytes = max_partial_bytes
+        self.partial_timeout = partial_timeout
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Reassembler:
+        """One bounded by ``settings`` (:class:`~ember.net.settings.NetSettings`)."""
+        return cls(
+            settings.max_message_bytes,
+            settings.max_partial_messages,
+            settings.max_partial_bytes,
+            settings.partial_message_timeout,
+        )
+
+    @property
+    def partial(self) -> int:
+        """How many frames are unfinished."""
+        return len(self._partial)
+
+    def clear(self) -> None:
+        """Drop every unfinished frame (their views of the received fragments go)."""
+        self._partial.clear()
+        self._sizes.clear()
+        self._started.clear()
+        self.held = 0
+
+    def _forget(self, seq: int) -> None:
+        self._partial.pop(seq, None)
+        self._started.pop(seq, None)
+        self.held -= self._sizes.pop(seq, 0)
+
+    def expire(self, now: float | None = None) -> None:
+        """Raise ProtocolError if an unfinished frame is older than ``partial_timeout``."""
+        if self.partial_timeout is None or not self._started:
+            return
+        now = time.monotonic() if now is None else now
+        oldest = min(self._started.values())
+        if now - oldest > self.partial_timeout:
+            self.clear()
+            raise ProtocolError(
+                f"a fragmented message was not finished within {self.partial_timeout:g} s "
+                f"(net.partial_message_timeout)"
+            )
+
+    def _check_size(self, size: int, grow: int) -> None:
+        if self.max_message is not None and size > self.max_message:
+            self.clear()
+            raise ProtocolError(
+                f"a message of more than {self.max_message} bytes was refused "
+                f"(net.max_message_bytes={self.max_message}; large models travel in chunks, "
+                f"raise it only for large inline messages)"
+            )
+        if self.max_partial_bytes is not None and self.held + grow > self.max_partial_bytes:
+            self.clear()
+            raise ProtocolError(
+                f"unfinished messages on one connection passed {self.max_partial_bytes} bytes "
+                f"(net.max_partial_bytes)"
+            )
 
     def feed(
         self,
@@ -232,25 +308,43 @@ class Reassembler:
         """Add one fragment (``first``: its parsed header, when the caller parsed it
         already); returns the frame it completes, if any."""
         if flags & ABORT:
-            self._partial.pop(seq, None)
+            self._forget(seq)
             return None
         if flags & FIRST:
             header, body = first if first is not None else parse_header(rest)
+            self._check_size(len(body), 0 if flags & LAST else len(body))
             frame = InFrame(header, [body] if len(body) else [])
             if flags & LAST:
                 return frame
             if seq in self._partial:
                 raise ProtocolError(f"fragment sequence {seq} started twice")
+            if self.max_partial is not None and len(self._partial) >= self.max_partial:
+                self.clear()
+                raise ProtocolError(
+                    f"more than {self.max_partial} unfinished messages on one connection "
+                    f"(net.max_partial_messages)"
+                )
+            self.expire()
             self._partial[seq] = frame
+            self._sizes[seq] = len(body)
+            self.held += len(body)
+            self._started[seq] = time.monotonic()
             return None
         frame = self._partial.get(seq)  # type: ignore[assignment]
         if frame is None:
             raise ProtocolError(f"a fragment continues sequence {seq}, which never started")
+        size = self._sizes[seq] + len(rest)
+        self._check_size(size, 0 if flags & LAST else len(rest))
+        if flags & LAST:
+            self._forget(seq)
+            if len(rest):
+                frame.parts.append(rest)
+            return frame
+        self.expire()
         if len(rest):
             frame.parts.append(rest)
-        if flags & LAST:
-            del self._partial[seq]
-            return frame
+        self._sizes[seq] = size
+        self.held += len(rest)
         return None
 
 

@@ -59,7 +59,12 @@ class _Conn:
     """One connected node's stream, as the hub sees it."""
 
     def __init__(
-        self, peer_cn: str | None, peer_pem: bytes | None, outbox: Outbox, context: Any
+        self,
+        peer_cn: str | None,
+        peer_pem: bytes | None,
+        outbox: Outbox,
+        context: Any,
+        settings: NetSettings | None = None,
     ) -> None:
         self.peer_cn = peer_cn  # the proven identity (None until proven, or never)
         self.peer_pem = peer_pem
@@ -72,7 +77,9 @@ class _Conn:
         self.blocked = False  # its reader waits for a slow receiver: alive all the same
         self.gone = False  # unregistered (set under the hub's lock)
         self.reason = ""
-        self.reassembler = Reassembler()
+        self.reassembler = (
+            Reassembler.from_settings(settings) if settings is not None else Reassembler()
+        )
         # frames it is sending, by fragment seq: where they go, and the request their
         # last fragment answers (a reply in flight still counts as awaited)
         self.routes: dict[int, tuple[object, tuple[str, int] | None]] = {}
@@ -281,7 +288,9 @@ class Hub:
             peer_cn, peer_pem = peer_common_name(context), peer_certificate(context)
         else:  # proven by the hello, or never (tls=None)
             peer_cn, peer_pem = None, None
-        conn = _Conn(peer_cn, peer_pem, Outbox(self.settings.forward_buffer), context)
+        conn = _Conn(
+            peer_cn, peer_pem, Outbox(self.settings.forward_buffer), context, self.settings
+        )
         with self._lock:
             self._unnamed.add(conn)
         context.add_callback(lambda: conn.close("the stream ended"))
@@ -444,6 +453,7 @@ class Hub:
             awaited, conn.awaited = conn.awaited, {}
             routes, conn.routes = conn.routes, {}
             self._cond.notify_all()
+        conn.reassembler.clear()  # what it sent of unfinished frames goes now
         conn.close(reason)
         if conn.name is None:
             return
@@ -487,6 +497,11 @@ class Hub:
                 with self._lock:
                     conn.awaited.pop(answers, None)
         elif first is not None:
+            if len(conn.routes) >= self.settings.max_partial_messages:
+                raise ProtocolError(
+                    f"more than {self.settings.max_partial_messages} unfinished messages on "
+                    f"one connection (net.max_partial_messages)"
+                )
             conn.routes[seq] = (dest, answers)
         if dest is _LOCAL:
             frame = conn.reassembler.feed(flags, seq, rest, first)
@@ -542,6 +557,11 @@ class Hub:
                 if now - conn.opened > self.settings.connect_timeout:
                     conn.close(f"no hello within {self.settings.connect_timeout:g} s")
             for conn in named:
+                try:
+                    conn.reassembler.expire(now)
+                except ProtocolError as exc:
+                    self._unregister(conn, f"protocol error: {exc}")
+                    continue
                 silent = now - conn.last_heard
                 if not conn.blocked and silent > interval:
                     self._unregister(

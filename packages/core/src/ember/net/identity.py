@@ -99,10 +99,7 @@ def verify_certificate(
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
-        raise IdentityError(
-            f"{describe(cert)} (issued by {cert.issuer.rfc4514_string()!r}) is not signed by "
-            f"the project's CA ({ca.subject.rfc4514_string()!r})"
-        ) from None
+        raise IdentityError(_not_signed_by(cert, ca)) from None
     check_validity(ca, now)
     check_validity(cert, now)
     try:
@@ -204,3 +201,30 @@ def diagnose(cert_pem: bytes, ca_pem: bytes) -> str | None:
     except IdentityError as exc:
         return str(exc)
     return None
+
+
+def _not_signed_by(cert: x509.Certificate, ca: x509.Certificate) -> str:
+    """Why ``cert`` is not the project CA's: names the two CAs apart even when another CA
+    carries the same name (then by the fingerprints of their keys)."""
+    issuer, project = cert.issuer.rfc4514_string(), ca.subject.rfc4514_string()
+    if issuer != project:
+        return (
+            f"{describe(cert)} (issued by {issuer!r}) is not signed by the project's CA "
+            f"({project!r})"
+        )
+
+    def key_id(value: x509.Certificate) -> str:
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(
+            value.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return digest.finalize().hex()[:16]
+
+    return (
+        f"{describe(cert)} is not signed by the project's CA: it was issued by another CA "
+        f"that has the same name ({project!r}) but a different key (the project CA's key "
+        f"sha256 {key_id(ca)}...); re-issue it from the project's CA, or the project CA was "
+        f"re-created since it was issued"
+    )

@@ -44,11 +44,15 @@ _TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "verification")
 class _Link:
     """One connection to the hub; a node makes a new one each time it reconnects."""
 
-    def __init__(self, channel: Any, call: Any, outbox: Outbox) -> None:
+    def __init__(
+        self, channel: Any, call: Any, outbox: Outbox, settings: NetSettings | None = None
+    ) -> None:
         self.channel = channel
         self.call = call
         self.outbox = outbox
-        self.reassembler = Reassembler()
+        self.reassembler = (
+            Reassembler.from_settings(settings) if settings is not None else Reassembler()
+        )
         self.last_heard = time.monotonic()
         self.closed = False
         self.reason = ""
@@ -244,7 +248,7 @@ class NetNode(Messenger):
             ) from None
         finally:
             timer.cancel()
-        return _Link(channel, call, outbox)
+        return _Link(channel, call, outbox, self.settings)
 
     def _proof_material(self) -> dict[str, Any]:
         """What this node proves its identity with (tls, clear): its certificate, its key,
@@ -455,6 +459,7 @@ class NetNode(Messenger):
                 self._link = None
             self._last_reason = reason
         link.end(reason)
+        link.reassembler.clear()
         with contextlib.suppress(Exception):
             link.channel.close()
         self._fail_link(link, reason)

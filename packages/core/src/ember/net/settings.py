@@ -17,6 +17,10 @@ class NetSettings:
     fragment_size: int
     handler_threads: int
     max_connections: int
+    max_message_bytes: int = 1 << 30
+    max_partial_messages: int = 64
+    max_partial_bytes: int = 2 << 30
+    partial_message_timeout: float = 300.0
 
     @classmethod
     def current(cls) -> NetSettings:
@@ -32,6 +36,10 @@ class NetSettings:
             fragment_size=int(get_setting("net.fragment_size")),
             handler_threads=int(get_setting("net.handler_threads")),
             max_connections=int(get_setting("net.hub_max_connections")),
+            max_message_bytes=int(get_setting("net.max_message_bytes")),
+            max_partial_messages=int(get_setting("net.max_partial_messages")),
+            max_partial_bytes=int(get_setting("net.max_partial_bytes")),
+            partial_message_timeout=float(get_setting("net.partial_message_timeout")),
         )
 
     @property

@@ -1,0 +1,115 @@
+"""Hardening of the networked layers (issue 28): bounded memory per peer, clear refusals."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from core.test_net_kit import network, pki  # noqa: F401  (pki: a fixture)
+from ember.net import TransportError
+from ember.net.frames import (
+    REQUEST,
+    Header,
+    OutFrame,
+    ProtocolError,
+    Reassembler,
+    parse_fragment,
+)
+
+
+def feed_all(reassembler: Reassembler, parts: list[bytes]) -> None:
+    for part in parts:
+        reassembler.feed(*parse_fragment(part))
+
+
+def fragments(size: int, fragment_size: int = 16 * 1024, ident: int = 1) -> list[bytes]:
+    frame = OutFrame(Header(REQUEST, 0, ident, "a", "b", "t"), b"x" * size, fragment_size)
+    out = []
+    while not frame.done:
+        out.append(frame.next_fragment())
+    return out
+
+
+def test_a_message_over_the_limit_is_refused_before_its_fragment_is_kept() -> None:
+    reassembler = Reassembler(max_message=40_000)
+    parts = fragments(100_000)
+    with pytest.raises(ProtocolError, match=r"net\.max_message_bytes"):
+        feed_all(reassembler, parts)
+    assert reassembler.held == 0
+    assert reassembler.partial == 0  # nothing kept past the limit
+
+
+def test_a_message_under_the_limit_still_reassembles() -> None:
+    reassembler = Reassembler(max_message=200_000, max_partial=1, max_partial_bytes=200_000)
+    got = [reassembler.feed(*parse_fragment(part)) for part in fragments(100_000)]
+    assert got[-1] is not None
+    assert got[-1].body() == b"x" * 100_000
+    assert reassembler.held == 0
+    assert reassembler.partial == 0
+
+
+def test_too_many_unfinished_messages_on_one_connection_are_refused() -> None:
+    reassembler = Reassembler(max_partial=3)
+    firsts = [fragments(40_000, ident=ident)[0] for ident in range(4)]
+    with pytest.raises(ProtocolError, match=r"net\.max_partial_messages"):
+        feed_all(reassembler, firsts)
+    assert reassembler.partial == 0
+
+
+def test_too_many_unfinished_bytes_on_one_connection_are_refused() -> None:
+    reassembler = Reassembler(max_partial_bytes=50_000)
+    firsts = [fragments(40_000, ident=ident)[0] for ident in range(8)]
+    with pytest.raises(ProtocolError, match=r"net\.max_partial_bytes"):
+        feed_all(reassembler, firsts)
+    assert reassembler.held == 0
+
+
+def test_an_unfinished_message_past_its_time_limit_is_refused() -> None:
+    reassembler = Reassembler(partial_timeout=5.0)
+    reassembler.feed(*parse_fragment(fragments(40_000)[0]))
+    reassembler.expire()  # young: fine
+    with pytest.raises(ProtocolError, match=r"net\.partial_message_timeout"):
+        reassembler.expire(now=1e12)
+    assert reassembler.partial == 0
+    assert reassembler.held == 0
+
+
+def test_a_hub_closes_a_connection_sending_a_message_over_the_limit_and_keeps_serving(
+    pki,  # noqa: F811
+) -> None:
+    with network(
+        pki, **{"net.max_message_bytes": 64 * 1024, "net.fragment_size": 16 * 1024}
+    ) as net:
+        hub = net.hub()
+        a = net.node("site-1", hub)
+        hub.local.register_handler("echo", lambda sender, body: bytes(body))
+        reasons: list[str] = []
+        dropped = threading.Event()
+        hub.on_disconnect = lambda name, reason: (reasons.append(reason), dropped.set())
+        back = threading.Event()
+        a.on_reconnect = back.set
+        assert a.request("server", "echo", b"small", 5) == b"small"
+        with pytest.raises(TransportError, match="connection lost"):
+            a.request("server", "echo", b"x" * (256 * 1024), 5)
+        assert dropped.wait(5)
+        assert "net.max_message_bytes" in reasons[0]
+        assert back.wait(10)  # it reconnects by itself, and is served again
+        assert a.request("server", "echo", b"again", 10) == b"again"
+
+
+def test_a_certificate_from_another_ca_of_the_same_name_says_how_they_differ(
+    tmp_path: Path,
+) -> None:
+    from ember.net.identity import IdentityError, load_certificate, verify_certificate
+    from ember.provision.certs import make_ca, make_cert
+
+    ours, theirs = make_ca("proj", tmp_path / "ours"), make_ca("proj", tmp_path / "theirs")
+    cert = make_cert(theirs, "site-1", tmp_path / "site-1", kind="client")
+    with pytest.raises(IdentityError) as info:
+        verify_certificate(cert.cert.read_bytes(), load_certificate(ours.cert.read_bytes()))
+    message = str(info.value)
+    assert "not signed by the project's CA" in message
+    assert "same name" in message
+    assert "different key" in message
