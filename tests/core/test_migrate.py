@@ -170,7 +170,6 @@ def test_unmappable_name_is_reported_and_fails(tmp_path: Path) -> None:
             "NumpyFedAvgRecipe(analytics_receiver=...)",
             "has no parameter 'analytics_receiver'",
         ),
-        ("from nvflare.client.tracking import MLflowWriter\n", "MLflowWriter", "TensorBoard"),
     ],
 )
 def test_other_unmapped(tmp_path: Path, source: str, name: str, reason: str) -> None:

@@ -87,8 +87,8 @@ NAMES: dict[str, Target] = {
     "nvflare.client.config.ExchangeFormat": Unmapped(
         "Ember infers the exchange format from the recipe (numpy arrays or framework tensors)"
     ),
-    "nvflare.client.tracking.WandBWriter": Unmapped("Ember tracks to TensorBoard only"),
-    "nvflare.client.tracking.MLflowWriter": Unmapped("Ember tracks to TensorBoard only"),
+    "nvflare.client.tracking.WandBWriter": "ember.client.tracking:WandBWriter",
+    "nvflare.client.tracking.MLflowWriter": "ember.client.tracking:MLflowWriter",
     "nvflare.client.AnalyticsDataType": Unmapped(
         "use flare.log(key, value, data_type) with 'scalar' or 'scalars'"
     ),
