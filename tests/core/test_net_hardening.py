@@ -113,3 +113,34 @@ def test_a_certificate_from_another_ca_of_the_same_name_says_how_they_differ(
     assert "not signed by the project's CA" in message
     assert "same name" in message
     assert "different key" in message
+
+
+def test_a_silent_connection_is_dropped_after_the_handshake_timeout(pki) -> None:  # noqa: F811
+    import socket
+
+    with network(pki, **{"net.handshake_timeout": 0.5}) as net:
+        hub = net.hub()
+        silent = socket.create_connection(("127.0.0.1", hub.port))
+        silent.settimeout(30.0)  # far below gRPC's own 120 s default
+        try:
+            assert silent.recv(1024) == b""  # the hub closed it
+        finally:
+            silent.close()
+        a = net.node("site-1", hub)  # and it still serves
+        assert hub.connected() == ["site-1"]
+        a.close()
+
+
+def test_refused_connections_are_logged_aggregated(caplog: pytest.LogCaptureFixture) -> None:
+    from ember.net.hub import RefusalLog
+
+    refusals = RefusalLog("server", window=60.0)
+    with caplog.at_level("WARNING", logger="ember.net.hub"):
+        for i in range(886):
+            refusals.refused("127.0.0.1", "wrong TLS version", now=1000.0 + i * 0.01)
+        refusals.flush(now=1060.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "hub server refused a connection from 127.0.0.1: wrong TLS version",
+        "hub server refused 885 connections from 127.0.0.1 in the last 60 s: wrong TLS version",
+    ]

@@ -356,6 +356,30 @@ CORE_SETTINGS: list[Setting] = [
         minimum=0.01,
     ),
     Setting(
+        name="net.handshake_timeout",
+        type=float,
+        default=10.0,
+        unit="seconds",
+        bounds="How long a hub waits for a new connection's TLS/HTTP2 handshake "
+        "(gRPC's grpc.server_handshake_timeout_ms; its own default is 120 s); a connection "
+        "that sends nothing, or half a header, is dropped after it.",
+        advice="Raise it only for links so slow that a handshake takes longer.",
+        minimum=0.1,
+        scenarios=("production",),
+    ),
+    Setting(
+        name="net.idle_connection_timeout",
+        type=float,
+        default=60.0,
+        unit="seconds",
+        bounds="How long a hub keeps a connection that carries no call (gRPC's "
+        "grpc.max_connection_idle_ms); a registered node always has one, so only "
+        "connections that never registered are closed by it.",
+        advice="Raise it if tools keep idle connections to the hub on purpose.",
+        minimum=1.0,
+        scenarios=("production",),
+    ),
+    Setting(
         name="net.handler_threads",
         type=int,
         default=256,

@@ -55,6 +55,69 @@ Authorize = Callable[[str | None, str], str | None]
 _LOCAL = object()  # a route to the hub's own node
 
 
+class RefusalLog:
+    """Refused connections, logged at most once per ``window`` seconds per source address
+    and reason, with a count ("refused 885 connections from 127.0.0.1 in the last 60 s:
+    ..."), so an attacker cannot fill the disk with refusals. The first of each kind is
+    logged at once."""
+
+    def __init__(self, hub: str, window: float = 60.0) -> None:
+        self.hub = hub
+        self.window = window
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._since: dict[tuple[str, str], float] = {}
+
+    def refused(self, source: str, reason: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        key = (source, reason)
+        with self._lock:
+            if key not in self._since:
+                self._since[key] = now
+                self._counts[key] = 0
+                first = True
+            else:
+                first = False
+                self._counts[key] += 1
+        if first:
+            log.warning("hub %s refused a connection from %s: %s", self.hub, source, reason)
+        self.flush(now)
+
+    def flush(self, now: float | None = None, force: bool = False) -> None:
+        """Log the counts of windows that have passed (all of them with ``force``)."""
+        now = time.monotonic() if now is None else now
+        due = []
+        with self._lock:
+            for key, since in list(self._since.items()):
+                if force or now - since >= self.window:
+                    count = self._counts.pop(key)
+                    del self._since[key]
+                    if count:
+                        due.append((key, count, now - since))
+        for (source, reason), count, span in due:
+            log.warning(
+                "hub %s refused %d connections from %s in the last %.0f s: %s",
+                self.hub,
+                count,
+                source,
+                span,
+                reason,
+            )
+
+
+def _source(context: Any) -> str:
+    """The peer's address without its port (``ipv4:127.0.0.1:5555`` -> ``127.0.0.1``)."""
+    try:
+        peer = str(context.peer())
+    except Exception:
+        return "?"
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host = rest.rsplit(":", 1)[0]
+        return host.strip("[]")
+    return peer
+
+
 class _Conn:
     """One connected node's stream, as the hub sees it."""
 
@@ -158,6 +221,7 @@ class Hub:
         self.on_connect: Callable[[str], None] | None = None
         self.on_disconnect: Callable[[str, str], None] | None = None
         self.local = HubLocal(self)
+        self.refusals = RefusalLog(name)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # notified when a node goes
         self._conns: dict[str, _Conn] = {}
@@ -212,7 +276,7 @@ class Hub:
         server = grpc.server(
             ThreadPoolExecutor(limit, thread_name_prefix=f"ember-hub-{self.name}"),
             handlers=[handler],
-            options=self.settings.grpc_options(),
+            options=self.settings.server_options(),
             maximum_concurrent_rpcs=limit,
         )
         try:
@@ -307,7 +371,7 @@ class Hub:
             with self._lock:
                 self._unnamed.discard(conn)
         if refusal is not None:
-            log.warning("hub %s refused a connection (cn=%s): %s", self.name, conn.peer_cn, refusal)
+            self.refusals.refused(f"{_source(context)} (cn={conn.peer_cn})", refusal)
             conn.reason = refusal
             conn.outbox.close()
             context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
@@ -550,6 +614,7 @@ class Hub:
         interval = self.settings.heartbeat_interval
         while not self._stopping.wait(interval / 3):
             now = time.monotonic()
+            self.refusals.flush(now)
             with self._lock:
                 named = list(self._conns.values())
                 unnamed = list(self._unnamed)

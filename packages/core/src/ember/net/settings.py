@@ -21,6 +21,8 @@ class NetSettings:
     max_partial_messages: int = 64
     max_partial_bytes: int = 2 << 30
     partial_message_timeout: float = 300.0
+    handshake_timeout: float = 10.0
+    idle_connection_timeout: float = 60.0
 
     @classmethod
     def current(cls) -> NetSettings:
@@ -40,6 +42,8 @@ class NetSettings:
             max_partial_messages=int(get_setting("net.max_partial_messages")),
             max_partial_bytes=int(get_setting("net.max_partial_bytes")),
             partial_message_timeout=float(get_setting("net.partial_message_timeout")),
+            handshake_timeout=float(get_setting("net.handshake_timeout")),
+            idle_connection_timeout=float(get_setting("net.idle_connection_timeout")),
         )
 
     @property
@@ -53,7 +57,18 @@ class NetSettings:
         return max(64 << 20, 8 * self.fragment_size)
 
     def grpc_options(self) -> list[tuple[str, int | str]]:
+        """gRPC channel and server options: the largest fragment (checked by gRPC from the
+        message's length prefix, before it allocates a buffer)."""
         return [
             ("grpc.max_send_message_length", self.max_message),
             ("grpc.max_receive_message_length", self.max_message),
+        ]
+
+    def server_options(self) -> list[tuple[str, int | str]]:
+        """A hub's gRPC server options: the fragment limit, the handshake timeout and the
+        idle-connection limit."""
+        return [
+            *self.grpc_options(),
+            ("grpc.server_handshake_timeout_ms", int(self.handshake_timeout * 1000)),
+            ("grpc.max_connection_idle_ms", int(self.idle_connection_timeout * 1000)),
         ]
