@@ -1,4 +1,4 @@
-"""Run hello-flower inside Ember: ``python examples/hello-flower/job.py [--clients N] [--env poc]``."""
+"""Run hello-flower inside Ember: ``python job.py [--clients N] [--rounds R] [--env poc]``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ if __name__ == "__main__":
         min_clients=args.clients,
         run_config={"num-server-rounds": args.rounds, "min-nodes": args.clients},
     )
-    env = SimEnv(num_clients=args.clients) if args.env == "sim" else PocEnv(num_clients=args.clients)
+    env = PocEnv(num_clients=args.clients) if args.env == "poc" else SimEnv(num_clients=args.clients)
     run = recipe.execute(env)
     result = run.get_result()  # waits for the end (PocEnv returns at once from execute)
     print(run.get_status(), run.get_message())
