@@ -22,7 +22,8 @@ if __name__ == "__main__":
         min_clients=args.clients,
         run_config={"num-server-rounds": args.rounds, "min-nodes": args.clients},
     )
-    env = PocEnv(num_clients=args.clients) if args.env == "poc" else SimEnv(num_clients=args.clients)
+    n = args.clients
+    env = PocEnv(num_clients=n) if args.env == "poc" else SimEnv(num_clients=n)
     run = recipe.execute(env)
     result = run.get_result()  # waits for the end (PocEnv returns at once from execute)
     print(run.get_status(), run.get_message())
