@@ -144,3 +144,58 @@ def test_refused_connections_are_logged_aggregated(caplog: pytest.LogCaptureFixt
         "hub server refused a connection from 127.0.0.1: wrong TLS version",
         "hub server refused 885 connections from 127.0.0.1 in the last 60 s: wrong TLS version",
     ]
+
+
+PROJECT = """\
+name: {name}
+server:
+  name: localhost
+  port: {port}
+connection_security: mtls
+clients:
+  - name: site-a
+    org: org-a
+admins:
+  - name: lead@org-a.example
+    org: org-a
+    role: lead
+"""
+
+
+def test_a_daemon_whose_kit_the_hub_refuses_exits_with_the_reason(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ember.system.poc import free_port
+
+    ember = str(Path(sys.executable).parent / "ember")
+    env = {**os.environ, "EMBER_SYSTEM_START_REFUSED_TRIES": "2"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ember, *args], capture_output=True, text=True, timeout=120, env=env, check=False
+        )
+
+    port = free_port()
+    kits = {}
+    for name in ("ours", "theirs"):  # two projects, two CAs, the same site name
+        (tmp_path / f"{name}.yml").write_text(PROJECT.format(name=name, port=port))
+        done = run(
+            "provision", "-p", str(tmp_path / f"{name}.yml"), "-w", str(tmp_path / name),
+            "--format", "json",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        kits[name] = json.loads(done.stdout)["participants"]
+    server = kits["ours"]["localhost"]
+    assert run("daemon", "start", "--kit", server).returncode == 0
+    try:
+        done = run("daemon", "start", "--kit", kits["theirs"]["site-a"])
+        assert done.returncode != 0
+        out = done.stdout + done.stderr
+        assert "system.start_refused_tries" in out
+        assert "TLS handshake failed" in out
+    finally:
+        run("daemon", "stop", "--kit", kits["theirs"]["site-a"])
+        run("daemon", "stop", "--kit", server)

@@ -380,6 +380,19 @@ CORE_SETTINGS: list[Setting] = [
         scenarios=("production",),
     ),
     Setting(
+        name="system.start_refused_tries",
+        type=int,
+        default=3,
+        unit="tries",
+        bounds="How many times a client daemon (`ember daemon start`) dials a hub that refuses "
+        "it for good (its certificate refused, from another CA, expired; a security "
+        "mismatch) before it exits non-zero with the reason. An unreachable hub is dialled "
+        "again with back-off until the daemon is stopped.",
+        advice="Raise it if the hub's certificates are being rotated while sites start.",
+        minimum=1,
+        scenarios=("production",),
+    ),
+    Setting(
         name="net.handler_threads",
         type=int,
         default=256,

@@ -38,6 +38,16 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
+def permanent(exc: Exception) -> bool:
+    """Whether a connect error will not pass by waiting: a TLS or identity refusal, a
+    security mismatch (a name still held by a dying connection passes, as does an
+    unreachable hub or a timeout)."""
+    kind = getattr(exc, "kind", "unreachable")
+    if kind == "refused" and "already connected" in str(exc):
+        return False
+    return kind in ("tls", "refused", "security")
+
+
 def serve(kind: str, folder: Path, ready_fd: int | None) -> None:
     """Run a daemon in this process until SIGTERM/SIGINT."""
     stop = threading.Event()
@@ -54,14 +64,27 @@ def serve(kind: str, folder: Path, ready_fd: int | None) -> None:
         from ember.system.client import ClientDaemon
 
         daemon = ClientDaemon(folder)
+        tries, refused = int(get_setting("system.start_refused_tries")), 0
+        backoff, most = 1.0, max(1.0, float(get_setting("net.reconnect_backoff_max")))
         while True:  # the server may not be up yet: keep dialing until it is, or we stop
             try:
                 daemon.start(float(get_setting("system.start_timeout")))
                 break
             except ConnectError as exc:
+                if permanent(exc):
+                    refused += 1
+                    if refused >= tries:
+                        print(
+                            f"giving up after {refused} tries (system.start_refused_tries): "
+                            f"the hub refuses this site for good: {exc}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        sys.exit(3)
                 print(f"not connected yet: {exc}", flush=True)
-                if stop.wait(1.0):
+                if stop.wait(backoff):
                     return
+                backoff = min(2 * backoff, most)
     else:
         raise DaemonError(f"unknown daemon kind {kind!r}")
     if ready_fd is not None:
