@@ -4,28 +4,17 @@ SuperLink only through the job's tunnel over the hub (gRPC with mutual TLS)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ember.envs.poc import PocEnv, start_workspace, stop_workspace
-from ember.system.poc import PocWorkspace, prepare
+from ember.envs.poc import PocEnv
+from ember.system.poc import PocWorkspace
 from ember_flower import FlowerRecipe
 
 APP = Path(__file__).parents[2] / "examples" / "hello-flower"
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def poc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocWorkspace]:
-    ws = prepare(tmp_path_factory.mktemp("poc") / "ws", num_clients=2)
-    start_workspace(ws)
-    try:
-        yield ws
-    finally:
-        stop_workspace(ws)
 
 
 def test_a_flower_app_runs_unmodified_in_pocenv(poc: PocWorkspace, tmp_path: Path) -> None:

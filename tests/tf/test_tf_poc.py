@@ -3,7 +3,6 @@ bits as in SimEnv."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,24 +10,14 @@ import pytest
 from tf_tiny import ConstNet
 
 from ember import SimEnv
-from ember.envs.poc import PocEnv, start_workspace, stop_workspace
-from ember.system.poc import PocWorkspace, prepare
+from ember.envs.poc import PocEnv
+from ember.system.poc import PocWorkspace
 from ember_tf.convert import model_params
 from ember_tf.framework import ensure_built
 from ember_tf.recipes import FedAvgRecipe
 
 SCRIPT = str(Path(__file__).parent / "scripts" / "tf_add_client.py")
 COMPLETED = "FINISHED:COMPLETED"
-
-
-@pytest.fixture(scope="module")
-def poc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocWorkspace]:
-    ws = prepare(tmp_path_factory.mktemp("poc") / "ws", num_clients=2)
-    start_workspace(ws)
-    try:
-        yield ws
-    finally:
-        stop_workspace(ws)
 
 
 def recipe(external: bool = False) -> FedAvgRecipe:

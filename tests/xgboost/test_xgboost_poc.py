@@ -4,30 +4,18 @@ as in SimEnv."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import xgb_test_loaders as loaders
 
 import xgboost as xgb
 from ember import SimEnv
-from ember.envs.poc import PocEnv, start_workspace, stop_workspace
-from ember.system.poc import PocWorkspace, prepare
+from ember.envs.poc import PocEnv
+from ember.system.poc import PocWorkspace
 from ember_xgboost.recipes import XGBHorizontalRecipe
 
 COMPLETED = "FINISHED:COMPLETED"
-
-
-@pytest.fixture(scope="module")
-def poc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocWorkspace]:
-    ws = prepare(tmp_path_factory.mktemp("poc") / "ws", num_clients=2)
-    start_workspace(ws)
-    try:
-        yield ws
-    finally:
-        stop_workspace(ws)
 
 
 def recipe() -> XGBHorizontalRecipe:

@@ -9,6 +9,8 @@ answers with a :class:`TunnelReply`. Bodies and headers travel byte for byte.
 
 from __future__ import annotations
 
+import itertools
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,3 +107,15 @@ def _headers(raw: Any) -> Headers:
     ):
         raise TunnelError("tunnel headers must be a list of [name, value] strings")
     return tuple((str(k), str(v)) for k, v in raw)
+
+
+class CallNumbers:
+    """The ``seq`` of one endpoint's calls: 1, 2, ... in the order they arrive."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            return next(self._counter)

@@ -8,14 +8,13 @@ bodies cross the tunnel exactly as the client and the service wrote them.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 
-from ember.tunnel.calls import Headers, TunnelCall, TunnelReply
+from ember.tunnel.calls import CallNumbers, Headers, TunnelCall, TunnelReply
 from ember.tunnel.tls import LoopbackTls
 
 _UNLIMITED: list[tuple[str, int | str]] = [
@@ -60,8 +59,7 @@ class GrpcTunnelEndpoint:
         self.tunnel = tunnel
         self._send = send
         self.allow = allow
-        self._seq = 0
-        self._lock = threading.Lock()
+        self._numbers = CallNumbers()
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers, thread_name_prefix=f"ember-tunnel-{tunnel}"),
             handlers=[_AnyMethod(self)],
@@ -85,9 +83,7 @@ class GrpcTunnelEndpoint:
         return f"127.0.0.1:{self.port}"
 
     def next_seq(self) -> int:
-        with self._lock:
-            self._seq += 1
-            return self._seq
+        return self._numbers.next()
 
     def handle(self, method: str, body: bytes, context: grpc.ServicerContext) -> bytes:
         call = TunnelCall(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from ember.tunnel.calls import Headers, TunnelCall, TunnelError, TunnelReply
+from ember.tunnel.calls import CallNumbers, Headers, TunnelCall, TunnelError, TunnelReply
 
 if TYPE_CHECKING:
     from ember.tunnel.tls import LoopbackTls
@@ -64,8 +64,7 @@ class HttpTunnelEndpoint:
         self.tunnel = tunnel
         self._send = send
         self.allow = allow
-        self._seq = 0
-        self._lock = threading.Lock()
+        self._numbers = CallNumbers()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
@@ -83,9 +82,7 @@ class HttpTunnelEndpoint:
         return f"127.0.0.1:{self.port}"
 
     def next_seq(self) -> int:
-        with self._lock:
-            self._seq += 1
-            return self._seq
+        return self._numbers.next()
 
     def handle(self, path: str, body: bytes, headers: Headers) -> TunnelReply:
         return self._send(TunnelCall(self.tunnel, self.next_seq(), path, body, headers))
