@@ -218,7 +218,7 @@ def test_a_script_that_does_not_connect_within_launch_timeout_fails_its_site(
     )
     run = run_sim(recipe, tmp_path)
     assert run.get_status() == "FINISHED:EXECUTION_EXCEPTION"
-    assert "runtime.subprocess_connect_timeout=0.5s" in run.get_message()
+    assert "runtime.subprocess_connect_timeout = 0.5 s (job config)" in run.get_message()
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,8 @@ def test_horizontal_training_gives_the_model_of_the_pooled_rows(tmp_path: Path) 
     )
     # the federated server and the tunnel are gone with the job
     assert refused(server_port(result))
-    assert no_process_mentions(str(result / "server"))
+    assert no_process_mentions(str(result / "server" / ".xgboost_tls"))  # the federated server
+    assert no_process_mentions(str(result / "job" / "app"))  # the sites' processes
 
 
 def test_vertical_training_gives_the_model_of_the_pooled_columns(tmp_path: Path) -> None:
@@ -193,7 +194,8 @@ def test_a_site_dying_mid_training_ends_the_job_with_its_name(tmp_path: Path) ->
     assert "exit" in run.get_message() or "code 3" in run.get_message()
     result = Path(run.get_result())
     assert refused(server_port(result))
-    assert no_process_mentions(str(result))
+    assert no_process_mentions(str(result / "server" / ".xgboost_tls"))
+    assert no_process_mentions(str(result / "job" / "app"))
 
 
 def test_recipes_refuse_bad_arguments_naming_the_fix() -> None:

@@ -354,6 +354,9 @@ CORE_SETTINGS: list[Setting] = [
         "holding an older unfinished one is closed.",
         advice="Raise it on very slow links that send messages of many fragments.",
         minimum=0.01,
+        symptom="A connection closed with 'a fragmented message was not finished within "
+        "net.partial_message_timeout = ...' in the hub's or node's log.",
+        scenarios=("large models", "production"),
     ),
     Setting(
         name="net.handshake_timeout",
@@ -365,6 +368,8 @@ CORE_SETTINGS: list[Setting] = [
         "that sends nothing, or half a header, is dropped after it.",
         advice="Raise it only for links so slow that a handshake takes longer.",
         minimum=0.1,
+        symptom="Connections from a far or slow peer dropped before they register; the hub "
+        "logs refused connections from that address.",
         scenarios=("production",),
     ),
     Setting(
@@ -377,6 +382,8 @@ CORE_SETTINGS: list[Setting] = [
         "connections that never registered are closed by it.",
         advice="Raise it if tools keep idle connections to the hub on purpose.",
         minimum=1.0,
+        symptom="A tool holding a connection to the hub without registering finds it closed "
+        "after a minute.",
         scenarios=("production",),
     ),
     Setting(

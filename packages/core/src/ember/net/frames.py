@@ -26,6 +26,7 @@ from typing import Any
 
 import msgpack
 
+from ember.config import describe_setting
 from ember.runtime.transport import TransportError
 
 # frame kinds
@@ -279,8 +280,8 @@ class Reassembler:
         if now - oldest > self.partial_timeout:
             self.clear()
             raise ProtocolError(
-                f"a fragmented message was not finished within {self.partial_timeout:g} s "
-                f"(net.partial_message_timeout)"
+                "a fragmented message was not finished within "
+                + describe_setting("net.partial_message_timeout", self.partial_timeout)
             )
 
     def _check_size(self, size: int, grow: int) -> None:
