@@ -233,3 +233,50 @@ def test_a_tls_endpoint_serves_only_the_client_holding_the_jobs_key(
     finally:
         endpoint.close()
         tunnels.close_all()
+
+
+class _OneTask:
+    """A ServerLink whose only task asks for the tunnel ``spec``."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from ember.common import FLModel
+        from ember.common.messages import Task
+
+        self.task = Task("train", "t1", FLModel(params={}, meta={"tunnel": spec}))
+
+    def get_task(self, wait: float) -> Any:
+        return self.task
+
+
+def test_a_unix_socket_endpoint_is_dialled_from_the_site_folder_and_only_its_user_may_open_it(
+    service: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    from ember.tunnel import TunnelSiteLink
+
+    _, address = service
+    tunnels = TunnelService()
+    tunnels.open("echo", GrpcUpstream(address), allow=("/test.",))
+    spec = {"name": "echo", "protocol": "grpc", "allow": ["/test."], "unix_socket": True}
+    link = TunnelSiteLink(_OneTask(spec), _Direct(tunnels), "site-1", site_dir=tmp_path)  # type: ignore[arg-type]
+    task = link.get_task(1)
+    dial = task.data.meta["tunnel_address"]
+    # unix:<digits>: a host:port-shaped address (XGBoost accepts no other) of a link in the
+    # site folder, the script's working directory, to a socket only its owner may open
+    name = dial.removeprefix("unix:")
+    assert name.isdigit()
+    socket_path = (tmp_path / name).resolve()
+    assert stat.S_ISSOCK(socket_path.stat().st_mode)
+    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert _call(dial, b"abc", "/test.Echo/Reverse") == b"cba"
+        assert os.path.islink(tmp_path / name)
+    finally:
+        link.close()
+        tunnels.close_all()
+    assert not (tmp_path / name).exists()
+    assert not socket_path.parent.exists()

@@ -92,10 +92,36 @@ def test_horizontal_training_gives_the_model_of_the_pooled_rows(tmp_path: Path) 
     assert rounds[-1]["metrics"]["valid_auc"] == pytest.approx(
         roc_auc_score(yv, federated), abs=1e-6
     )
-    # the federated server and the tunnel are gone with the job
+    # the sites' processes and their tunnel endpoints are gone with the job
+    assert no_process_mentions(str(result / "job" / "app"))
+    assert not tunnel_links(tmp_path)
+
+
+def tunnel_links(root: Path) -> list[Path]:
+    """The sites' links to their tunnel sockets (``unix:<digits>`` in the site folder)."""
+    return [p for p in root.rglob("*") if p.is_symlink() and p.name.isdigit()]
+
+
+def test_xgboosts_own_federated_server_gives_the_bits_of_the_server_jobs_collective(
+    tmp_path: Path,
+) -> None:
+    models = {}
+    for collective in ("ember", "xgboost"):
+        recipe = XGBHorizontalRecipe(
+            name=f"xgb-{collective}",
+            min_clients=2,
+            num_rounds=3,
+            early_stopping_rounds=None,
+            xgb_params=PARAMS,
+            per_site_config=sites(2, loaders.Rows(num_sites=2)),
+            collective=collective,
+        )
+        result = run_sim(recipe, tmp_path / collective, 2)
+        models[collective] = (result / "server" / "xgboost_model.json").read_bytes()
+    assert models["ember"] == models["xgboost"]
+    # XGBoost's federated server is stopped with the job, its port closed
     assert refused(server_port(result))
-    assert no_process_mentions(str(result / "server" / ".xgboost_tls"))  # the federated server
-    assert no_process_mentions(str(result / "job" / "app"))  # the sites' processes
+    assert no_process_mentions(str(result / "server" / ".xgboost_tls"))
 
 
 def test_vertical_training_gives_the_model_of_the_pooled_columns(tmp_path: Path) -> None:
@@ -193,9 +219,8 @@ def test_a_site_dying_mid_training_ends_the_job_with_its_name(tmp_path: Path) ->
     assert "site-2" in run.get_message()
     assert "exit" in run.get_message() or "code 3" in run.get_message()
     result = Path(run.get_result())
-    assert refused(server_port(result))
-    assert no_process_mentions(str(result / "server" / ".xgboost_tls"))
     assert no_process_mentions(str(result / "job" / "app"))
+    assert not tunnel_links(tmp_path)
 
 
 def test_recipes_refuse_bad_arguments_naming_the_fix() -> None:
@@ -204,6 +229,10 @@ def test_recipes_refuse_bad_arguments_naming_the_fix() -> None:
         XGBHorizontalRecipe(name="x", min_clients=2, num_rounds=1)
     with pytest.raises(RecipeArgumentError, match="min_clients=3 but per_site_config"):
         XGBHorizontalRecipe(name="x", min_clients=3, num_rounds=1, per_site_config=good)
+    with pytest.raises(RecipeArgumentError, match='collective must be "ember"'):
+        XGBHorizontalRecipe(
+            name="x", min_clients=2, num_rounds=1, collective="nccl", per_site_config=good
+        )
     with pytest.raises(RecipeArgumentError, match="homomorphic encryption"):
         XGBHorizontalRecipe(
             name="x", min_clients=2, num_rounds=1, secure=True, per_site_config=good

@@ -47,14 +47,17 @@ def _site_order(ctx: ServerContext, client_ranks: dict[str, int] | None) -> list
 class XGBHistogramController:
     """Histogram-based federated XGBoost (NVFlare's ``XGBFedController``).
 
-    The server's job process runs XGBoost's federated server as a child process (on a free
-    port, mutual TLS with throw-away certificates) and opens the tunnel ``xgboost`` to it;
-    every site trains in its own process, its XGBoost worker talking to the site's loopback
-    endpoint of that tunnel (``ember.tunnel``). All sites must train at once: the job needs
-    every site of ``client_ranks`` (or of the job) alive, and a site that dies fails the job
-    at once with its name. The model of rank 0 (the label owner in vertical training) is
-    saved as XGBoost JSON to ``server/<model_file_name>``; each boosting round's validation
-    metrics go to ``round_metrics.jsonl`` and the job's tracking.
+    Every site trains in its own process, its XGBoost worker talking to the site's endpoint
+    of the tunnel ``xgboost`` (``ember.tunnel``; a Unix socket only the site's user can
+    open). The server's job process answers the collective calls itself
+    (:class:`~ember_xgboost.collective.FederatedCollective`), or, with
+    ``xgb_options["collective"] = "xgboost"``, replays them on XGBoost's federated server run
+    as a child process (a free port, mutual TLS with throw-away certificates). All sites
+    must train at once: the job needs every site of ``client_ranks`` (or of the job) alive,
+    and a site that dies fails the job at once with its name. The model of rank 0 (the label
+    owner in vertical training) is saved as XGBoost JSON to ``server/<model_file_name>``;
+    each boosting round's validation metrics go to ``round_metrics.jsonl`` and the job's
+    tracking.
     """
 
     def __init__(
@@ -86,7 +89,6 @@ class XGBHistogramController:
         self.model_file_name = model_file_name
 
     def run(self, ctx: ServerContext) -> None:
-        from ember_xgboost.federated_server import FederatedServer
         from ember_xgboost.support import require_federated
 
         require_federated(column_split=self.data_split_mode == COLUMN_SPLIT)
@@ -97,6 +99,40 @@ class XGBHistogramController:
                 f"histogram-based XGBoost trains on every site at once; {', '.join(dead)} "
                 "is not alive"
             )
+        collective = self.xgb_options.get("collective", "ember")
+        if collective == "ember":
+            self._run_in_process(ctx, ranked)
+        elif collective == "xgboost":
+            self._run_federated_server(ctx, ranked)
+        else:
+            raise JobError(
+                f'xgb_options["collective"] must be "ember" (the server job answers the '
+                f'collective) or "xgboost" (XGBoost\'s federated server), got {collective!r}'
+            )
+
+    def _run_in_process(self, ctx: ServerContext, ranked: list[str]) -> None:
+        """The server's job process answers the collective itself (ember_xgboost.collective)."""
+        from ember_xgboost.collective import FederatedCollective
+
+        started = time.monotonic()
+        ctx.log.info(
+            "XGBoost collective in the server job for %d sites (%s)", len(ranked), ", ".join(ranked)
+        )
+        ctx.tunnels.open(
+            TUNNEL,
+            FederatedCollective(len(ranked), ranked),
+            sites=ranked,
+            allow=(FEDERATED_SERVICE,),
+        )
+        try:
+            self._train(ctx, ranked, started)
+        finally:
+            ctx.tunnels.close(TUNNEL)
+
+    def _run_federated_server(self, ctx: ServerContext, ranked: list[str]) -> None:
+        """XGBoost's federated server as a child process, reached over mutual TLS."""
+        from ember_xgboost.federated_server import FederatedServer
+
         started = time.monotonic()
         tls = write_loopback_tls(ctx.server_dir / ".xgboost_tls")
         log_path = ctx.server_dir / "xgboost_federated_server.log"
@@ -153,7 +189,9 @@ class XGBHistogramController:
                     "name": TUNNEL,
                     "protocol": "grpc",
                     "allow": [FEDERATED_SERVICE],
-                    "tls": True,  # the site's worker proves itself to the site's endpoint
+                    # only the site's own user can reach the endpoint (a socket in a 0700
+                    # folder): as safe as mutual TLS here, without encrypting every byte
+                    "unix_socket": True,
                 },
                 "xgb_mode": "histogram",
                 "rank": rank,

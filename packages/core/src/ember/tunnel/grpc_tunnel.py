@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
 
-from ember.tunnel.calls import CallNumbers, Headers, TunnelCall, TunnelReply
+from ember.tunnel.calls import CallNumbers, Headers, TunnelCall, TunnelError, TunnelReply
 from ember.tunnel.tls import LoopbackTls
 
 _UNLIMITED: list[tuple[str, int | str]] = [
@@ -43,7 +44,9 @@ class GrpcTunnelEndpoint:
     ``allow``: method-path prefixes served; any other method is refused here with
     ``PERMISSION_DENIED`` before anything is sent. Calls are numbered in the order they
     arrive (``seq``); concurrent local calls stay concurrent. With ``tls`` the endpoint
-    serves mutual TLS: only a client holding ``tls.client_key`` may call.
+    serves mutual TLS: only a client holding ``tls.client_key`` may call. With
+    ``unix_socket`` it listens on that Unix domain socket instead of a loopback port (its
+    folder's permissions decide who may call; see :class:`~ember.tunnel.TunnelSiteLink`).
     """
 
     protocol = "grpc"
@@ -55,7 +58,10 @@ class GrpcTunnelEndpoint:
         allow: tuple[str, ...],
         max_workers: int = 32,
         tls: LoopbackTls | None = None,
+        unix_socket: Path | None = None,
     ) -> None:
+        if tls is not None and unix_socket is not None:
+            raise TunnelError(f"tunnel {tunnel!r}: TLS or a Unix socket, not both")
         self.tunnel = tunnel
         self._send = send
         self.allow = allow
@@ -66,7 +72,11 @@ class GrpcTunnelEndpoint:
             options=_UNLIMITED,
         )
         self.tls = tls
-        if tls is None:
+        self.unix_socket = unix_socket
+        if unix_socket is not None:
+            self.port = 0
+            self._server.add_insecure_port(f"unix:{unix_socket}")
+        elif tls is None:
             self.port = self._server.add_insecure_port("127.0.0.1:0")
         else:
             credentials = grpc.ssl_server_credentials(
@@ -79,7 +89,9 @@ class GrpcTunnelEndpoint:
 
     @property
     def address(self) -> str:
-        """``127.0.0.1:<port>``: what the local client connects to."""
+        """``127.0.0.1:<port>`` or ``unix:<path>``: what the local client connects to."""
+        if self.unix_socket is not None:
+            return f"unix:{self.unix_socket}"
         return f"127.0.0.1:{self.port}"
 
     def next_seq(self) -> int:

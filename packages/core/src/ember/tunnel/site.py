@@ -4,7 +4,12 @@ A workflow asks a site to connect through a tunnel by putting ``meta["tunnel"] =
 {"name": ..., "protocol": "grpc" | "http", "allow": [...]}`` in a task; the job's client
 app sets ``site_workflow`` to :class:`TunnelSiteLink`, which opens that endpoint on
 loopback (once per job and name) and writes its address into the task as
-``meta["tunnel_address"]`` before the script sees the task. The script points the local
+``meta["tunnel_address"]`` before the script sees the task. Two optional keys keep other
+local users' processes off a gRPC endpoint: ``"tls": True`` (mutual TLS with throw-away
+certificates, paths in ``meta["tunnel_tls"]``) or ``"unix_socket": True`` (a Unix domain
+socket only the site's user can open, address ``unix:<digits>`` relative to the site folder,
+the script's working directory: as safe for this purpose, without TLS's cost on every
+byte of a collective). The script points the local
 client (an XGBoost worker, a Flower SuperNode) at that address. The site opens no port
 to the network: every call leaves the site as an Ember request to the server.
 """
@@ -12,6 +17,7 @@ to the network: every call leaves the site as an Ember request to the server.
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
@@ -60,10 +66,11 @@ def _grpc(
     send: Callable[[TunnelCall], TunnelReply],
     allow: tuple[str, ...],
     tls: LoopbackTls | None = None,
+    unix_socket: Path | None = None,
 ) -> TunnelEndpoint:
     from ember.tunnel.grpc_tunnel import GrpcTunnelEndpoint
 
-    return GrpcTunnelEndpoint(name, send, allow, tls=tls)
+    return GrpcTunnelEndpoint(name, send, allow, tls=tls, unix_socket=unix_socket)
 
 
 def _http(
@@ -71,17 +78,18 @@ def _http(
     send: Callable[[TunnelCall], TunnelReply],
     allow: tuple[str, ...],
     tls: LoopbackTls | None = None,
+    unix_socket: Path | None = None,
 ) -> TunnelEndpoint:
     from ember.tunnel.http_tunnel import HttpTunnelEndpoint
 
-    if tls is not None:
+    if tls is not None or unix_socket is not None:
         raise TunnelError(f"tunnel {name!r}: the HTTP endpoint serves plain HTTP on loopback only")
     return HttpTunnelEndpoint(name, send, allow)
 
 
 ENDPOINTS: dict[str, EndpointFactory] = {"grpc": _grpc, "http": _http}
 """Endpoint factories by protocol: ``factory(name, send, allow)``, and ``tls=LoopbackTls``
-when the tunnel asks for it (a protocol without TLS support refuses it)."""
+or ``unix_socket=Path`` when the tunnel asks for it (a protocol without it refuses)."""
 
 
 class Requester(Protocol):
@@ -139,7 +147,8 @@ class TunnelSiteLink:
         self.inner = inner
         self.site = site
         self.site_dir = Path(site_dir) if site_dir is not None else None
-        self._tls_dirs: list[Path] = []
+        self._private_dirs: list[Path] = []
+        self._links: list[Path] = []
         self._send = sender(peers)
         self._endpoints: dict[str, TunnelEndpoint] = {}
         self._lock = threading.Lock()
@@ -163,6 +172,10 @@ class TunnelSiteLink:
                     tls = self._tls(name)
                     endpoint = factory(name, self._send, allow, tls=tls)
                     endpoint.tls = tls
+                elif spec.get("unix_socket"):
+                    socket = self._socket()
+                    endpoint = factory(name, self._send, allow, unix_socket=socket)
+                    endpoint.local_address = self._publish(socket)
                 else:
                     endpoint = factory(name, self._send, allow)
                 self._endpoints[name] = endpoint
@@ -173,14 +186,40 @@ class TunnelSiteLink:
         from ember.tunnel.tls import write_loopback_tls
 
         root = Path(tempfile.mkdtemp(prefix="ember-tunnel-", dir=self.site_dir))
-        self._tls_dirs.append(root)
+        self._private_dirs.append(root)
         return write_loopback_tls(root / name)
+
+    def _socket(self) -> Path:
+        # in a private folder (mkdtemp: mode 0700) under the system's temp folder, not the
+        # site folder: a socket's path must stay under about 100 bytes
+        root = Path(tempfile.mkdtemp(prefix="ember-tunnel-"))
+        self._private_dirs.append(root)
+        return root / "endpoint.sock"
+
+    def _publish(self, socket: Path) -> str:
+        """The address the site's script dials: ``unix:<digits>``, a link in the site folder
+        (the script's working directory) to ``socket``. Relative and numeric because some
+        clients accept only ``host:port`` (XGBoost's communicator splits the address at its
+        one colon and reads a port number); gRPC reads ``unix:<path>`` relative to the
+        working directory. Without a site folder, the socket's own path."""
+        socket.chmod(0o600)  # connecting needs write permission on the socket itself
+        if self.site_dir is None:
+            return f"unix:{socket}"
+        while True:
+            name = str(secrets.randbelow(9 * 10**8) + 10**8)  # nine digits, no leading zero
+            link = self.site_dir / name
+            try:
+                link.symlink_to(socket)
+            except FileExistsError:
+                continue
+            self._links.append(link)
+            return f"unix:{name}"
 
     def get_task(self, wait: float) -> Task | str | None:
         task = self.inner.get_task(wait)
         if isinstance(task, Task) and task.data is not None and TUNNEL_META in task.data.meta:
             endpoint = self.endpoint(task.data.meta[TUNNEL_META])
-            task.data.meta[ADDRESS_META] = endpoint.address
+            task.data.meta[ADDRESS_META] = getattr(endpoint, "local_address", endpoint.address)
             tls: LoopbackTls | None = getattr(endpoint, "tls", None)
             if tls is not None:
                 task.data.meta[TLS_META] = {
@@ -210,8 +249,11 @@ class TunnelSiteLink:
         """Close every endpoint (the job is over for this site)."""
         with self._lock:
             endpoints, self._endpoints = list(self._endpoints.values()), {}
-            folders, self._tls_dirs = self._tls_dirs, []
+            folders, self._private_dirs = self._private_dirs, []
+            links, self._links = self._links, []
         for endpoint in endpoints:
             endpoint.close()
+        for link in links:
+            link.unlink(missing_ok=True)
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)

@@ -43,6 +43,9 @@ def _check_ranks(client_ranks: Any, sites: dict[str, Any]) -> dict[str, int] | N
     return dict(client_ranks)
 
 
+COLLECTIVES = ("ember", "xgboost")
+
+
 class _HistogramRecipe(Recipe):
     framework = "xgboost"
 
@@ -60,8 +63,15 @@ class _HistogramRecipe(Recipe):
         per_site_config: dict[str, dict[str, Any]] | None,
         data_split_mode: int,
         model_file_name: str,
+        collective: str,
     ) -> None:
         name = check_job_name(name)
+        if collective not in COLLECTIVES:
+            raise RecipeArgumentError(
+                f"collective must be \"ember\" (the server's job process answers XGBoost's "
+                f'collective calls) or "xgboost" (XGBoost\'s own federated server in a child '
+                f"process), got {collective!r}"
+            )
         check_int("num_rounds", num_rounds, 1)
         if early_stopping_rounds is not None:
             check_int("early_stopping_rounds", early_stopping_rounds, 1)
@@ -95,6 +105,7 @@ class _HistogramRecipe(Recipe):
                         "xgb_options": {
                             "early_stopping_rounds": early_stopping_rounds,
                             "use_gpus": use_gpus,
+                            "collective": collective,
                         },
                         "client_ranks": ranks,
                         "data_loaders": loaders,
@@ -122,6 +133,9 @@ class XGBHorizontalRecipe(_HistogramRecipe):
     ``early_stopping_rounds`` stops on the validation metric of the federation. The model is
     saved as ``server/xgboost_model.json``. ``client_ranks`` fixes each site's rank (default:
     the job's site order). ``secure=True`` (HE) is refused: it needs a non-PyPI XGBoost.
+    ``collective`` (not NVFlare's): ``"ember"`` (default) answers XGBoost's collective calls
+    in the server's job process; ``"xgboost"`` replays them on XGBoost's own federated
+    server, run as a child process (docs/xgboost.md compares the two).
     """
 
     def __init__(
@@ -136,6 +150,7 @@ class XGBHorizontalRecipe(_HistogramRecipe):
         xgb_params: dict[str, Any] | None = None,
         per_site_config: dict[str, dict[str, Any]] | None = None,
         model_file_name: str = "xgboost_model.json",
+        collective: str = "ember",
     ) -> None:
         self._build(
             name=name,
@@ -149,6 +164,7 @@ class XGBHorizontalRecipe(_HistogramRecipe):
             per_site_config=per_site_config,
             data_split_mode=ROW_SPLIT,
             model_file_name=model_file_name,
+            collective=collective,
         )
 
 
@@ -161,7 +177,8 @@ class XGBVerticalRecipe(_HistogramRecipe):
 
     Each site's loader builds its matrices with ``data_split_mode=xgb.core.DataSplitMode.COL``
     from its rows of the intersection, in its order; only the label owner passes labels.
-    The label owner's model is saved to ``server/<model_file_name>``.
+    The label owner's model is saved to ``server/<model_file_name>``. ``collective``: as
+    for :class:`XGBHorizontalRecipe`.
     """
 
     def __init__(
@@ -177,6 +194,7 @@ class XGBVerticalRecipe(_HistogramRecipe):
         xgb_params: dict[str, Any] | None = None,
         model_file_name: str = "test.model.json",
         per_site_config: dict[str, dict[str, Any]] | None = None,
+        collective: str = "ember",
     ) -> None:
         owner = str(check_str("label_owner", label_owner))
         if isinstance(per_site_config, dict) and owner not in per_site_config:
@@ -206,4 +224,5 @@ class XGBVerticalRecipe(_HistogramRecipe):
             per_site_config=per_site_config,
             data_split_mode=COLUMN_SPLIT,
             model_file_name=model_file_name,
+            collective=collective,
         )
