@@ -3,6 +3,10 @@ no torch."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from typing import Any
+
 from ember.plugins import (
     DecomposerEntry,
     FrameworkEntry,
@@ -45,6 +49,11 @@ _RECIPES = {
         "FedEvalRecipe",
         "FedEval",
         "Evaluate one checkpoint on every site",
+    ),
+    "pytorch-fedavg-he": (
+        "FedAvgRecipeWithHE",
+        "FedAvg",
+        "FedAvg over CKKS ciphertexts (ember-pt[he]): the server never holds the secret key",
     ),
     "pytorch-swarm": (
         "SwarmLearningRecipe",
@@ -104,9 +113,48 @@ def ember_params_converters() -> list[ParamsConverterEntry]:
             from_format="pytorch",
             to_format="numpy",
         ),
+        # HE FedAvg (ember-pt[he]): sites decrypt what they receive, encrypt what they send
+        *(
+            entry
+            for fmt, prefix in (("pytorch-he", "torch"), ("numpy-he", "numpy"))
+            for entry in (
+                ParamsConverterEntry(
+                    name=f"{fmt}-from-numpy",
+                    target=f"ember_pt.he.convert:{prefix}_from_exchange",
+                    from_format="numpy",
+                    to_format=fmt,
+                ),
+                ParamsConverterEntry(
+                    name=f"{fmt}-to-numpy",
+                    target=f"ember_pt.he.convert:{prefix}_to_exchange",
+                    from_format=fmt,
+                    to_format="numpy",
+                    converts_results=True,
+                ),
+            )
+        ),
     ]
 
 
 @hookimpl
 def ember_tensor_adapters() -> list[TensorAdapterEntry]:
     return [TensorAdapterEntry("pytorch", "ember_pt.tensor_downloader:TorchTensorAdapter")]
+
+
+@hookimpl
+def ember_provision_kit_files(project: Any, state: Path, kind: str, name: str) -> dict[str, bytes]:
+    """HE FedAvg's keys, for a project with ``homomorphic_encryption: true``: the project's
+    CKKS pair, the secret context in clients' kits only, the public one in the server's and
+    clients'."""
+    if not getattr(project, "homomorphic_encryption", False) or kind not in ("server", "client"):
+        return {}
+    if importlib.util.find_spec("tenseal") is None:
+        from ember.errors import EmberError
+
+        raise EmberError(
+            "the project sets homomorphic_encryption: true but tenseal is not installed; "
+            "`pip install ember-pt[he]` and provision again"
+        )
+    from ember_pt.he.keys import kit_files
+
+    return kit_files(state, kind)

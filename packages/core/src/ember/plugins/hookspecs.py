@@ -1,8 +1,8 @@
 """The hooks an Ember plugin may implement.
 
-Every hook is a registration hook: it takes no arguments and returns a list of entries
-(see :mod:`ember.plugins.entries`). A plugin module implements any subset of them with
-``@ember.plugins.hookimpl`` and is announced by one entry point::
+Every hook but ``ember_provision_kit_files`` is a registration hook: it takes no arguments
+and returns a list of entries (see :mod:`ember.plugins.entries`). A plugin module
+implements any subset of them with ``@ember.plugins.hookimpl`` and is announced by one entry point::
 
     [project.entry-points.ember]
     my_plugin = "my_package.plugin"
@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from ember.plugins.markers import hookspec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ember.common.setting import Setting
     from ember.plugins.entries import (
         CommandEntry,
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
         RecipeEntry,
         TensorAdapterEntry,
     )
+    from ember.provision.project import Project
 
 
 @hookspec
@@ -69,4 +72,24 @@ def ember_cli_commands() -> list[CommandEntry]:
 @hookspec
 def ember_config_settings() -> list[Setting]:
     """Tunables (timeouts, limits) this plugin declares in the config registry."""
+    raise NotImplementedError
+
+
+@hookspec
+def ember_provision_kit_files(
+    project: Project, state: Path, kind: str, name: str
+) -> dict[str, bytes]:
+    """Extra files for one participant's ``startup/`` kit, written by ``ember provision``
+    before the kit is signed: ``{file name: bytes}``. ``project`` is the validated project
+    file (:class:`ember.provision.project.Project`), ``state`` is the project's private
+    ``state/`` folder (beside its root CA: keep project-wide secrets there, so later
+    provisionings reuse them), ``kind`` is ``server``, ``client`` or ``admin``. Example
+    (ember-pt[he]: the clients get the HE secret context, the server only the public one)::
+
+        @hookimpl
+        def ember_provision_kit_files(project, state, kind, name):
+            if kind != "client":
+                return {}
+            return {"my_token.txt": b"..."}
+    """
     raise NotImplementedError

@@ -140,7 +140,33 @@ def _write_kit(
                 "trusted_code_sha256": [],
             },
         )
+    _plugin_files(project, startup, ca, kit["kind"], kit["name"])
     sign_kit(startup, kit["name"], ca.key)
+
+
+def _plugin_files(project: Project, startup: Path, ca: CertFiles, kind: str, name: str) -> None:
+    """The files plugins add to a kit (hook ``ember_provision_kit_files``), before signing."""
+    from ember.plugins import get_plugin_manager
+
+    state = ca.key.parent  # the project's state/ folder
+    added = get_plugin_manager().hook.ember_provision_kit_files(
+        project=project, state=state, kind=kind, name=name
+    )
+    if project.homomorphic_encryption and kind == "server" and not any(added):
+        raise ProvisionError(
+            "the project sets homomorphic_encryption: true, but no installed plugin makes HE "
+            "keys; install ember-pt[he] (`pip install ember-pt[he]`) and provision again"
+        )
+    for files in added:
+        for file_name, data in (files or {}).items():
+            if Path(file_name).name != file_name or (startup / file_name).exists():
+                raise ProvisionError(
+                    f"a plugin's kit file {file_name!r} for {name} is not a new plain file "
+                    "name in startup/; fix or disable that plugin"
+                )
+            path = startup / file_name
+            path.write_bytes(data)
+            path.chmod(0o600)
 
 
 def _prods(root: Path) -> list[tuple[int, Path]]:

@@ -45,6 +45,7 @@ _TOP = (
     "server",
     "connection_security",
     "sites_allow_custom_code",
+    "homomorphic_encryption",
     "clients",
     "admins",
 )
@@ -101,6 +102,8 @@ class Project:
     admins: tuple[AdminSpec, ...] = ()
     description: str = ""
     sites_allow_custom_code: bool = True
+    #: CKKS keys for FedAvgRecipeWithHE in the kits (made by ember-pt[he]'s provisioning hook)
+    homomorphic_encryption: bool = False
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -119,6 +122,8 @@ class Project:
         data["server"] = server
         data["connection_security"] = self.connection_security
         data["sites_allow_custom_code"] = self.sites_allow_custom_code
+        if self.homomorphic_encryption:
+            data["homomorphic_encryption"] = True
         clients = []
         for c in self.clients:
             entry: dict[str, Any] = {"name": c.name, "org": c.org}
@@ -280,6 +285,7 @@ def parse_project(data: Any, source: str | Path | None = None) -> Project:
     if security not in SECURITY:
         c.add("connection_security", f"must be one of {', '.join(SECURITY)}, not {security!r}")
     default_code = c.flag("sites_allow_custom_code", top.get("sites_allow_custom_code"), True)
+    he = c.flag("homomorphic_encryption", top.get("homomorphic_encryption"), False)
 
     clients: list[ClientSpec] = []
     raw_clients = top.get("clients") or None
@@ -341,6 +347,7 @@ def parse_project(data: Any, source: str | Path | None = None) -> Project:
         admins=tuple(admins),
         description=description,
         sites_allow_custom_code=default_code,
+        homomorphic_encryption=he,
         source=Path(source) if source is not None else None,
     )
 
@@ -388,6 +395,10 @@ connection_security: mtls
 # overrides it with allow_custom_code. A site without it runs only files whose SHA-256 it
 # lists in its resources.json (trusted_code_sha256).
 sites_allow_custom_code: true
+
+# CKKS keys for FedAvgRecipeWithHE (needs ember-pt[he]): clients' kits get the secret
+# context, the server's only the public one.
+# homomorphic_encryption: true
 
 # Sites: a name (letters, digits, '-' and '_') and the organisation running it.
 clients:

@@ -8,6 +8,7 @@ from typing import Any
 # class name -> module under ember_pt.recipes
 _MODULES = {
     "FedAvgRecipe": "fedavg",
+    "FedAvgRecipeWithHE": "fedavg_he",
     "FedProxRecipe": "fedprox",
     "FedOptRecipe": "fedopt",
     "ScaffoldRecipe": "scaffold",
