@@ -172,3 +172,27 @@ def test_a_project_without_homomorphic_encryption_gets_no_he_keys(tmp_path: Path
 def test_bad_arguments_give_clear_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises((RecipeArgumentError, TypeError), match=message):
         FedAvgRecipeWithHE(**options(**kwargs))
+
+
+def test_he_fedavg_runs_in_pocenv_and_the_server_holds_no_secret_key(
+    tmp_path: Path, poc: Any
+) -> None:
+    from ember import PocEnv
+
+    recipe = FedAvgRecipeWithHE(name="he-poc", **options(num_rounds=1))
+    run_ = recipe.execute(PocEnv(clients=["site-1", "site-2"], workspace=poc.root))
+    result = Path(run_.get_result(timeout=240))
+    assert run_.get_status() == "FINISHED:COMPLETED", run_.get_message()
+    model = decrypted(result / "server" / "models" / "global_model.safetensors")
+    np.testing.assert_allclose(model["fc.bias"], [0.5 + 5 / 3, -0.5 + 5 / 3], atol=TOLERANCE)
+    # the server process's folder (kit, job workspaces) holds no context with a secret key,
+    # while each site's holds its job's key
+    server = poc.server.folder
+    contexts = [p for p in server.rglob("*.tenseal")]
+    assert contexts  # the job's public context reached the server
+    for path in contexts:
+        assert not load_context(path.read_bytes(), secret=False, source=str(path)).is_private()
+    for kit in poc.clients:
+        assert list((kit.folder / "local" / "he_keys").glob("*.tenseal"))
+    logs = "".join(p.read_text() for p in server.rglob("log.txt"))
+    assert "(no secret key)" in logs

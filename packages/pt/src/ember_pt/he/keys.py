@@ -8,9 +8,12 @@
 - SimEnv: ``FedAvgRecipeWithHE`` makes a throw-away pair per job; the job carries the public
   context (``app/he_public_context.tenseal``), and the secret one is put in a private temporary
   folder named by ``$EMBER_HE_KEYS`` (``<key id>.tenseal``), where the sites look first.
+- PocEnv: the same, the secret context written to each client's ``local/he_keys/`` (never
+  the server's folder).
 
 A site finds its secret context by the key id written in every encrypted layer: in
-``$EMBER_HE_KEYS``, then in the kit above its working folder. The server loads only a public
+``$EMBER_HE_KEYS``, then in ``local/he_keys/`` or the kit of the site folder above its working
+folder, its process's arguments or its training script. The server loads only a public
 context, and refuses one holding a secret key.
 """
 
@@ -87,12 +90,13 @@ def secret_context(kid: str, cwd: Path | None = None) -> ts.Context:
         searched.append(str(path))
         if path.is_file():
             return _cache(kid, path)
-    start = (cwd or Path.cwd()).resolve()
-    for parent in [start, *start.parents]:  # PocEnv: the job's keys in the site's local/
-        path = parent / "local" / "he_keys" / f"{kid}.tenseal"
-        if path.is_file():
-            return _cache(kid, path)
-    for startup in _kit_startups(start):
+    starts = [cwd.resolve()] if cwd is not None else _site_places()
+    for start in starts:
+        for parent in [start, *start.parents]:  # PocEnv: the job's keys in the site's local/
+            path = parent / "local" / "he_keys" / f"{kid}.tenseal"
+            if path.is_file():
+                return _cache(kid, path)
+    for startup in [s for start in starts for s in _kit_startups(start)]:
         public = startup / PUBLIC_FILE
         searched.append(str(startup / SECRET_FILE))
         found = (startup / SECRET_FILE).is_file() and public.is_file()
@@ -106,6 +110,23 @@ def secret_context(kid: str, cwd: Path | None = None) -> ts.Context:
     )
 
 
+def _site_places() -> list[Path]:
+    """Where this site's folder may be above: the working folder, the paths the process was
+    started with (a site daemon's or job process's folder) and the files of the running code
+    (a training script in the site's job folder)."""
+    import inspect
+    import sys
+
+    places = [Path.cwd().resolve()]
+    for arg in sys.argv:
+        if os.path.isabs(arg) and os.path.exists(arg):
+            places.append(Path(arg).resolve())
+    for frame in inspect.stack(context=0):
+        if os.path.isabs(frame.filename) and "jobs" in Path(frame.filename).parts:
+            places.append(Path(frame.filename).resolve().parent)
+    return list(dict.fromkeys(places))
+
+
 def _cache(kid: str, path: Path) -> ts.Context:
     context = load_context(path.read_bytes(), secret=True, source=str(path))
     _SECRET_CACHE[kid] = context
@@ -113,11 +134,12 @@ def _cache(kid: str, path: Path) -> ts.Context:
 
 
 def public_context(job_file: Path | None, start: Path) -> tuple[ts.Context, str, Path]:
-    """The server's public context: the job's own (``job_file``, throw-away keys), else the
-    server kit's ``startup/he_public_context.tenseal`` above ``start``. Refuses a context
-    holding a secret key. Returns the context, its key id and the file it came from."""
-    candidates = [job_file] if job_file is not None and job_file.is_file() else []
-    candidates += [s / PUBLIC_FILE for s in _kit_startups(start.resolve())]
+    """The server's public context: the server kit's ``startup/he_public_context.tenseal``
+    above ``start`` (provisioned), else the job's own (``job_file``, throw-away keys).
+    Refuses a context holding a secret key. Returns the context, its key id and its file."""
+    candidates = [s / PUBLIC_FILE for s in _kit_startups(start.resolve())]
+    if job_file is not None:  # the job's throw-away keys, where no kit has provisioned ones
+        candidates.append(job_file)
     for path in candidates:
         if path.is_file():
             data = path.read_bytes()

@@ -85,23 +85,30 @@ class FedAvgRecipeWithHE(FedAvgRecipe):
     def controller_args(self, args: dict[str, Any]) -> dict[str, Any]:
         return {**args, "encrypt_layers": self.encrypt_layers}
 
+    def export(self, job_dir: str | Path) -> Path:
+        """The job folder; a job without keys yet gets a throw-away pair (the public context
+        in the job, the secret one in ``$EMBER_HE_KEYS``, where SimEnv's sites look). A server
+        whose kit holds a provisioned public context uses that one instead."""
+        if JOB_CONTEXT not in self.files:
+            from ember_pt.he.keys import throwaway_keys
+
+            _, public, _ = throwaway_keys()
+            self.files[JOB_CONTEXT] = public
+        return super().export(job_dir)
+
     def execute(self, env: Any) -> Any:
-        """Run in ``env``: SimEnv and PocEnv get throw-away keys for this job (the public
-        context in the job, the secret one only where the sites look); ProdEnv uses the
-        provisioned kits' keys."""
-        kind = type(env).__name__
-        if kind in ("SimEnv", "PocEnv"):
+        """Run in ``env``. PocEnv: a throw-away pair for this job, its secret context written
+        to each client's ``local/he_keys/`` (never the server's); SimEnv: see :meth:`export`;
+        ProdEnv: the provisioned kits' keys."""
+        if type(env).__name__ == "PocEnv":
             from ember_pt.he.keys import throwaway_keys
 
             folder, public, kid = throwaway_keys()
             self.files[JOB_CONTEXT] = public
-            if kind == "PocEnv":
-                secret = (folder / f"{kid}.tenseal").read_bytes()
-                for kit in env.system().clients:
-                    keys = Path(kit.folder) / "local" / "he_keys"
-                    _write_private(keys / f"{kid}.tenseal", secret)
-        else:
-            self.files.pop(JOB_CONTEXT, None)
+            secret = (folder / f"{kid}.tenseal").read_bytes()
+            for kit in env.system().clients:
+                keys = Path(kit.folder) / "local" / "he_keys"
+                _write_private(keys / f"{kid}.tenseal", secret)
         return super().execute(env)
 
 
