@@ -8,5 +8,13 @@ params converters (:mod:`~ember_pt.he.convert`). Importing it imports tenseal.
 """
 
 from ember_pt.he.ckks import HEError, decrypt_array, encrypt_array, is_encrypted, new_key_pair
+from ember_pt.he.convert import decrypt_params
 
-__all__ = ["HEError", "decrypt_array", "encrypt_array", "is_encrypted", "new_key_pair"]
+__all__ = [
+    "HEError",
+    "decrypt_array",
+    "decrypt_params",
+    "encrypt_array",
+    "is_encrypted",
+    "new_key_pair",
+]
