@@ -196,3 +196,47 @@ def test_he_fedavg_runs_in_pocenv_and_the_server_holds_no_secret_key(
         assert list((kit.folder / "local" / "he_keys").glob("*.tenseal"))
     logs = "".join(p.read_text() for p in server.rglob("log.txt"))
     assert "(no secret key)" in logs
+
+
+NUMPY_SCRIPT = """
+import numpy as np
+import ember.client as flare
+from ember.client import FLModel
+
+flare.init()
+k = int(flare.get_site_name().rsplit("-", 1)[-1])
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    if not all(type(v) is np.ndarray and v.dtype == np.float64 for v in model.params.values()):
+        raise RuntimeError(f"expected decrypted float64 arrays, got {model.params!r}")
+    flare.send(FLModel(params={n: v * k for n, v in model.params.items()},
+                       meta={flare.NUM_STEPS_CURRENT_ROUND: k}))
+"""
+
+
+def test_numpy_models_in_external_processes_average_under_encryption(tmp_path: Path) -> None:
+    script = tmp_path / "np_client.py"
+    script.write_text(NUMPY_SCRIPT)
+    initial = {"w": np.linspace(-1, 1, 5000), "b": np.array([0.25, 4.0])}
+    recipe = FedAvgRecipeWithHE(
+        name="he-numpy",
+        framework="numpy",
+        min_clients=2,
+        num_rounds=1,
+        model=initial,
+        train_script=str(script),
+        launch_external_process=True,
+        key_metric=None,
+    )
+    env = SimEnv(num_clients=2, workspace_root=str(tmp_path / "ws"), progress=False)
+    result = recipe.execute(env)
+    assert result.get_status() == "FINISHED:COMPLETED", result.get_message()
+    models = Path(result.get_result()) / "server" / "models"
+    saved = dict(np.load(next(models.glob("global_model.*"))))
+    assert all(is_encrypted(v) for v in saved.values())
+    out = {k: decrypt_array(secret_context(unpack(v)[0]["key"]), v) for k, v in saved.items()}
+    # site-k sends k * x with weight k: (1 * 1 + 2 * 2) / 3 = 5/3 of the model
+    for key, value in initial.items():
+        np.testing.assert_allclose(out[key], value * 5 / 3, rtol=0, atol=TOLERANCE)
