@@ -15,6 +15,9 @@ a worked example). What it may use while it runs:
 - persisting models: :func:`build_persistor` builds the persistor a recipe named
   (:class:`ModelPersistor`; :class:`NumpyPersistor`, and :class:`InitialModelPersistor` to
   derive a framework's own), :func:`save_npz`, :func:`load_numpy_file`;
+- resuming after a server crash: :class:`Resumable` (``checkpoint_state()`` /
+  ``restore_state(state)``), :func:`resume_params` when ``run`` starts and
+  :func:`checkpoint_round` after each completed round (docs/reliability.md);
 - the best model and stopping: :class:`BestModelTracker`, :class:`StopCondition`;
   :func:`release_memory` (garbage, idle receive buffers, the CUDA cache) every few rounds;
 - records: ``ctx.records.round(...)`` / ``ctx.records.summary(...)`` write
@@ -33,6 +36,7 @@ from ember.client.formats import NUMPY, convert_params
 from ember.common import FLModel, MetaKey, ParamsType, ResultStatus, TaskName, TaskResult
 from ember.runtime.aggregation import WeightedAverage, apply_update
 from ember.runtime.board import Collected, Posted, TaskBoard
+from ember.runtime.checkpoint import CheckpointError, Resumable, checkpoint_round, resume_params
 from ember.runtime.context import ServerContext
 from ember.runtime.controller import (
     Aggregator,
@@ -74,6 +78,7 @@ __all__ = [
     "SCAFFOLD_C_GLOBAL",
     "Aggregator",
     "BestModelTracker",
+    "CheckpointError",
     "Collected",
     "Controller",
     "CrossSiteEvalController",
@@ -94,6 +99,7 @@ __all__ = [
     "ParamsType",
     "Posted",
     "ResultStatus",
+    "Resumable",
     "ScaffoldController",
     "ServerContext",
     "StopCondition",
@@ -107,11 +113,13 @@ __all__ = [
     "build_aggregator",
     "build_factory",
     "build_persistor",
+    "checkpoint_round",
     "convert_params",
     "load_numpy_file",
     "release_all",
     "release_memory",
     "resolve_class",
     "resolve_deferred",
+    "resume_params",
     "save_npz",
 ]

@@ -22,6 +22,11 @@ from ember.cli.output import echo_json, format_option
     show_default=True,
 )
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Go on from the workspace's last checkpointed round (a killed simulation).",
+)
 @format_option
 def simulate(
     job_dir: Path,
@@ -30,6 +35,7 @@ def simulate(
     threads: int | None,
     workspace_root: Path,
     log_level: str,
+    resume: bool,
     fmt: str,
 ) -> None:
     """Run the job in JOB_DIR (from recipe.export or --export) on simulated sites."""
@@ -45,6 +51,7 @@ def simulate(
         workspace_root=str(workspace_root),
         log_config=log_level,
         progress=False if fmt == "json" else None,  # stdout is the JSON's alone
+        resume=resume,
     )
     run = env.run_job_dir(job_dir)
     outcome = {

@@ -68,6 +68,18 @@ CORE_SETTINGS: list[Setting] = [
         scenarios=("slow sites",),
     ),
     Setting(
+        name="runtime.checkpoint",
+        type=bool,
+        default=True,
+        unit="flag",
+        bounds="Whether resumable workflows (FedAvg and those built on it, Cyclic) checkpoint "
+        "each completed round in the job's server folder (checkpoint/: the global model as "
+        "safetensors and the workflow's state), so a job resumes after a server crash "
+        "(docs/reliability.md).",
+        advice="Turn it off to save one sequential write of the model per round when a job "
+        "need not survive a crash.",
+    ),
+    Setting(
         name="runtime.subprocess_connect_timeout",
         type=float,
         default=60.0,

@@ -70,7 +70,9 @@ class SimEnv:
 
     Each site's script runs in its own thread (or subprocess, with
     ``launch_external_process``); ``num_threads`` caps how many sites train at once.
-    Results go to ``<workspace_root>/<job name>/``.
+    Results go to ``<workspace_root>/<job name>/``. With ``resume=True`` a job whose
+    workspace holds a checkpoint (a simulation that was killed) goes on from its last
+    completed round instead of starting over (docs/reliability.md).
     """
 
     def __init__(
@@ -82,7 +84,9 @@ class SimEnv:
         log_config: str | dict[str, Any] | None = None,
         wait: bool = True,
         progress: bool | None = None,
+        resume: bool = False,
     ) -> None:
+        self.resume = bool(resume)
         if clients is not None:
             if (
                 not isinstance(clients, list | tuple)
@@ -140,6 +144,10 @@ class SimEnv:
 
     def _fresh_workspace(self, name: str) -> Path:
         workspace = self.workspace_root / name
+        if self.resume and (workspace / "server" / "checkpoint").is_dir():
+            # resume=True: keep the last run's checkpoint and records (docs/reliability.md)
+            shutil.rmtree(workspace / "job", ignore_errors=True)
+            return workspace
         if workspace.exists():
             # moved aside first: the last run's round-metrics plot may still be writing there
             old = workspace.with_name(f".{workspace.name}.old-{os.getpid()}-{time.monotonic_ns()}")

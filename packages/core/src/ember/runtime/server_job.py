@@ -139,8 +139,9 @@ class ServerJob:
             "job %s (%s) started on %s", self.job.name, self.job_id, ", ".join(self.board.sites)
         )
         try:
-            for spec in self.job.workflows:
+            for index, spec in enumerate(self.job.workflows):
                 controller = load_target(spec["target"])(**spec.get("args", {}))
+                self.ctx.state["workflow_index"] = index  # its checkpoint's folder
                 controller.run(self.ctx)
             self.status = Status.COMPLETED
         except JobAborted as exc:

@@ -13,6 +13,7 @@ from ember.common.messages import TaskName, TaskResult
 from ember.common.model import FLModel, MetaKey, ParamsType
 from ember.config import get_setting
 from ember.runtime.aggregation import WeightedAverage, apply_update
+from ember.runtime.checkpoint import checkpoint_round, resume_params
 from ember.runtime.context import ServerContext
 from ember.runtime.controller import Aggregator, BestModelTracker, build_aggregator, build_persistor
 from ember.runtime.errors import JobError
@@ -61,24 +62,56 @@ class FedAvgController:
         self.patience = patience
         self.exclude_vars = exclude_vars
         self.gc_rounds = server_memory_gc_rounds
+        self._best = BestModelTracker(key_metric, key_metric_mode, patience)
+        self._next_round = 0
+        self._stopped: str | None = None
+
+    # -- resumable (ember.controllers.Resumable): the state checkpointed each round ----------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The next round, the best round and metric and the patience counter; subclasses
+        (FedOpt, SCAFFOLD) add their own under their own keys."""
+        best = self._best
+        return {
+            "next_round": self._next_round,
+            "best_value": best.best_value,
+            "best_round": best.best_round,
+            "rounds_without_improvement": best.rounds_without_improvement,
+            "stopped": self._stopped,
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`checkpoint_state` returned."""
+        self._next_round = int(state["next_round"])
+        self._best.best_value = state.get("best_value")
+        self._best.best_round = state.get("best_round")
+        self._best.rounds_without_improvement = int(state.get("rounds_without_improvement", 0))
+        stopped = state.get("stopped")
+        self._stopped = str(stopped) if stopped else None
 
     def run(self, ctx: ServerContext) -> None:
-        params = convert_params(
-            self.persistor.initial_params(ctx.job_dir), NUMPY, self.server_format
+        self._best = BestModelTracker(self.key_metric, self.key_metric_mode, self.patience)
+        self._next_round, self._stopped = 0, None
+        resumed = resume_params(ctx, self, self.server_format)
+        params = (
+            resumed
+            if resumed is not None
+            else convert_params(
+                self.persistor.initial_params(ctx.job_dir), NUMPY, self.server_format
+            )
         )
         models = ctx.server_dir / "models"
         ext = self.persistor.extension
         global_path = models / _with_extension(self.save_filename, ext)
         best_path = models / _with_extension(self.best_model_filename, ext)
         ctx.state["persistor"] = self.persistor
-        if self.key_metric:
+        if self.key_metric and resumed is None:
             # global_model holds the model the sites are training on (here the initial one):
             # when a round's metric is the best, that file becomes best_model
             self.persistor.save(params, global_path)
-        best = BestModelTracker(self.key_metric, self.key_metric_mode, self.patience)
-        stopped: str | None = None
-        completed = 0
-        for rnd in range(self.num_rounds):
+        best = self._best
+        stopped: str | None = self._stopped
+        completed = self._next_round
+        for rnd in range(self._next_round if stopped is None else self.num_rounds, self.num_rounds):
             started = time.monotonic()
             targets = ctx.board.alive_sites()
             ctx.progress.round_started(rnd, self.num_rounds, len(targets))
@@ -139,8 +172,10 @@ class FedAvgController:
                 release_memory(cuda=self.cuda_empty_cache)
             if self.stop_cond is not None and self.stop_cond.met(round_metrics):
                 stopped = f"stop_cond '{self.stop_cond}' met in round {rnd}"
-                break
-            stopped = best.patience_exhausted()
+            else:
+                stopped = best.patience_exhausted()
+            self._next_round, self._stopped = completed, stopped
+            checkpoint_round(ctx, self, rnd, params, self.server_format)
             if stopped:
                 break
         ctx.state["global_params"] = params
