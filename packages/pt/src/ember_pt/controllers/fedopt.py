@@ -88,6 +88,25 @@ class FedOptController(FedAvgController):
         self.lr_scheduler: Any = None
         # the optimizer's parameters by key; each round they are pointed at new arrays
         self._tensors: dict[str, torch.Tensor] = {}
+        self._pending: dict[str, Any] | None = None  # a checkpoint's optimizer state
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """FedAvg's state and the server optimizer's (and scheduler's) state dicts, tensors
+        as numpy arrays."""
+        state = super().checkpoint_state()
+        if self.optimizer is not None:
+            state["fedopt"] = {
+                "keys": list(self._tensors),
+                "optimizer": _to_numpy(self.optimizer.state_dict()),
+                "lr_scheduler": None
+                if self.lr_scheduler is None
+                else _to_numpy(self.lr_scheduler.state_dict()),
+            }
+        return state
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        super().restore_state(state)
+        self._pending = state.get("fedopt")
 
     def kept_for_update(self, params: dict[str, Any]) -> dict[str, Any]:
         """All of the global model: the pseudo-gradient is taken against it."""
@@ -146,6 +165,15 @@ class FedOptController(FedAvgController):
                     self.optimizer,
                     self.lr_scheduler_args["args"],
                 )
+            if self._pending is not None:  # resumed: the optimizer goes on where it was
+                self._tensors = {k: self._tensors[k] for k in self._pending["keys"]}
+                self.optimizer.param_groups[0]["params"] = list(self._tensors.values())
+                self.optimizer.load_state_dict(_to_torch(torch, self._pending["optimizer"]))
+                if self.lr_scheduler is not None and self._pending["lr_scheduler"] is not None:
+                    self.lr_scheduler.load_state_dict(
+                        _to_torch(torch, self._pending["lr_scheduler"])
+                    )
+                self._pending = None
         elif set(params) != set(self._tensors):
             raise JobError(
                 "FedOpt: the sites' averaged keys changed between rounds "
@@ -184,3 +212,25 @@ def _pseudo_gradient(old: np.ndarray[Any, Any], value: Any, diff: bool) -> np.nd
         return value
     grad = -np.asarray(value) if diff else old - np.asarray(value)
     return np.array(grad, dtype=old.dtype)
+
+
+def _to_numpy(value: Any) -> Any:
+    """A state dict with its tensors as numpy arrays (what a checkpoint holds)."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy().copy()
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_numpy(v) for v in value)
+    return value
+
+
+def _to_torch(torch: Any, value: Any) -> Any:
+    """The reverse of :func:`_to_numpy`."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, dict):
+        return {k: _to_torch(torch, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_torch(torch, v) for v in value)
+    return value

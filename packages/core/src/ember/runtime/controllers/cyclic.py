@@ -14,6 +14,7 @@ from ember.common.model import FLModel, ParamsType
 from ember.config import describe_setting
 from ember.runtime.aggregation import apply_update
 from ember.runtime.board import Collected
+from ember.runtime.checkpoint import checkpoint_round, resume_params
 from ember.runtime.context import ServerContext
 from ember.runtime.controller import build_persistor
 from ember.runtime.errors import InsufficientClients, JobError
@@ -52,20 +53,37 @@ class CyclicController:
         self.order = order
         self.seed = seed
         self.task_meta = dict(task_meta or {})
+        self._resume: dict[str, Any] = {}
+
+    # -- resumable (ember.controllers.Resumable) --------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The next round, the seed, the random order's generator and the orders so far."""
+        return dict(self._resume)
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`checkpoint_state` returned."""
+        self._resume = dict(state)
 
     def run(self, ctx: ServerContext) -> None:
-        params: dict[str, Any] = self.persistor.initial_params(ctx.job_dir)
+        self._resume = {}
+        resumed = resume_params(ctx, self)
+        params: dict[str, Any] = (
+            resumed if resumed is not None else self.persistor.initial_params(ctx.job_dir)
+        )
         global_path = ctx.server_dir / "models" / f"global_model{self.persistor.extension}"
         ctx.state["persistor"] = self.persistor
         seed: int | None = None
         if self.order == "random":
             # recorded in metrics_summary.json, so a run's orders can be reproduced
             seed = self.seed if self.seed is not None else secrets.randbits(32)
+            seed = int(self._resume.get("seed", seed))
             ctx.log.info("random order from seed %d", seed)
         rng = np.random.default_rng(seed)
-        orders: list[list[str]] = []
-        completed = 0
-        for rnd in range(self.num_rounds):
+        if "rng" in self._resume:
+            rng.bit_generator.state = self._resume["rng"]
+        orders: list[list[str]] = [list(o) for o in self._resume.get("orders", [])]
+        completed = int(self._resume.get("next_round", 0))
+        for rnd in range(completed, self.num_rounds):
             started = time.monotonic()
             self._check_enough(ctx, rnd, Collected())
             sites = ctx.board.alive_sites()
@@ -88,6 +106,14 @@ class CyclicController:
                 ctx.progress.result_received(site)
             self.persistor.save(params, global_path)
             completed = rnd + 1
+            self._resume = {
+                "next_round": completed,
+                "orders": orders,
+                "rng": rng.bit_generator.state,
+            }
+            if seed is not None:
+                self._resume["seed"] = seed
+            checkpoint_round(ctx, self, rnd, params)
             ctx.records.round(rnd, hops, last_metrics, site_metrics, time.monotonic() - started)
             ctx.progress.round_done(rnd, last_metrics)
         ctx.state["global_params"] = params

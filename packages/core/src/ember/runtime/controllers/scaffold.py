@@ -48,6 +48,14 @@ class ScaffoldController(FedAvgController):
         self._num_sites = 0
         self._ctx: ServerContext | None = None
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """FedAvg's state and the server's control variates ``c``."""
+        return {**super().checkpoint_state(), SCAFFOLD_C_GLOBAL: dict(self.c_global or {})}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        super().restore_state(state)
+        self.c_global = {k: np.asarray(v) for k, v in state[SCAFFOLD_C_GLOBAL].items()}
+
     def run(self, ctx: ServerContext) -> None:
         self._ctx = ctx
         self._num_sites = len(ctx.board.sites)
