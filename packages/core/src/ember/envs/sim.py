@@ -85,8 +85,19 @@ class SimEnv:
         wait: bool = True,
         progress: bool | None = None,
         resume: bool = False,
+        backend: str = "threads",
+        ray_address: str | None = None,
+        site_resources: dict[str, float] | None = None,
     ) -> None:
         self.resume = bool(resume)
+        # where the sites run: "threads" (this process) or "ray" (Ray actors, a cluster);
+        # checked now, Ray itself is imported only when the job starts (docs/simulation.md)
+        from ember.runtime.sim_backends import make_backend
+
+        make_backend(backend, ray_address, site_resources)
+        self.backend = backend
+        self.ray_address = ray_address
+        self.site_resources = site_resources
         if clients is not None:
             if (
                 not isinstance(clients, list | tuple)
@@ -157,8 +168,16 @@ class SimEnv:
         return workspace
 
     def _run(self, job_dir: Path, workspace: Path) -> SimRun:
+        from ember.runtime.sim_backends import make_backend
+
         simulation = Simulation(
-            job_dir, self.clients, workspace, self.num_threads, self.log_level, self.progress
+            job_dir,
+            self.clients,
+            workspace,
+            self.num_threads,
+            self.log_level,
+            self.progress,
+            backend=make_backend(self.backend, self.ray_address, self.site_resources),
         )
         run = SimRun(simulation)
         simulation.start()

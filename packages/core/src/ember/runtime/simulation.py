@@ -6,18 +6,15 @@ import json
 import logging
 import subprocess
 import threading
-import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from types import CodeType
 from typing import Any
 
 from ember.client.link import SERVER
-from ember.client.slots import WorkSlots
 from ember.config import Config, check_relations, use_config
 from ember.errors import RecipeArgumentError
 from ember.job.definition import JobDefinition
-from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.logs import (
     SITE_LOGS,
     LogCollector,
@@ -25,12 +22,10 @@ from ember.runtime.logs import (
     NodeLogs,
     forget_logger_tree,
     is_script_record,
-    start_log_streaming,
 )
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob, Status
-from ember.runtime.site_runner import build_site_runner
-from ember.runtime.subprocess_site import SubprocessSite
+from ember.runtime.sim_backends import SimBackend, ThreadBackend
 from ember.runtime.transport import InProcessTransport
 from ember.streaming import FileReceiver, bind_node
 
@@ -46,7 +41,9 @@ class Simulation:
         num_threads: int | None = None,
         log_level: int = logging.INFO,
         progress: bool | None = None,
+        backend: SimBackend | None = None,
     ) -> None:
+        self.backend: SimBackend = backend if backend is not None else ThreadBackend()
         self.job_dir = Path(job_dir)
         self.job = JobDefinition.from_dir(self.job_dir)
         self.sites = sites
@@ -64,7 +61,6 @@ class Simulation:
         self.progress.key_metric = next((k for k in keys if isinstance(k, str) and k), None)
         self._thread: threading.Thread | None = None
         self._server: ServerJob | None = None
-        self._site_runners: list[InProcessSite | SubprocessSite] = []
         self._logs: list[NodeLogs] = []
         self.finished = threading.Event()
         self._plot: subprocess.Popen[bytes] | None = None
@@ -93,7 +89,6 @@ class Simulation:
         self._logs.append(server_logs)
         with use_config(self.config):
             task_timeout = float(self.config.get("runtime.task_timeout"))
-            poll = float(self.config.get("runtime.task_poll_interval"))
         with use_config(self.config):
             self._server = ServerJob(
                 self.job,
@@ -118,48 +113,12 @@ class Simulation:
         self._server_node = server_endpoint.stream
         FileReceiver(server_dir / "uploads").attach(server_endpoint)
         LogCollector(server_dir / SITE_LOGS, self.sites, self._streamed).attach(server_endpoint)
-        slots = WorkSlots(self.num_threads, self.sites) if self.num_threads else None
-        app = self.job.client
-        script = (self.job_dir / app.script).resolve()
-        code: CodeType | None = None
-        for site in self.sites:
-            with use_config(self.config):
-                # with a cap on sites at work, a site pulls its task's data once it has a
-                # slot (ClientSession), not as the task arrives
-                site_endpoint = transport.add_endpoint(
-                    site,
-                    lazy_tensors=slots is not None and not app.launch_external_process,
-                    relay_tensors=app.launch_external_process,
-                )
-            site_dir = self.workspace / site
-            site_logs = NodeLogs(
-                f"ember.job.{self.job_id}.{site}", site_dir, self.log_level, hold_open=False
-            )
-            self._logs.append(site_logs)
-            if code is None and not app.launch_external_process:
-                code = compile_script(script)
-            with use_config(self.config):
-                runner = build_site_runner(
-                    site,
-                    self.job,
-                    self.job_id,
-                    self.job_dir,
-                    site_dir,
-                    transport,
-                    site_endpoint,
-                    poll,
-                    site_logs.logger,
-                    slots,
-                    code,
-                    echo=self.progress.script_line,
-                )
-                streamer = start_log_streaming(site, site_dir, transport.request)
-            if streamer is not None:
-                self._streamers.append(streamer)
-            self._site_runners.append(runner)
-        for runner in self._site_runners:
-            with use_config(self.config):
-                runner.start()
+        # where the sites run (threads, Ray actors): the server side above is the same
+        self.transport = transport
+        self.echo: Callable[[str, str], None] | None = self.progress.script_line
+        self.server_log = server_logs.logger
+        with use_config(self.config):
+            self.backend.start(self)
         self._thread = threading.Thread(
             target=self._run, name=f"ember-server-{self.job_id}", daemon=True
         )
@@ -175,6 +134,8 @@ class Simulation:
         finally:
             for streamer in self._streamers:  # the last lines, before the transport goes
                 streamer.close()
+            if isinstance(self.backend, ThreadBackend):
+                self.backend.close_streams()
             self._transport.close()
             self.progress.finish(self._server.status)
             self._write_meta()
@@ -189,6 +150,8 @@ class Simulation:
                 self._server.log.warning("could not plot round metrics: %s", exc)
             for logs in self._logs:
                 logs.close()
+            if isinstance(self.backend, ThreadBackend):
+                self.backend.close_logs()
             forget_logger_tree(f"ember.job.{self.job_id}")
             self.finished.set()
 
@@ -201,19 +164,14 @@ class Simulation:
 
     def _stop_sites(self) -> None:
         timeout = float(self.config.get("runtime.site_stop_timeout"))
-        deadline = time.monotonic() + timeout
-        for runner in self._site_runners:
-            remaining = max(0.0, deadline - time.monotonic())
-            if isinstance(runner, SubprocessSite):
-                runner.stop(remaining)
-            elif not runner.join(remaining):
-                assert self._server is not None
-                self._server.log.warning(
-                    "site %s's script did not return within runtime.site_stop_timeout=%gs "
-                    "after the job ended",
-                    runner.session.site,
-                    timeout,
-                )
+        for site in self.backend.stop(timeout):
+            assert self._server is not None
+            self._server.log.warning(
+                "site %s's script did not return within runtime.site_stop_timeout=%gs "
+                "after the job ended",
+                site,
+                timeout,
+            )
 
     def _write_meta(self) -> None:
         meta: dict[str, Any] = {
@@ -245,3 +203,4 @@ class Simulation:
     def abort(self, reason: str = "aborted by the user") -> None:
         if self._server is not None:
             self._server.abort(reason)
+        self.backend.kill()  # Ray actors stop now; threads see the end at their next receive

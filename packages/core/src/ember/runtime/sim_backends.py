@@ -1,0 +1,200 @@
+"""Where SimEnv runs its sites: the :class:`SimBackend` seam, and its two implementations.
+
+The server side of a simulation (the controller, the task board, the one-result-at-a-time
+aggregation) is the same for every backend: a backend only decides where each site's
+script runs and carries that site's requests (``get_task``, ``submit_result``, ...) to the
+server's in-process transport. That is why ``backend="threads"`` and ``backend="ray"`` give
+the same bits.
+
+- ``"threads"`` (:class:`ThreadBackend`): every site's script in a thread of this process (or
+  a subprocess with ``launch_external_process``), today's SimEnv.
+- ``"ray"`` (:class:`ember.runtime.ray_backend.RayBackend`): sites run in a pool of Ray
+  actors, on one machine or a cluster (the ``ray`` extra).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from types import CodeType
+from typing import Any, Protocol, runtime_checkable
+
+from ember.client.slots import WorkSlots
+from ember.config import use_config
+from ember.errors import RecipeArgumentError
+from ember.job.definition import JobDefinition
+from ember.runtime.inprocess_site import InProcessSite, compile_script
+from ember.runtime.logs import NodeLogs, start_log_streaming
+from ember.runtime.site_runner import build_site_runner
+from ember.runtime.subprocess_site import SubprocessSite
+
+BACKENDS = ("threads", "ray")
+
+
+class SiteHost(Protocol):
+    """What a backend needs of the simulation to build its sites (given by ``Simulation``)."""
+
+    job: JobDefinition
+    job_id: str
+    job_dir: Path
+    workspace: Path
+    sites: list[str]
+    transport: Any
+    config: Any
+    num_threads: int | None
+    log_level: int
+    echo: Callable[[str, str], None] | None
+    server_log: logging.Logger
+
+
+@runtime_checkable
+class SimBackend(Protocol):
+    """Runs a simulation's sites and relays their requests to the server's transport.
+
+    ``start(host)`` builds and starts every site of ``host.sites``; each site talks to the
+    server only through ``host.transport.request(site, "server", topic, payload)``, so the
+    server cannot tell one backend from another. ``stop(timeout)`` is called once the job
+    ended (the scripts return), ``kill()`` when it is aborted (nothing may keep running).
+
+    A worked example, a backend that runs sites one after the other in one thread (fine for
+    a job whose sites need not train at the same time)::
+
+        import threading
+        from ember.runtime.inprocess_site import compile_script
+        from ember.runtime.site_runner import build_site_runner
+
+        class Serial:
+            name = "serial"
+
+            def start(self, host):
+                code = compile_script(host.job_dir / host.job.client.script)
+                self.runners = []
+                for site in host.sites:
+                    endpoint = host.transport.add_endpoint(site)
+                    self.runners.append(build_site_runner(
+                        site, host.job, host.job_id, host.job_dir, host.workspace / site,
+                        host.transport, endpoint, 5.0, host.server_log, code=code))
+                for runner in self.runners:
+                    runner.start()
+
+            def stop(self, timeout):
+                return [r.session.site for r in self.runners if not r.join(timeout)]
+
+            def kill(self):
+                pass
+
+    ``stop`` returns the sites whose scripts did not return in time (the simulation logs
+    them).
+    """
+
+    name: str
+
+    def start(self, host: SiteHost) -> None: ...
+
+    def stop(self, timeout: float) -> list[str]: ...
+
+    def kill(self) -> None: ...
+
+
+class ThreadBackend:
+    """Today's SimEnv: each site's script in a thread of this process (or a subprocess)."""
+
+    name = "threads"
+
+    def __init__(self) -> None:
+        self.runners: list[InProcessSite | SubprocessSite] = []
+        self.logs: list[NodeLogs] = []
+        self.streamers: list[Any] = []
+
+    def start(self, host: SiteHost) -> None:
+        config = host.config
+        slots = WorkSlots(host.num_threads, host.sites) if host.num_threads else None
+        app = host.job.client
+        script = (host.job_dir / app.script).resolve()
+        code: CodeType | None = None
+        with use_config(config):
+            poll = float(config.get("runtime.task_poll_interval"))
+        for site in host.sites:
+            with use_config(config):
+                # with a cap on sites at work, a site pulls its task's data once it has a
+                # slot (ClientSession), not as the task arrives
+                site_endpoint = host.transport.add_endpoint(
+                    site,
+                    lazy_tensors=slots is not None and not app.launch_external_process,
+                    relay_tensors=app.launch_external_process,
+                )
+            site_dir = host.workspace / site
+            site_logs = NodeLogs(
+                f"ember.job.{host.job_id}.{site}", site_dir, host.log_level, hold_open=False
+            )
+            self.logs.append(site_logs)
+            if code is None and not app.launch_external_process:
+                code = compile_script(script)
+            with use_config(config):
+                runner = build_site_runner(
+                    site,
+                    host.job,
+                    host.job_id,
+                    host.job_dir,
+                    site_dir,
+                    host.transport,
+                    site_endpoint,
+                    poll,
+                    site_logs.logger,
+                    slots,
+                    code,
+                    echo=host.echo,
+                )
+                streamer = start_log_streaming(site, site_dir, host.transport.request)
+            if streamer is not None:
+                self.streamers.append(streamer)
+            self.runners.append(runner)
+        for runner in self.runners:
+            with use_config(config):
+                runner.start()
+
+    def stop(self, timeout: float) -> list[str]:
+        import time
+
+        late: list[str] = []
+        deadline = time.monotonic() + timeout
+        for runner in self.runners:
+            remaining = max(0.0, deadline - time.monotonic())
+            if isinstance(runner, SubprocessSite):
+                runner.stop(remaining)
+            elif not runner.join(remaining):
+                late.append(runner.session.site)
+        return late
+
+    def kill(self) -> None:
+        """Threads cannot be killed: an aborted job's scripts see the job's end at their next
+        ``receive()``; subprocesses are stopped by :meth:`stop`."""
+
+    def close_streams(self) -> None:
+        for streamer in self.streamers:
+            streamer.close()
+
+    def close_logs(self) -> None:
+        for logs in self.logs:
+            logs.close()
+
+
+def make_backend(
+    backend: str,
+    ray_address: str | None = None,
+    site_resources: dict[str, float] | None = None,
+) -> SimBackend:
+    """The backend named ``backend`` (``"threads"`` or ``"ray"``)."""
+    if backend == "threads":
+        if ray_address is not None or site_resources is not None:
+            raise RecipeArgumentError(
+                "ray_address and site_resources apply to backend='ray' only; "
+                "pass backend='ray' or leave them unset"
+            )
+        return ThreadBackend()
+    if backend == "ray":
+        from ember.runtime.ray_backend import RayBackend, check_site_resources
+
+        return RayBackend(ray_address, check_site_resources(site_resources))
+    raise RecipeArgumentError(f"SimEnv backend must be one of {BACKENDS}, got {backend!r}")
