@@ -9,12 +9,14 @@ site, with the same synthetic rows (``make_classification``, split by site), par
 collective of every round included; process start and data loading excluded):
 - direct: the workers dial the federated server (insecure, on loopback), as a single-host
   XGBoost user would run it;
-- ember: ``XGBHorizontalRecipe`` in SimEnv: each call goes worker -> the site's loopback
-  tunnel endpoint -> one Ember request -> the server job's TunnelService -> mutual-TLS gRPC
-  to the federated server.
+- ember: ``XGBHorizontalRecipe`` in SimEnv (its default ``collective="ember"``): each call
+  goes worker -> the site's tunnel endpoint (a Unix socket) -> one Ember request -> the
+  server job's TunnelService, which answers the collective itself;
+- ember-xgb-server: the same with ``collective="xgboost"``: the server job replays each call
+  on XGBoost's federated server (a child process, mutual TLS).
 
 Prints the time per round of each arm (the slowest site's train time / rounds, best of
-``--repeat``) and their ratio (target <= 1.2), then one JSON line of the figures.
+``--repeat``) and each Ember arm's ratio to direct (target <= 1.2), then one JSON line.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def direct(sites: int, rows: int, features: int, rounds: int) -> float:
     return max(float(o["train_seconds"]) for o in outs)
 
 
-def ember(sites: int, rows: int, features: int, rounds: int) -> float:
+def ember(sites: int, rows: int, features: int, rounds: int, collective: str = "ember") -> float:
     """The slowest site's seconds in xgb.train, through Ember's tunnel (SimEnv)."""
     from bench_loader import SyntheticRows
 
@@ -103,6 +105,7 @@ def ember(sites: int, rows: int, features: int, rounds: int) -> float:
             f"site-{i + 1}": {"data_loader": SyntheticRows(rows, features, sites)}
             for i in range(sites)
         },
+        collective=collective,
     )
     with tempfile.TemporaryDirectory() as tmp:
         run = recipe.execute(SimEnv(num_clients=sites, workspace_root=tmp, progress=False))
@@ -123,26 +126,29 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     shape = (args.sites, args.rows, args.features, args.rounds)
-    times: dict[str, list[float]] = {"direct": [], "ember": []}
+    times: dict[str, list[float]] = {"direct": [], "ember": [], "ember-xgb-server": []}
     started = time.perf_counter()
-    for _ in range(args.repeat):  # interleaved, so both arms see the same machine
+    for _ in range(args.repeat):  # interleaved, so every arm sees the same machine
         times["direct"].append(direct(*shape))
         times["ember"].append(ember(*shape))
+        times["ember-xgb-server"].append(ember(*shape, collective="xgboost"))
     best = {arm: min(values) / args.rounds for arm, values in times.items()}
     ratio = best["ember"] / best["direct"]
     print(
         f"{args.sites} sites x {args.rows} rows x {args.features} features, "
         f"{args.rounds} rounds, best of {args.repeat}"
     )
-    for arm in ("direct", "ember"):
+    for arm in times:
         runs = ", ".join(f"{t:.2f}" for t in times[arm])
-        print(f"  {arm:7s} {best[arm] * 1000:8.1f} ms/round   (train s per run: {runs})")
-    print(f"  ratio   {ratio:8.2f}x  (target <= 1.2)   [{time.perf_counter() - started:.0f} s]")
+        vs = "" if arm == "direct" else f"  {best[arm] / best['direct']:.2f}x direct"
+        print(f"  {arm:16s} {best[arm] * 1000:8.1f} ms/round{vs}   (train s per run: {runs})")
+    print(f"  ratio {ratio:.2f}x (target <= 1.2)   [{time.perf_counter() - started:.0f} s]")
     print(
         json.dumps(
             {
                 "direct_ms_per_round": round(best["direct"] * 1000, 2),
                 "ember_ms_per_round": round(best["ember"] * 1000, 2),
+                "ember_xgb_server_ms_per_round": round(best["ember-xgb-server"] * 1000, 2),
                 "ratio": round(ratio, 3),
                 "sites": args.sites,
                 "rows_per_site": args.rows,

@@ -57,10 +57,11 @@ class WireError(ValueError):
     """A request that is not the protobuf message its method names."""
 
 
-def read_fields(data: bytes) -> dict[int, int | bytes]:
+def read_fields(data: bytes) -> dict[int, int | memoryview]:
     """The fields of one protobuf message holding only varints and byte strings (the last
-    value of a repeated field number wins, as protobuf does for scalars)."""
-    fields: dict[int, int | bytes] = {}
+    value of a repeated field number wins, as protobuf does for scalars); byte strings are
+    views into ``data``, not copies."""
+    fields: dict[int, int | memoryview] = {}
     view, pos, end = memoryview(data), 0, len(data)
 
     def varint() -> int:
@@ -85,22 +86,28 @@ def read_fields(data: bytes) -> dict[int, int | bytes]:
             size = varint()
             if size > end - pos:
                 raise WireError("a length-delimited field runs past the message")
-            fields[number] = bytes(view[pos : pos + size])
+            fields[number] = view[pos : pos + size]
             pos += size
         else:
             raise WireError(f"unexpected wire type {wire_type} for field {number}")
     return fields
 
 
-def receive_buffer(data: bytes) -> bytes:
-    """``{Allgather,AllgatherV,Allreduce,Broadcast}Reply(receive_buffer=data)`` encoded."""
-    size, head = len(data), bytearray(b"\x0a")
+def reply_head(size: int) -> bytes:
+    """The start of ``{Allgather,AllgatherV,Allreduce,Broadcast}Reply(receive_buffer=...)``
+    for a buffer of ``size`` bytes (field 1, length-delimited); the buffer follows it."""
+    head = bytearray(b"\x0a")
     while True:
         byte = size & 0x7F
         size >>= 7
         head.append(byte | 0x80 if size else byte)
         if not size:
-            return bytes(head) + data
+            return bytes(head)
+
+
+def receive_buffer(*parts: bytes | memoryview) -> bytes:
+    """The reply holding ``parts`` joined, in one copy."""
+    return b"".join([reply_head(sum(len(p) for p in parts)), *parts])
 
 
 def _signed32(value: int) -> int:
@@ -111,7 +118,7 @@ def _signed32(value: int) -> int:
 @dataclass
 class _Operation:
     method: str
-    buffers: dict[int, bytes] = field(default_factory=dict)
+    buffers: dict[int, memoryview] = field(default_factory=dict)
     params: tuple[int, int] = (0, 0)
     result: bytes | None = None
     error: str | None = None
@@ -136,8 +143,8 @@ class FederatedCollective:
             fields = read_fields(call.body)
             seq = int(fields.get(1, 0))
             rank = _signed32(int(fields.get(2, 0)))
-            buffer = fields.get(3, b"")
-            if not isinstance(buffer, bytes):
+            buffer = fields.get(3, memoryview(b""))
+            if not isinstance(buffer, memoryview):
                 raise WireError("send_buffer is not a byte string")
             params = (int(fields.get(4, 0)), int(fields.get(5, 0)))
             if method == "Broadcast":
@@ -155,7 +162,7 @@ class FederatedCollective:
         method: str,
         seq: int,
         rank: int,
-        buffer: bytes,
+        buffer: memoryview,
         params: tuple[int, int],
         timeout: float,
     ) -> TunnelReply:
@@ -174,7 +181,7 @@ class FederatedCollective:
                 op.buffers[rank] = buffer
             if len(op.buffers) == self.world_size and op.error is None:
                 try:
-                    op.result = receive_buffer(self._compute(op))
+                    op.result = self._compute(op)
                 except ValueError as exc:
                     op.error = str(exc)
                 op.buffers.clear()  # the inputs are no longer needed
@@ -204,17 +211,18 @@ class FederatedCollective:
             return TunnelReply(status=0, body=op.result)
 
     def _compute(self, op: _Operation) -> bytes:
+        """The encoded reply of a complete operation."""
         ranks = range(self.world_size)
         if op.method in ("Allgather", "AllgatherV"):
             sizes = {len(op.buffers[r]) for r in ranks}
             if op.method == "Allgather" and len(sizes) > 1:
                 raise ValueError(f"Allgather buffers differ in size across ranks: {sorted(sizes)}")
-            return b"".join(op.buffers[r] for r in ranks)
+            return receive_buffer(*(op.buffers[r] for r in ranks))
         if op.method == "Broadcast":
             root = op.params[0]
             if not 0 <= root < self.world_size:
                 raise ValueError(f"Broadcast root {root} outside a world of {self.world_size}")
-            return op.buffers[root]
+            return receive_buffer(op.buffers[root])
         data_type, operation = op.params
         dtype = DTYPES.get(data_type)
         if dtype is None:
@@ -222,14 +230,18 @@ class FederatedCollective:
         arrays = [np.frombuffer(op.buffers[r], dtype=dtype) for r in ranks]
         if len({a.size for a in arrays}) > 1:
             raise ValueError("Allreduce buffers differ in size across ranks")
-        out = arrays[0].copy()
+        head = reply_head(arrays[0].nbytes)
+        reply = bytearray(len(head) + arrays[0].nbytes)
+        reply[: len(head)] = head
+        out = np.frombuffer(reply, dtype=dtype, offset=len(head))  # reduce into the reply
+        out[:] = arrays[0]
         for other in arrays[1:]:
             if operation == SUM:
                 np.add(out, other, out=out)
             elif operation == MAX:  # std::max(a, b): a < b ? b : a
-                out = np.where(out < other, other, out)
+                np.copyto(out, other, where=out < other)
             elif operation == MIN:  # std::min(a, b): b < a ? b : a
-                out = np.where(other < out, other, out)
+                np.copyto(out, other, where=other < out)
             elif operation in (BITWISE_AND, BITWISE_OR, BITWISE_XOR):
                 if not np.issubdtype(out.dtype, np.integer):
                     raise ValueError("bitwise Allreduce of floating-point data")
@@ -239,7 +251,7 @@ class FederatedCollective:
                 ufunc(out, other, out=out)
             else:
                 raise ValueError(f"unknown Allreduce operation {operation}")
-        return out.tobytes()
+        return bytes(reply)
 
     def close(self, reason: str = "the XGBoost collective closed: the job ended") -> None:
         """Fail every waiting call with ``reason``."""
