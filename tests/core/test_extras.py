@@ -23,6 +23,7 @@ OPTIONAL = {
     "mlflow-skinny": "mlflow",
     "wandb": "wandb",
     "pandas": "stats",
+    "ray": "ray",
 }
 ROUNDS = [{"round": 0, "metrics": {"accuracy": 0.5}}, {"round": 1, "metrics": {"accuracy": 0.7}}]
 
@@ -154,7 +155,7 @@ def test_core_lists_its_optional_dependencies_only_under_extras() -> None:
         extras = [
             e
             for e in (
-                "plots", "migrate", "tracking", "mlflow", "wandb", "stats", "all", "pt",
+                "plots", "migrate", "tracking", "mlflow", "wandb", "stats", "ray", "all", "pt",
                 "sklearn", "tf",
             )
             if req.marker is not None and req.marker.evaluate({"extra": e})

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 STOP_ENV = "EMBER_FLOWER_STOP_TIMEOUT"
 
@@ -55,11 +56,26 @@ def _signal_all(pgid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
+def _kill_until_gone(pgid: int, grace: float) -> None:
+    """SIGKILL the group and every descendant until none is left (a process can start a
+    child between one sweep of /proc and its own death: the next sweep ends that child),
+    reaping the orphans that became the guard's children; bounded by ``grace``."""
+    deadline = time.monotonic() + max(grace, 1.0)
+    while True:
+        _signal_all(pgid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] != 0:
+                pass
+        if not _descendants() or time.monotonic() > deadline:
+            return
+        time.sleep(0.005)  # the kernel finishes the SIGKILLs; then sweep again
+
+
 def _end_all(pgid: int, child: subprocess.Popen[bytes], grace: float) -> None:
     _signal_all(pgid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         child.wait(grace)
-    _signal_all(pgid, signal.SIGKILL)
+    _kill_until_gone(pgid, grace)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     code = child.wait()
-    _signal_all(child.pid, signal.SIGKILL)  # what the command left behind
+    _kill_until_gone(child.pid, grace)  # what the command left behind
     os._exit(code if code >= 0 else 128 - code)
 
 
