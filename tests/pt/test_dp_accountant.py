@@ -108,13 +108,6 @@ def test_more_steps_spend_more_epsilon_and_none_spend_nothing() -> None:
     assert len(set(spent)) == 3
 
 
-@pytest.mark.xfail(
-    raises=OverflowError,
-    strict=True,
-    reason="core's rdp._log_sub lacks Opacus' OverflowError guard: math.expm1 of a log-space "
-    "gap over 709 raises at fractional orders when the noise is small for the order (Opacus "
-    "returns the larger term there); drop this mark once fixed",
-)
 @pytest.mark.parametrize(
     ("noise", "rate", "orders"),
     [

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from ember.common.setting import Setting
 from ember.config.core_settings import CORE_SETTINGS
-from ember.plugins.entries import CommandEntry, DecomposerEntry, FrameworkEntry, RecipeEntry
+from ember.plugins.entries import (
+    CommandEntry,
+    DecomposerEntry,
+    FilterEntry,
+    FrameworkEntry,
+    RecipeEntry,
+)
 from ember.plugins.markers import hookimpl
 
 _BUILTIN = "ember.fobs.builtin_decomposers"
@@ -131,6 +137,27 @@ def ember_cli_commands() -> list[CommandEntry]:
             "provision",
             "ember.cli.provision_cmd:provision",
             help="Make startup kits for a project.",
+        ),
+    ]
+
+
+@hookimpl
+def ember_filters() -> list[FilterEntry]:
+    builtin = "ember.filters.builtin"
+    return [
+        FilterEntry("ExcludeVars", f"{builtin}:ExcludeVars", "remove variables by name or regex"),
+        FilterEntry(
+            "PercentilePrivacy",
+            f"{builtin}:PercentilePrivacy",
+            "share the largest updates, clipped",
+        ),
+        FilterEntry(
+            "SVTPrivacy", f"{builtin}:SVTPrivacy", "sparse vector technique (reports epsilon)"
+        ),
+        FilterEntry(
+            "GaussianPrivacy",
+            f"{builtin}:GaussianPrivacy",
+            "clip and Gaussian noise, RDP-accounted",
         ),
     ]
 

@@ -92,6 +92,9 @@ class JobDefinition:
     # the workflow needs every site training at once (XGBoost's collectives, Flower): an env
     # must not cap concurrent training below the number of sites
     all_sites_at_once: bool = False
+    # filters on the task data and result paths (ember.filters.chain: {"side", "direction",
+    # "path", "args", "tasks", "clients"}), added by recipe.add_client_output_filter & co.
+    filters: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=2, sort_keys=True)
@@ -121,6 +124,7 @@ class JobDefinition:
                 config=dict(data.get("config") or {}),
                 meta=dict(data.get("meta") or {}),
                 all_sites_at_once=bool(data.get("all_sites_at_once", False)),
+                filters=list(data.get("filters") or []),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise JobDefinitionError(f"{path} is malformed: {exc}") from exc

@@ -134,6 +134,17 @@ class FrameworkEntry(Entry):
 
 
 @dataclass(frozen=True)
+class FilterEntry(Entry):
+    """A filter type (``name``, such as ``"ExcludeVars"``, is what a site's privacy policy
+    names); ``target`` resolves to an :class:`ember.filters.Filter` subclass."""
+
+    description: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "description": self.description}
+
+
+@dataclass(frozen=True)
 class CommandEntry(Entry):
     """A top-level ``ember`` subcommand; ``target`` resolves to a :class:`click.Command`."""
 

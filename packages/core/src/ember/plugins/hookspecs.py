@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ember.plugins.entries import (
         CommandEntry,
         DecomposerEntry,
+        FilterEntry,
         FrameworkEntry,
         ParamsConverterEntry,
         RecipeEntry,
@@ -66,6 +67,19 @@ def ember_frameworks() -> list[FrameworkEntry]:
 @hookspec
 def ember_cli_commands() -> list[CommandEntry]:
     """Top-level ``ember`` subcommands."""
+    raise NotImplementedError
+
+
+@hookspec
+def ember_filters() -> list[FilterEntry]:
+    """Filter types (:class:`ember.filters.Filter` subclasses) by name, which a site's privacy
+    policy (``local/privacy.json``) and ``ember plugins`` name. Example::
+
+        @hookimpl
+        def ember_filters():
+            return [FilterEntry("RoundTo", "my_package.filters:RoundTo",
+                                description="round every variable")]
+    """
     raise NotImplementedError
 
 

@@ -12,6 +12,7 @@ from ember.plugins.catalog import provider_for
 from ember.plugins.entries import (
     CommandEntry,
     DecomposerEntry,
+    FilterEntry,
     FrameworkEntry,
     ParamsConverterEntry,
     RecipeEntry,
@@ -49,6 +50,7 @@ KINDS: dict[str, Kind] = {
         ),
         Kind("framework", "ember_frameworks", FrameworkEntry, "frameworks"),
         Kind("command", "ember_cli_commands", CommandEntry, "CLI commands"),
+        Kind("filter", "ember_filters", FilterEntry, "filters"),
         Kind("setting", "ember_config_settings", Setting, "config settings"),
     )
 }

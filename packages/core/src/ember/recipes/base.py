@@ -139,6 +139,50 @@ class Recipe:
         self.set_config("logs.stream", True)
         self.set_config("logs.stream_files", ",".join(dict.fromkeys(names)))
 
+    def add_client_input_filter(
+        self, filter: Any, tasks: list[str] | None = None, clients: list[str] | None = None
+    ) -> None:
+        """Apply ``filter`` (an :class:`ember.filters.Filter`) at each site to the data of
+        its tasks as they arrive, before the script sees it. ``tasks``: only these task
+        names (None: all); ``clients``: only these sites (None: all)."""
+        self._add_filter("client", "input", filter, tasks, clients)
+
+    def add_client_output_filter(
+        self, filter: Any, tasks: list[str] | None = None, clients: list[str] | None = None
+    ) -> None:
+        """Apply ``filter`` at each site to its task results before they leave the site
+        (what it removes never reaches the wire): ``ExcludeVars``, ``GaussianPrivacy``..."""
+        self._add_filter("client", "output", filter, tasks, clients)
+
+    def add_server_input_filter(
+        self, filter: Any, tasks: list[str] | None = None, clients: list[str] | None = None
+    ) -> None:
+        """Apply ``filter`` at the server to the results of ``clients`` as they arrive,
+        before the workflow aggregates them."""
+        self._add_filter("server", "input", filter, tasks, clients)
+
+    def add_server_output_filter(
+        self, filter: Any, tasks: list[str] | None = None, clients: list[str] | None = None
+    ) -> None:
+        """Apply ``filter`` at the server to the task data each of ``clients`` is sent."""
+        self._add_filter("server", "output", filter, tasks, clients)
+
+    def _add_filter(self, side: str, direction: str, value: Any, tasks: Any, clients: Any) -> None:
+        from ember.filters.chain import add_filter_spec
+        from ember.recipes.components import bundle_module
+
+        spec = add_filter_spec(
+            f"add_{side}_{direction}_filter", side, direction, value, tasks, clients
+        )
+        workflow = self.job.client.site_workflow
+        if side == "client" and workflow is not None:
+            from ember.plugins.entries import load_target
+            from ember.runtime.site_runner import refuse_filters_around
+
+            refuse_filters_around(load_target(workflow["target"]))
+        bundle_module(type(value).__module__, self.files)
+        self.job.filters.append(spec)
+
     def export(self, job_dir: str | Path) -> Path:
         """Write a self-contained job folder that every env and ``ember simulate`` can run.
 
