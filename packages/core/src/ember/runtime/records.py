@@ -12,6 +12,7 @@ from typing import Any
 
 from ember.client.tracking import check_record
 from ember.common.messages import MetricRecord
+from ember.filters.base import SPENT_EPSILON_KEYS
 from ember.job.definition import JobDefinition
 from ember.runtime.board import Collected
 from ember.runtime.trackers import (
@@ -76,9 +77,28 @@ class RoundRecorder:
     def summary(self, **fields: Any) -> None:
         self._summary.update(fields)
         self._summary["final_metrics"] = self.rounds[-1]["metrics"] if self.rounds else {}
+        spent = privacy_spent(self.rounds)
+        if spent:
+            self._summary["privacy_spent"] = spent
         (self.dir / "metrics_summary.json").write_text(
             json.dumps(self._summary, indent=2, default=float), encoding="utf-8"
         )
+
+
+def privacy_spent(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The epsilon each site last reported (``SPENT_EPSILON_KEYS``) and the largest: what
+    the job cost each site's privacy (an average over sites would hide the worst)."""
+    last: dict[str, dict[str, float]] = {}
+    for record in rounds:
+        for site, reported in record["site_metrics"].items():
+            for key in SPENT_EPSILON_KEYS:
+                value = reported.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    last.setdefault(key, {})[site] = float(value)
+    return {
+        key: {"by_site": dict(sorted(by_site.items())), "max": max(by_site.values())}
+        for key, by_site in last.items()
+    }
 
 
 class MetricSink:

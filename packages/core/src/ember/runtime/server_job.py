@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ember.client.link import Topic
-from ember.common.messages import MetricRecord, TaskResult
+from ember.common.messages import MetricRecord, Task, TaskResult
 from ember.config import get_setting
-from ember.job.definition import JobDefinition
+from ember.filters.base import INPUT, OUTPUT
+from ember.filters.chain import FilterChain
+from ember.job.definition import APP_DIR, JobDefinition
 from ember.plugins.entries import load_target
 from ember.runtime.board import TaskBoard
 from ember.runtime.context import ServerContext
@@ -84,6 +86,10 @@ class ServerJob:
         )
         self.ctx.offload_dir = self.offload_dir
         self.started_at = time.time()
+        # server filters (recipe.add_server_input_filter & co): applied here, once
+        self.filters = FilterChain("server", job.filters, job_id, job_dir / APP_DIR)
+        self.filters.build(sites)
+        self._task_names: dict[str, str] = {}  # task id -> name, for server input filters
 
     def attach(self, endpoint: Endpoint) -> None:
         """Handle the sites' topics on ``endpoint``."""
@@ -96,11 +102,18 @@ class ServerJob:
 
     def _get_task(self, sender: str, payload: Any) -> Any:
         wait = float(payload.get("wait", 1.0)) if isinstance(payload, dict) else 1.0
-        return self.board.next_task(sender, wait)
+        task = self.board.next_task(sender, wait)
+        if self.filters and isinstance(task, Task):
+            self._task_names[task.task_id] = task.name
+            task.data = self.filters.apply(OUTPUT, task.name, sender, task.data)
+        return task
 
     def _submit(self, sender: str, result: Any) -> bool:
         if not isinstance(result, TaskResult) or result.site != sender:
             raise JobError(f"{sender} submitted a malformed result")
+        name = self._task_names.pop(result.task_id, "") if self.filters else ""
+        if name:
+            result.data = self.filters.apply(INPUT, name, sender, result.data)
         if self.offload_dir is not None and result.data is not None and result.data.params:
             # free the site now: its tensors wait on the server's disk until aggregation
             result.data.params = offload(result.data.params, self.offload_dir / result.task_id)

@@ -26,7 +26,7 @@ from ember.errors import RecipeArgumentError
 from ember.job.definition import JobDefinition
 from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.logs import NodeLogs, start_log_streaming
-from ember.runtime.site_runner import build_site_runner
+from ember.runtime.site_runner import RefusedSite, build_site_runner
 from ember.runtime.subprocess_site import SubprocessSite
 
 BACKENDS = ("threads", "ray")
@@ -103,7 +103,7 @@ class ThreadBackend:
     name = "threads"
 
     def __init__(self) -> None:
-        self.runners: list[InProcessSite | SubprocessSite] = []
+        self.runners: list[InProcessSite | SubprocessSite | RefusedSite] = []
         self.logs: list[NodeLogs] = []
         self.streamers: list[Any] = []
 

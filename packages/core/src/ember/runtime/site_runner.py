@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType
 from typing import Any
@@ -16,7 +17,11 @@ from typing import Any
 from ember.client.link import ServerLink, TransportLink
 from ember.client.session import ClientSession
 from ember.client.slots import WorkSlots
-from ember.job.definition import JobDefinition
+from ember.filters.base import FilterError
+from ember.filters.chain import FilterChain
+from ember.filters.link import FilterLink
+from ember.filters.policy import site_policy
+from ember.job.definition import APP_DIR, JobDefinition
 from ember.plugins.entries import load_target
 from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.peers import PeerLink
@@ -39,19 +44,36 @@ def build_site_runner(
     slots: WorkSlots | None = None,
     code: CodeType | None = None,
     echo: Callable[[str, str], None] | None = None,
-) -> InProcessSite | SubprocessSite:
-    """The runner of ``site``'s script (not started). ``transport`` and ``endpoint`` are the
-    site's messaging API (the endpoint relays tensors when the script has its own process);
+    site_folder: Path | None = None,
+) -> InProcessSite | SubprocessSite | RefusedSite:
+    """The runner of ``site``'s script (not started); a :class:`RefusedSite` when the site
+    cannot run the job as it must (its filters or privacy policy). ``transport`` and
+    ``endpoint`` are the site's messaging API (the endpoint relays tensors when the script
+    has its own process);
     ``code``: the script compiled once for all in-process sites of this process;
     ``echo(site, line)``: shows each line the script prints (SimEnv's console); every line
-    also goes to the site's ``log.txt``."""
+    also goes to the site's ``log.txt``. ``site_folder``: the site's own folder (its startup
+    kit), whose ``local/privacy.json`` names filters the site always applies."""
     app = job.client.for_site(site)  # with the site's per_site_config entry
     script = (job_dir / app.script).resolve()
     stream = endpoint.stream
     assert stream is not None
     link: ServerLink = TransportLink(transport, site)
-    if app.site_workflow is not None:
-        link = load_target(app.site_workflow["target"])(
+    workflow = None if app.site_workflow is None else load_target(app.site_workflow["target"])
+    try:
+        # the job's client filters, then the site's own policy: the one place a site filters
+        specs = [*job.filters, *site_policy(site, site_folder)]
+        chain = FilterChain("client", specs, job_id, job_dir / APP_DIR)
+        if chain:
+            refuse_filters_around(workflow, site)
+            chain.build([site])
+    except FilterError as exc:  # the site's own decision: the job fails at this site, by name
+        return RefusedSite(site, link, str(exc), log)
+    if chain:
+        link = FilterLink(link, chain, site, fetcher=stream.fetcher)
+    if workflow is not None:
+        assert app.site_workflow is not None
+        link = workflow(
             link,
             peers=PeerLink(site, endpoint, transport),
             site=site,
@@ -63,8 +85,9 @@ def build_site_runner(
         )
     if any(spec.client_side for spec in tracking_specs(job.tracking)):
         # client-side tracking: this site writes what its scripts log in its own folder
-        sink = MetricSink(site_dir, job.tracking, side="client", job=job, job_id=job_id,
-                          sites=[site], log=log)
+        sink = MetricSink(
+            site_dir, job.tracking, side="client", job=job, job_id=job_id, sites=[site], log=log
+        )
         link = TrackingLink(link, sink, forward=sink_forwards(job.tracking))
     client_config = {
         "site_name": site,
@@ -100,6 +123,51 @@ def build_site_runner(
     session = ClientSession(site, job_id, link, client_config, poll_interval, slots, log)
     return InProcessSite(
         session, script, app.args, code or compile_script(script), stream, echo=echo
+    )
+
+
+@dataclass(frozen=True)
+class _SiteName:
+    site: str
+
+
+class RefusedSite:
+    """The runner of a site that refuses the job: started, it reports ``reason`` as the
+    site's failure (the server then fails the site, or the job below ``min_clients``,
+    naming both) and runs nothing."""
+
+    def __init__(self, site: str, link: ServerLink, reason: str, log: logging.Logger) -> None:
+        self.session = _SiteName(site)
+        self.link = link
+        self.reason = reason
+        self.log = log
+
+    def start(self) -> None:
+        self.log.error("%s", self.reason)
+        self.link.report_failure(self.reason)
+
+    def join(self, timeout: float | None) -> bool:
+        return True
+
+
+def refuse_filters_around(workflow: Any, site: str | None = None) -> None:
+    """Refuse a site workflow whose traffic filters cannot see (``sends_around_filters``)
+    when ``site`` (None: the job itself) has client filters: data must not leave unfiltered."""
+    if workflow is None or not getattr(workflow, "sends_around_filters", False):
+        return
+    around = (
+        f"its site workflow {workflow.__name__} sends data where filters cannot apply (to "
+        "peers or through a tunnel)"
+    )
+    if site is None:
+        raise FilterError(
+            f"this job cannot take client filters: {around}; drop the filter, or use a "
+            "recipe whose results go through the server"
+        )
+    raise FilterError(
+        f"{site} refuses the job: the site has client filters (the job's, or its privacy "
+        f"policy's local/privacy.json) and {around}. Run the job at sites without client "
+        "filters, or use a recipe whose results go through the server"
     )
 
 

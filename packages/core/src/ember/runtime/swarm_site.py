@@ -40,6 +40,11 @@ GET_GLOBAL = "swarm.get_global"
 class SwarmSiteLink:
     """A :class:`ServerLink` that runs the site's part of swarm learning."""
 
+    #: filters cannot apply: the sites send their models to each other (PeerLink), not
+    #: through the server link; a site with client filters (the job's or its privacy
+    #: policy's) refuses the job instead of letting data pass unfiltered
+    sends_around_filters = True
+
     def __init__(
         self,
         inner: ServerLink,

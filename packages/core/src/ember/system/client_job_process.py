@@ -59,6 +59,7 @@ def run(folder: Path, job_id: str) -> int:
         endpoint,  # type: ignore[arg-type]
         float(get_setting("runtime.task_poll_interval")),
         logs.logger,
+        site_folder=kit.folder,  # its local/privacy.json: filters the site always applies
     )
     try:
         runner.start()

@@ -136,6 +136,11 @@ class TunnelSiteLink:
     other ServerLink call is passed to ``inner`` unchanged.
     """
 
+    #: filters cannot apply: the framework's own traffic (Flower, XGBoost) crosses the
+    #: tunnel as opaque calls; a site with client filters (the job's or its privacy
+    #: policy's) refuses the job instead of letting data pass unfiltered
+    sends_around_filters = True
+
     def __init__(
         self,
         inner: ServerLink,
