@@ -22,6 +22,7 @@ from ember.envs.poc import PocEnv, PocRun, start_workspace, stop_workspace
 from ember.system import daemon
 from ember.system.admin import AdminClient
 from ember.system.poc import PocWorkspace, prepare
+from support.filters import arrivals, dict_recipe, wire_filters
 from support.sim import global_model, numpy_recipe, run_sim
 
 COMPLETED = "FINISHED:COMPLETED"
@@ -256,3 +257,35 @@ def test_poc_cli_prepare_start_status_stop(tmp_path: Path) -> None:
     assert all(d["pid"] is None for d in run("status")["daemons"])
     for pid in pids:
         assert not alive(pid)
+
+
+def test_a_site_policy_holds_in_pocenv_whatever_the_job_adds(
+    poc: PocWorkspace, tmp_path: Path
+) -> None:
+    # site-1's admin excludes private.* in the site's local/privacy.json; the job puts the
+    # variable back with a filter of its own; what reaches the server process says who won
+    filters = wire_filters()
+    (site_1,) = [k for k in poc.clients if k.name == "site-1"]
+    policy = site_1.folder / "local" / "privacy.json"
+    policy.parent.mkdir(exist_ok=True)
+    rule = {"direction": "output", "name": "ExcludeVars", "args": {"exclude_vars": "^private\\."}}
+    policy.write_text(json.dumps({"format": 1, "filters": [rule]}))
+    try:
+        recipe = dict_recipe(num_rounds=1)
+        recipe.add_client_output_filter(filters.PutBack("private.stats"))
+        seen = tmp_path / "arrivals.jsonl"
+        recipe.add_server_input_filter(filters.RecordArrivals(str(seen)))
+        run = submit(poc, recipe, ["site-1", "site-2"])
+        run.get_result(timeout=240)
+        assert run.get_status() == COMPLETED, run.get_message()
+        names = {a["site"]: a["names"] for a in arrivals(seen)}
+        assert names == {"site-1": ["w"], "site-2": ["private.stats", "w"]}
+        # a policy the site cannot apply fails the job there, naming the site and the file
+        policy.write_text(json.dumps({"format": 1, "filters": [{**rule, "args": {"x": 1}}]}))
+        run = submit(poc, dict_recipe(num_rounds=1), ["site-1", "site-2"])
+        run.get_result(timeout=240)
+        assert run.get_status() == FAILED
+        assert "site-1" in run.get_message()
+        assert str(policy) in run.get_message()
+    finally:
+        policy.unlink()

@@ -22,6 +22,7 @@ from ember.provision.certs import CertFiles, make_cert
 from ember.system.admin import AdminClient
 from ember.system.kit import Kit, KitError
 from ember.system.poc import free_port
+from support.filters import arrivals, dict_recipe, wire_filters
 from support.sim import global_model, numpy_recipe
 
 EMBER = str(Path(sys.executable).parent / "ember")
@@ -264,3 +265,25 @@ def test_only_an_operator_stops_a_site(project: dict[str, Path]) -> None:
     with admin(project, "admin@org-a.example") as operator:
         assert operator.stop_site("site-b") == {"site": "site-b", "stopping": True}
     assert wait_gone(pid, 60.0), "site-b's daemon did not stop"
+
+
+def test_a_site_policy_in_its_kit_holds_in_prodenv_whatever_the_job_adds(
+    project: dict[str, Path], tmp_path: Path
+) -> None:
+    policy = project["site-a"] / "local" / "privacy.json"
+    policy.parent.mkdir(exist_ok=True)
+    rule = {"direction": "output", "name": "ExcludeVars", "args": {"exclude_vars": "^private\\."}}
+    policy.write_text(json.dumps({"format": 1, "filters": [rule]}))
+    try:
+        filters = wire_filters()
+        recipe = dict_recipe(num_rounds=1, min_clients=1)
+        recipe.add_client_output_filter(filters.PutBack("private.stats"))  # tries to undo it
+        seen = tmp_path / "arrivals.jsonl"
+        recipe.add_server_input_filter(filters.RecordArrivals(str(seen)))
+        env = ProdEnv(project["lead@org-a.example"], sites=["site-a"], result_root=tmp_path / "r")
+        run = recipe.execute(env)
+        run.get_result(timeout=180)
+        assert run.get_status() == COMPLETED, run.get_message()
+        assert [(a["site"], a["names"]) for a in arrivals(seen)] == [("site-a", ["w"])]
+    finally:
+        policy.unlink()
