@@ -434,6 +434,24 @@ CORE_SETTINGS: list[Setting] = [
         scenarios=("many sites", "production"),
     ),
     Setting(
+        name="net.hub_max_incoming_connections",
+        type=int,
+        default=8192,
+        unit="connections",
+        bounds="How many TCP connections a hub's port holds at once, in their TLS/HTTP2 "
+        "handshake or serving a node (gRPC's grpc.max_allowed_incoming_connections); one "
+        "more is closed as soon as it is accepted, before any TLS work. It counts all "
+        "sources together: gRPC offers no per-address limit (docs/security.md shows a "
+        "firewall rule for that).",
+        advice="Keep it above net.hub_max_connections plus the connections you expect in "
+        "their handshake at once; raise it with net.hub_max_connections.",
+        minimum=1,
+        symptom="Nodes fail to connect ('Connection reset by peer' or 'Socket closed') while "
+        "many connections are open to the hub, and the hub logs nothing about them.",
+        scenarios=("many sites", "production"),
+        at_least=("net.hub_max_connections",),
+    ),
+    Setting(
         name="net.data_links",
         type=bool,
         default=True,

@@ -14,6 +14,14 @@ theirs. Bodies of any size travel in fragments; many requests share one stream. 
 top. Importing this package does not import grpc; starting a hub or node does.
 """
 
+import os as _os
+
+# gRPC's core logs one line (INFO, to stderr, no rate limit) for every connection whose TLS
+# handshake fails: garbage connections would fill a hub's log. Keep its errors only unless
+# the operator chose otherwise (GRPC_VERBOSITY=INFO shows them again). gRPC reads this when
+# it is first imported, which this package does only later, when a hub or node starts.
+_os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from ember.net.errors import ConnectError, TransportError, UnknownTopicError
 from ember.net.hub import Hub, HubLocal
 from ember.net.messenger import Messenger, RemoteError

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from ember.config import get_setting
 from ember.net.frames import FRAGMENT_OVERHEAD
 
+_INT_MAX = (1 << 31) - 1  # gRPC's integer channel arguments are C ints
+
 
 @dataclass(frozen=True)
 class NetSettings:
@@ -23,6 +25,7 @@ class NetSettings:
     partial_message_timeout: float = 300.0
     handshake_timeout: float = 10.0
     idle_connection_timeout: float = 60.0
+    max_incoming_connections: int = 8192
 
     @classmethod
     def current(cls) -> NetSettings:
@@ -44,6 +47,7 @@ class NetSettings:
             partial_message_timeout=float(get_setting("net.partial_message_timeout")),
             handshake_timeout=float(get_setting("net.handshake_timeout")),
             idle_connection_timeout=float(get_setting("net.idle_connection_timeout")),
+            max_incoming_connections=int(get_setting("net.hub_max_incoming_connections")),
         )
 
     @property
@@ -65,10 +69,15 @@ class NetSettings:
         ]
 
     def server_options(self) -> list[tuple[str, int | str]]:
-        """A hub's gRPC server options: the fragment limit, the handshake timeout and the
-        idle-connection limit."""
+        """A hub's gRPC server options: the fragment limit, the handshake timeout, the
+        idle-connection limit and the TCP connections its port holds at once (gRPC's core
+        aborts the process on a value of INT_MAX or more: clamped below it)."""
         return [
             *self.grpc_options(),
             ("grpc.server_handshake_timeout_ms", int(self.handshake_timeout * 1000)),
             ("grpc.max_connection_idle_ms", int(self.idle_connection_timeout * 1000)),
+            (
+                "grpc.max_allowed_incoming_connections",
+                max(1, min(self.max_incoming_connections, _INT_MAX - 1)),
+            ),
         ]
