@@ -100,8 +100,8 @@ def main() -> None:
                 metrics={
                     "accuracy": received,
                     "local_accuracy": local,
-                    "epsilon": eps,
-                    "delta": args.delta,
+                    "dp_epsilon": eps,  # the key metrics_summary.json gathers (privacy_spent)
+                    "dp_delta": args.delta,
                     "noise_multiplier": noise,
                     "sample_rate": sample_rate,
                     "dp_steps": steps,

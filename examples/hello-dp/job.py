@@ -71,7 +71,7 @@ def main() -> None:
         for line in f:
             record = json.loads(line)
             per_site = ", ".join(
-                f"{site} epsilon {m['epsilon']:.3f} accuracy {m['accuracy']:.3f}"
+                f"{site} epsilon {m['dp_epsilon']:.3f} accuracy {m['accuracy']:.3f}"
                 for site, m in sorted(record["site_metrics"].items())
             )
             print(f"round {record['round']}: {per_site}")

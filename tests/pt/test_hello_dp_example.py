@@ -50,7 +50,7 @@ def test_hello_dp_spends_its_epsilon_across_the_rounds_within_the_target(
     ]
     assert [r["round"] for r in rounds] == list(range(ROUNDS))
     for site in ("site-1", "site-2"):
-        spent = [r["site_metrics"][site]["epsilon"] for r in rounds]
+        spent = [r["site_metrics"][site]["dp_epsilon"] for r in rounds]
         assert all(a < b for a, b in itertools.pairwise(spent)), spent  # rises every round
         # one accountant for the whole job: the last round ends at the target, not the first
         assert TARGET - 0.05 <= spent[-1] <= TARGET, spent
@@ -65,6 +65,10 @@ def test_hello_dp_spends_its_epsilon_across_the_rounds_within_the_target(
         )
         assert core.get_epsilon(DELTA) == pytest.approx(spent[-1], rel=1e-9)
         assert f"{site}: round {ROUNDS - 1}, epsilon spent {spent[-1]:.3f}" in done.stdout
+        summary = json.loads(
+            (tmp_path / "hello-dp" / "server" / "metrics_summary.json").read_text()
+        )
+        assert summary["privacy_spent"]["dp_epsilon"]["by_site"][site] == spent[-1]
     found = re.search(
         rf"test accuracy of the global model after {ROUNDS} rounds: ([\d.]+)", done.stdout
     )
