@@ -139,25 +139,42 @@ def test_cross_site_eval_job(tmp_path: Path) -> None:
     assert (result / "server" / "cross_site_eval" / "cross_val_results.json").is_file()
 
 
-HE = "nvflare.app_opt.pt.recipes.fedavg_he"  # a name Ember has no equivalent of
+FEDJOB = "nvflare.job_config.api"  # a module whose FedJob Ember has no equivalent of
 
 
 def test_unmappable_name_is_reported_and_fails(tmp_path: Path) -> None:
     script = tmp_path / "job.py"
-    source = (
-        f"from {HE} import FedAvgRecipeWithHE\nfrom nvflare.recipe import SimEnv\n\n"
-        "recipe = FedAvgRecipeWithHE()\n"
-    )
+    source = f"from {FEDJOB} import FedJob\nfrom nvflare.recipe import SimEnv\n\njob = FedJob()\n"
     script.write_text(source)
     code, out = migrate(str(script))
     assert code == 1
-    assert (
-        f"job.py:1 unmapped: {HE}.FedAvgRecipeWithHE: "
-        "Ember has no homomorphic-encryption recipe" in out
-    )
+    assert f"job.py:1 unmapped: {FEDJOB}.FedJob: Ember has no FedJob API" in out
     rewritten = script.read_text()
     assert "from ember import SimEnv" in rewritten
-    assert f"from {HE} import FedAvgRecipeWithHE" in rewritten  # left for the user to port
+    assert f"from {FEDJOB} import FedJob" in rewritten  # left for the user to port
+
+
+def test_the_he_recipe_and_the_privacy_filters_map_to_ember_pt_and_ember_filters(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from nvflare.app_opt.pt.recipes.fedavg_he import FedAvgRecipeWithHE\n"
+        "from nvflare.app_common.filters import ExcludeVars, SVTPrivacy\n"
+        "from nvflare.app_common.filters.percentile_privacy import PercentilePrivacy\n\n"
+        "recipe = FedAvgRecipeWithHE(name='he', min_clients=2, num_rounds=1, train_script='c.py')\n"
+        "recipe.add_client_output_filter(ExcludeVars(['fc.bias']), tasks=['train'])\n"
+        "recipe.add_client_output_filter(PercentilePrivacy(percentile=10, gamma=0.01))\n"
+        "recipe.add_client_output_filter(SVTPrivacy(fraction=0.1))\n"
+    )
+    code, out = migrate(str(script))
+    assert code == 0, out
+    rewritten = script.read_text()
+    assert "from ember_pt.recipes import FedAvgRecipeWithHE" in rewritten
+    assert "from ember.filters import ExcludeVars, SVTPrivacy" in rewritten
+    assert "from ember.filters import PercentilePrivacy" in rewritten
+    assert "nvflare" not in rewritten
+    assert "recipe.add_client_output_filter(ExcludeVars(['fc.bias']), tasks=['train'])" in rewritten
 
 
 @pytest.mark.parametrize(
@@ -281,23 +298,20 @@ def test_comments_inside_parenthesized_imports_survive(tmp_path: Path) -> None:
 def test_kept_names_keep_their_comments(tmp_path: Path) -> None:
     script = tmp_path / "job.py"
     script.write_text(
-        "from nvflare.app_opt.pt.recipes import (\n"
-        "    FedAvgRecipeWithHE,  # port later\n"
-        "    FedAvgRecipe,\n"
-        ")\n"
+        "from nvflare.client import (\n    IPCAgent,  # port later\n    FLModel,\n)\n"
     )
     code, out = migrate(str(script))
     assert code == 1
     assert (
-        "job.py:1 unmapped: nvflare.app_opt.pt.recipes.FedAvgRecipeWithHE: "
-        "Ember has no homomorphic-encryption recipe" in out
+        "job.py:1 unmapped: nvflare.client.IPCAgent: "
+        "Ember's external processes need no IPC agent" in out
     )
     assert script.read_text() == (
-        "from ember_pt.recipes import (\n"
-        "    FedAvgRecipe,\n"
+        "from ember.client import (\n"
+        "    FLModel,\n"
         ")\n"
-        "from nvflare.app_opt.pt.recipes import (\n"
-        "    FedAvgRecipeWithHE,  # port later\n"
+        "from nvflare.client import (\n"
+        "    IPCAgent,  # port later\n"
         ")\n"
     )
 

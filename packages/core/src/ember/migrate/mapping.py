@@ -27,7 +27,6 @@ _NO_FEDJOB = Unmapped(
     "Ember has no FedJob API: build the job with a recipe (`ember recipe list`, e.g. "
     "ember.recipes.FedAvgRecipe) and run it with recipe.execute(env)"
 )
-_NO_HE = Unmapped("Ember has no homomorphic-encryption recipe")
 
 MODULES: dict[str, str] = {
     "nvflare.client": "ember.client",
@@ -62,6 +61,12 @@ _PT_MORE = (
     ("fedprox", "FedProxRecipe"),
     ("scaffold", "ScaffoldRecipe"),
     ("swarm", "SwarmLearningRecipe"),
+)
+
+_FILTERS = (
+    ("exclude_vars", "ExcludeVars"),
+    ("percentile_privacy", "PercentilePrivacy"),
+    ("svt_privacy", "SVTPrivacy"),
 )
 
 _FRAMEWORK_TYPE = (
@@ -189,8 +194,17 @@ NAMES: dict[str, Target] = {
         for module, cls in _PT_MORE
         for sub in ("", f".{module}")
     },
-    "nvflare.app_opt.pt.recipes.FedAvgRecipeWithHE": _NO_HE,
-    "nvflare.app_opt.pt.recipes.fedavg_he.FedAvgRecipeWithHE": _NO_HE,
+    # homomorphic encryption: ember-pt[he] (docs/he.md)
+    "nvflare.app_opt.pt.recipes.FedAvgRecipeWithHE": "ember_pt.recipes:FedAvgRecipeWithHE",
+    "nvflare.app_opt.pt.recipes.fedavg_he.FedAvgRecipeWithHE": (
+        "ember_pt.recipes:FedAvgRecipeWithHE"
+    ),
+    # privacy filters (docs/privacy.md); recipe.add_client_output_filter & co. keep their names
+    **{
+        f"nvflare.app_common.filters{sub}.{cls}": f"ember.filters:{cls}"
+        for module, cls in _FILTERS
+        for sub in ("", f".{module}")
+    },
     "nvflare.app_opt.pt.fedproxloss.PTFedProxLoss": "ember_pt.fedprox:PTFedProxLoss",
     **{
         f"nvflare.app_common.app_constant.AlgorithmConstants.{k}": (
