@@ -51,7 +51,8 @@ def _show(record: dict[str, Any], fmt: str) -> None:
     if fmt == "json":
         echo_json(record)
         return
-    for key in ("id", "name", "status", "message", "submitter", "sites", "rounds_completed"):
+    keys = ("id", "name", "status", "message", "resumed", "submitter", "sites", "rounds_completed")
+    for key in keys:
         if key in record and record[key] not in ("", None):
             click.echo(f"{key:>16}: {record[key]}")
     for key in ("submitted_at", "started_at", "finished_at"):

@@ -5,6 +5,8 @@ with mutual TLS, submitted through the admin API.
 (``ember poc prepare``), starts its daemons if they are not running (``ember poc start``),
 exports the job and submits it as the workspace's admin. The returned :class:`PocRun`
 follows the job on the server; ``get_result`` waits for the end and downloads the result.
+A handle that loses its server (a restart) reconnects, for up to
+``system.run_reconnect_timeout``, instead of raising.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ember.config import describe_timeout
+from ember.config import describe_setting, describe_timeout, get_setting, setting_timeout
 from ember.envs.run import RunTimeout, wait_limit
+from ember.errors import EmberError
 from ember.system import daemon
 from ember.system.admin import AdminClient
 from ember.system.jobstore import FINISHED
@@ -25,6 +28,12 @@ from ember.system.poc import DEFAULT_WORKSPACE, PocError, PocWorkspace, client_n
 
 if TYPE_CHECKING:
     from ember.job.definition import Deployable
+
+T = TypeVar("T")
+
+
+class RunConnectionError(EmberError, ConnectionError):
+    """A Run handle lost its server and could not reach it again in time."""
 
 
 def start_workspace(ws: PocWorkspace) -> None:
@@ -61,9 +70,51 @@ class PocRun:
     def get_job_id(self) -> str:
         return self.job_id
 
+    def _server(self, call: Callable[[], T]) -> T:
+        """``call()`` against the server; a lost connection (the server restarting, the
+        network) is dialled again with back-off until ``system.run_reconnect_timeout``."""
+        from ember.net import ConnectError
+        from ember.net.messenger import RemoteError
+        from ember.runtime.transport import TransportError, UnknownTopicError
+
+        deadline: float | None = None
+        backoff = float(get_setting("net.reconnect_backoff_min"))
+        most = float(get_setting("net.reconnect_backoff_max"))
+        while True:
+            try:
+                if self.admin.connected and not self.admin.linked:
+                    # lost and being dialled again: dial afresh, within this method's bound
+                    self.admin.close()
+                if not self.admin.connected:
+                    if deadline is None:
+                        deadline = time.monotonic() + float(
+                            get_setting("system.run_reconnect_timeout")
+                        )
+                    remaining = max(0.001, deadline - time.monotonic())
+                    self.admin.connect(min(setting_timeout("net.connect_timeout"), remaining))
+                return call()
+            except (RemoteError, UnknownTopicError):
+                raise  # the server answered: not a connection problem
+            except (ConnectError, TransportError) as exc:
+                if isinstance(exc, ConnectError) and daemon.permanent(exc):
+                    raise  # refused for good (certificates): waiting will not help
+                self.admin.close()  # a fresh connection next time
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + float(get_setting("system.run_reconnect_timeout"))
+                if now >= deadline:
+                    raise RunConnectionError(
+                        f"lost the server of job {self.job_id} and could not reach it again "
+                        f"within {describe_setting('system.run_reconnect_timeout')}: {exc}; "
+                        "is the server daemon running (`ember poc start`, `ember daemon "
+                        "start`)?"
+                    ) from exc
+                time.sleep(min(backoff, deadline - now))  # back-off between dials
+                backoff = min(2 * backoff, most)
+
     def _refresh(self, wait: float = 0.0) -> dict[str, Any]:
         if self._record.get("status") not in FINISHED:
-            self._record = self.admin.status(self.job_id, wait=wait)
+            self._record = self._server(lambda: self.admin.status(self.job_id, wait=wait))
         return self._record
 
     def get_status(self) -> str:
@@ -88,14 +139,14 @@ class PocRun:
                 )
             self._refresh(wait=min(remaining, 60.0))  # the server answers when it ends
         if not (self.result_dir / "server").is_dir():
-            self.admin.download(self.job_id, self.result_dir)
+            self._server(lambda: self.admin.download(self.job_id, self.result_dir))
         self.admin.close()  # the job is over; a later call reconnects
         if clean_up and self._stop is not None:
             self._stop()
         return str(self.result_dir)
 
     def abort(self) -> None:
-        self._record = self.admin.abort(self.job_id)
+        self._record = self._server(lambda: self.admin.abort(self.job_id))
 
 
 class PocEnv:

@@ -235,6 +235,57 @@ def load_checkpoint(folder: Path) -> Checkpoint | None:
     return Checkpoint(rnd, params, state, folder)
 
 
+def _check_model_file(path: Path) -> None:
+    """That a safetensors file is whole: its header parses and the file is as long as the
+    header says (a cut-short write shows here), without reading the tensors."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > size - 8:
+                raise ValueError(f"the header claims {length} bytes, the file has {size}")
+            header = json.loads(f.read(length))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        expected = 8 + length + max(ends, default=0)
+        if size != expected:
+            raise ValueError(f"{size} bytes, the header describes {expected}")
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot read the checkpoint {path}: {exc}; remove the folder {path.parent} to "
+            "start the job's workflow over"
+        ) from exc
+
+
+def last_checkpointed_round(server_dir: Path) -> int | None:
+    """The round of the latest workflow's checkpoint in a job's server folder (None: no
+    checkpoint yet); every checkpoint's state file is read and its model file's header
+    checked, a :class:`CheckpointError` naming the file when one is unreadable. What a
+    restarted server checks before it resumes a job (the tensors are read by the job)."""
+    root = Path(server_dir) / CHECKPOINT_DIR
+    folders = sorted(
+        (f for f in root.iterdir() if f.is_dir() and f.name.isdigit()) if root.is_dir() else [],
+        key=lambda f: int(f.name),
+    )
+    found: int | None = None
+    for folder in folders:
+        state_path = folder / STATE_FILE
+        if not state_path.exists():
+            continue
+        try:
+            record = fobs.loadf(state_path)
+            if not isinstance(record, dict) or record.get("version") != FORMAT_VERSION:
+                raise ValueError("not an Ember checkpoint of this version")
+            rnd = int(record["round"])
+        except Exception as exc:
+            raise CheckpointError(
+                f"cannot read the checkpoint {state_path}: {exc}; remove the folder {folder} "
+                "to start the job's workflow over"
+            ) from exc
+        _check_model_file(folder / MODEL_FILE)
+        found = rnd
+    return found
+
+
 def _folder(ctx: ServerContext) -> Path | None:
     if not bool(get_setting("runtime.checkpoint")):
         return None

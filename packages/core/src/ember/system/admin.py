@@ -52,12 +52,22 @@ class AdminClient:
     def connected(self) -> bool:
         return self._node is not None
 
+    @property
+    def linked(self) -> bool:
+        """Whether the connection is up right now (not lost, or being dialled again)."""
+        return self._node is not None and bool(self._node.connected)
+
     def connect(self, timeout: float | None = None) -> AdminClient:
         from ember.net import NetNode, NetTransport
 
-        self._node = NetNode(self.name, self.kit.address, self.kit.tls, server_name=self.kit.host)
-        self._node.start(timeout if timeout is not None else self.timeout)
-        self._transport = NetTransport(self._node)
+        node = NetNode(self.name, self.kit.address, self.kit.tls, server_name=self.kit.host)
+        try:
+            node.start(timeout if timeout is not None else self.timeout)
+        except BaseException:
+            node.close(0.0)
+            raise
+        self._node = node  # connected only once registered
+        self._transport = NetTransport(node)
         self._endpoint = self._transport.add_endpoint(self.name)
         return self
 

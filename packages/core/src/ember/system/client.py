@@ -71,8 +71,14 @@ class ClientDaemon:
             raise ValueError(f"{sender} cannot deploy jobs here")
         job_id = str(payload["job_id"])
         self._check_submitter(payload)
+        with self._lock:
+            old = self._jobs.get(job_id)
+        if old is not None:  # a redeployment (the server restarted): the old run stops first
+            self._kill(job_id, old)
         root = job_root(self.kit.folder, job_id)
-        if root.exists():
+        if payload.get("resume"):  # a resumed job: new files, the workspace (its logs) kept
+            shutil.rmtree(root / "job", ignore_errors=True)
+        elif root.exists():
             shutil.rmtree(root)
         tmp = temp_zip(f"ember-deploy-{job_id}-")
         try:
@@ -153,7 +159,8 @@ class ClientDaemon:
     def _watch(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()
         with self._lock:
-            self._jobs.pop(job_id, None)
+            if self._jobs.get(job_id) is proc:  # not a redeployment's process
+                del self._jobs[job_id]
         self.log.info("job %s: process ended with code %d", job_id, code)
 
     def _kill(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
@@ -172,6 +179,9 @@ class ClientDaemon:
             proc = self._jobs.get(str(payload.get("job_id")))
         if proc is None:
             return False
+        if payload.get("wait"):  # a resuming server: reply once the process is gone
+            self._kill(str(payload["job_id"]), proc)
+            return True
         threading.Thread(
             target=self._kill, args=(str(payload["job_id"]), proc), daemon=True
         ).start()

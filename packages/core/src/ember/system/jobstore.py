@@ -1,7 +1,8 @@
 """The server's job store: job metadata in SQLite, job content and results in folders.
 
 ``<server workspace>/jobs.db`` and ``<server workspace>/jobs/<id>/{job,workspace}``. The store
-survives restarts: a job that was running when the server died is marked failed on start.
+survives restarts: a job that was running when the server died is resumed on start (from its
+last round checkpoint, see :mod:`ember.system.server`), or marked failed.
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     min_clients INTEGER NOT NULL,
     submitted_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    resumed TEXT NOT NULL DEFAULT '',
+    restarts INTEGER NOT NULL DEFAULT 0
 )
 """
 
 
 _SELECT = (
     "SELECT id, name, status, message, submitter, sites, min_clients, submitted_at, "
-    "started_at, finished_at, submitter_org, submitter_role FROM jobs"
+    "started_at, finished_at, submitter_org, submitter_role, resumed, restarts FROM jobs"
 )
 
 
@@ -63,6 +66,8 @@ class JobRecord:
     finished_at: float | None = None
     submitter_org: str = ""
     submitter_role: str = ""
+    resumed: str = ""  # "resumed from round N" once a server restart resumed the job
+    restarts: int = 0  # how many server restarts the job went through
     extra: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -81,11 +86,13 @@ class JobStore:
         with self._lock, self._db:
             self._db.execute(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-            for column in ("submitter_org", "submitter_role"):  # a store made before roles
+            for column in ("submitter_org", "submitter_role", "resumed"):  # an older store
                 if column not in columns:
                     self._db.execute(
                         f"ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
                     )
+            if "restarts" not in columns:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0")
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id / "job"
@@ -178,6 +185,14 @@ class JobStore:
         with self._lock, self._db:
             self._db.execute("UPDATE jobs SET sites = ? WHERE id = ?", (json.dumps(sites), job_id))
 
+    def set_resumed(self, job_id: str, note: str) -> None:
+        """A server restart resumes the job: ``note`` says from where; one more restart."""
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE jobs SET resumed = ?, restarts = restarts + 1 WHERE id = ?",
+                (note, job_id),
+            )
+
     def fail_unfinished(self, reason: str) -> builtins.list[str]:
         """Mark jobs left RUNNING (the server stopped under them) failed."""
         running = [j.id for j in self.list(RUNNING)]
@@ -204,4 +219,6 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         finished_at=row[9],
         submitter_org=row[10],
         submitter_role=row[11],
+        resumed=row[12],
+        restarts=int(row[13]),
     )

@@ -7,6 +7,12 @@ Jobs queue in the store; a job starts when the sites it needs are connected and 
 starts, so a crashed job cannot take the daemon down: the daemon sees the process end and
 fails the job with the reason. Admin commands arrive as requests from ``admin:<name>:*``
 nodes, authenticated by the admin's certificate.
+
+A daemon that starts again after a crash resumes the jobs the store still has running
+(``system.resume_jobs``): once every site of such a job has reconnected (within
+``system.resume_timeout``) it stops what is left of the job at its sites, starts the job's
+server process again, which goes on from the workflows' last round checkpoints
+(:mod:`ember.runtime.checkpoint`), and deploys the job to its sites again.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ember.config import get_setting, setting_timeout
+from ember.config import describe_setting, get_setting, setting_timeout
 from ember.errors import EmberError
 from ember.job.definition import JobDefinition, JobDefinitionError
+from ember.runtime.checkpoint import CheckpointError, last_checkpointed_round
 from ember.runtime.logs import NodeLogs
 from ember.system import jobstore
 from ember.system.archive import pack, temp_zip, unpack
@@ -72,6 +79,11 @@ class ServerDaemon:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._reported: dict[str, tuple[str, str]] = {}
         self._job_nodes: set[str] = set()  # connected job processes
+        # jobs running when the server stopped, to resume: job id -> deadline for its sites
+        self._resuming: dict[str, float] = {}
+        self._restarting: set[str] = set()  # resumed jobs whose process is not started yet
+        self._spawned: dict[str, float] = {}  # job id -> when its server process started
+        self._node_since: dict[str, float] = {}  # job process node -> when it connected
         self._stopping = False
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ember-server")
         policy = self.kit.startup / "authorization.json"
@@ -84,8 +96,7 @@ class ServerDaemon:
     def start(self) -> None:
         from ember.net import Hub, NetTransport
 
-        for job_id in self.store.fail_unfinished("the server stopped while the job ran"):
-            self.log.warning("job %s was running when the server stopped: marked failed", job_id)
+        self._recover()
         from ember.provision.certs import identity
 
         # the server's own certificate connects its job processes
@@ -116,6 +127,43 @@ class ServerDaemon:
         )
         self._scheduler.start()
         self.log.info("server %s listening on %s", self.kit.project, self.kit.address)
+
+    def _recover(self) -> None:
+        """Jobs the store has running were cut off by a crash: resume them from their
+        checkpoints once their sites are back (or fail them: ``system.resume_jobs``)."""
+        running = self.store.list(jobstore.RUNNING)
+        if running and not bool(get_setting("system.resume_jobs")):
+            for job in running:
+                self.store.set_status(
+                    job.id,
+                    jobstore.FAILED,
+                    "the server stopped while the job ran (system.resume_jobs is off)",
+                )
+                self.log.warning("job %s was running when the server stopped: failed", job.id)
+            return
+        deadline = time.monotonic() + float(get_setting("system.resume_timeout"))
+        for job in running:
+            server_dir = self.store.workspace(job.id) / SERVER
+            try:
+                rnd = last_checkpointed_round(server_dir)
+            except CheckpointError as exc:
+                message = f"the job cannot resume after the server restart: {exc}"
+                self.store.set_status(job.id, jobstore.FAILED, message)
+                self.log.error("job %s: %s", job.id, message)
+                continue
+            note = (
+                f"resumed from round {rnd}"
+                if rnd is not None
+                else "restarted from the beginning (no round was checkpointed)"
+            )
+            self.store.set_resumed(job.id, note)
+            self._resuming[job.id] = deadline
+            self.log.warning(
+                "job %s was running when the server stopped: %s once %s are connected",
+                job.id,
+                note,
+                ", ".join(job.sites),
+            )
 
     def stop(self) -> None:
         """Abort running jobs (their processes end), stop listening, close the store."""
@@ -161,6 +209,7 @@ class ServerDaemon:
                 self.log.info("client %s connected", name)
             elif split_job_name(name) is not None:
                 self._job_nodes.add(name)
+                self._node_since[name] = time.monotonic()
             self._cond.notify_all()
 
     def _disconnected(self, name: str, reason: str) -> None:
@@ -168,6 +217,7 @@ class ServerDaemon:
         with self._cond:
             self._sites.discard(name)
             self._job_nodes.discard(name)
+            since = self._node_since.pop(name, None)
             self._cond.notify_all()
         if parts is None:
             if not name.startswith(ADMIN_PREFIX):
@@ -177,6 +227,10 @@ class ServerDaemon:
         record = self.store.get(job_id)
         if site == SERVER or record is None or record.status != jobstore.RUNNING:
             return
+        with self._cond:
+            spawned = self._spawned.get(job_id)
+        if since is None or spawned is None or since < spawned:
+            return  # a job process from before the server's restart: not the current run's
         self.log.warning("job %s: %s's job process disconnected: %s", job_id, site, reason)
         try:  # the job's server process counts the site out (if it still runs)
             self.transport.request(
@@ -234,24 +288,61 @@ class ServerDaemon:
     def _schedule(self) -> None:
         while True:
             with self._cond:
-                job = None
+                job, resume = None, False
                 while not self._stopping:
-                    job = self._startable()
+                    self._expire_resumes()
+                    job, resume = self._startable()
                     if job is not None:
                         break
-                    self._cond.wait()
+                    deadlines = list(self._resuming.values())
+                    self._cond.wait(
+                        max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+                    )
                 if self._stopping:
                     return
                 assert job is not None
                 sites = job.sites or sorted(self._sites)
-                self.store.set_status(job.id, jobstore.RUNNING)
-                self._procs[job.id] = self._spawn(job.id, sites)
-            self._pool.submit(self._launch, job, sites)
+                if resume:
+                    del self._resuming[job.id]
+                    self._restarting.add(job.id)
+                else:
+                    self.store.set_status(job.id, jobstore.RUNNING)
+                    self._procs[job.id] = self._spawn(job.id, sites)
+            self._pool.submit(self._restart if resume else self._launch, job, sites)
 
-    def _startable(self) -> JobRecord | None:
-        """The oldest queued job whose sites are connected, if a slot is free."""
-        if len(self._procs) >= int(get_setting("system.max_running_jobs")):
-            return None
+    def _expire_resumes(self) -> None:
+        """Fail the jobs to resume whose sites did not come back in time (under the lock)."""
+        now = time.monotonic()
+        for job_id, deadline in list(self._resuming.items()):
+            if now < deadline:
+                continue
+            del self._resuming[job_id]
+            record = self.store.get(job_id)
+            missing = sorted(set(record.sites) - self._sites) if record else []
+            message = (
+                f"the job could not resume after the server restart: {', '.join(missing)} did "
+                f"not reconnect within {describe_setting('system.resume_timeout')}; start "
+                "their client daemons (`ember daemon start`) and submit the job again"
+            )
+            self.store.set_status(job_id, jobstore.FAILED, message)
+            self.log.error("job %s: %s", job_id, message)
+            self._cond.notify_all()
+
+    def _startable(self) -> tuple[JobRecord | None, bool]:
+        """A job to resume whose sites are all back, else the oldest queued job whose sites
+        are connected if a slot is free; and whether it is resumed."""
+        for job_id in list(self._resuming):  # they held their slots before the restart
+            record = self.store.get(job_id)
+            if record is None or record.status != jobstore.RUNNING:
+                del self._resuming[job_id]
+            elif set(record.sites) <= self._sites:
+                return record, True
+        busy = len(self._procs) + len(self._restarting) + len(self._resuming)
+        if busy >= int(get_setting("system.max_running_jobs")):
+            return None, False
+        return self._queued(), False
+
+    def _queued(self) -> JobRecord | None:
         for job in self.store.list(jobstore.SUBMITTED):
             if job.sites and set(job.sites) <= self._sites:
                 return job
@@ -259,8 +350,46 @@ class ServerDaemon:
                 return job
         return None
 
+    def _restart(self, job: JobRecord, sites: list[str]) -> None:
+        """Resume a job: stop what is left of it at its sites (scripts of before the
+        restart), then start its server process and deploy it again."""
+        started = time.monotonic()
+        for site in sites:
+            try:
+                self.transport.request(
+                    SERVER,
+                    site,
+                    "job.abort",
+                    {"job_id": job.id, "wait": True},
+                    float(get_setting("system.stop_timeout"))
+                    + setting_timeout("system.admin_timeout"),
+                )
+            except Exception as exc:  # its deployment will tell
+                self.log.warning(
+                    "job %s: could not stop its old process at %s: %s", job.id, site, exc
+                )
+        with self._cond:
+            self._restarting.discard(job.id)
+            if self._stopping:
+                return  # still RUNNING in the store: the next start resumes it
+            reported = self._reported.pop(job.id, None)
+            if reported is None:
+                self._procs[job.id] = self._spawn(job.id, sites)
+            self._cond.notify_all()
+        if reported is not None:  # aborted while it waited
+            self.store.set_status(job.id, *reported)
+            return
+        self.log.info(
+            "job %s: resuming (%s), old site processes stopped in %.2f s",
+            job.id,
+            job.resumed,
+            time.monotonic() - started,
+        )
+        self._launch(job, sites, resume=True)
+
     def _spawn(self, job_id: str, sites: list[str]) -> subprocess.Popen[bytes]:
         self.store.set_sites(job_id, sites)
+        self._spawned[job_id] = time.monotonic()
         proc = spawn_job_process(
             "ember.system.server_job_process",
             [str(self.kit.folder), job_id],
@@ -272,7 +401,7 @@ class ServerDaemon:
         ).start()
         return proc
 
-    def _launch(self, job: JobRecord, sites: list[str]) -> None:
+    def _launch(self, job: JobRecord, sites: list[str], resume: bool = False) -> None:
         """Wait for the job's server process to connect, then deploy the job to its sites."""
         node = net_name(SERVER, job.id)
         deadline = time.monotonic() + float(get_setting("system.start_timeout"))
@@ -303,6 +432,7 @@ class ServerDaemon:
                 "submitter": job.submitter,
                 "submitter_org": job.submitter_org,
                 "submitter_role": job.submitter_role,
+                "resume": resume,  # the site keeps its workspace (its logs) of before
             }
             futures = {
                 site: self._pool.submit(
@@ -469,8 +599,12 @@ class ServerDaemon:
         elif record.status == jobstore.RUNNING:
             with self._cond:
                 proc = self._procs.get(record.id)
-                self._reported.setdefault(record.id, (jobstore.ABORTED, reason))
-            if proc is not None:
+                waiting = self._resuming.pop(record.id, None) is not None
+                if not waiting:
+                    self._reported.setdefault(record.id, (jobstore.ABORTED, reason))
+            if waiting:  # to resume, its sites not back yet: nothing runs
+                self.store.set_status(record.id, jobstore.ABORTED, reason)
+            elif proc is not None:
                 self._terminate(record.id, proc, reason)
         with self._cond:
             self._cond.notify_all()

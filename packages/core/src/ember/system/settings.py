@@ -66,4 +66,47 @@ SYSTEM_SETTINGS: list[Setting] = [
         "60 s (system.admin_timeout = 60 s (default))`.",
         scenarios=("large models", "production"),
     ),
+    Setting(
+        name="system.resume_jobs",
+        type=bool,
+        default=True,
+        unit="flag",
+        bounds="Whether a server daemon that starts again after a crash (`kill -9`, a power "
+        "loss) resumes the jobs that were running: each from its last completed round "
+        "checkpoint (runtime.checkpoint), from the beginning if none was written. False: "
+        "they are marked failed, as before. A stopped server (`ember poc stop`, SIGTERM) "
+        "aborts its jobs and resumes none.",
+        advice="Turn it off where a job must never run twice past the same round (scripts "
+        "with side effects outside the job).",
+        scenarios=("production",),
+    ),
+    Setting(
+        name="system.resume_timeout",
+        type=float,
+        default=300.0,
+        unit="seconds",
+        bounds="How long a restarted server waits for every site of a job it resumes to "
+        "reconnect; past it the job fails, naming the sites that did not come back.",
+        advice="Raise it where client daemons may stay down longer than the server; it "
+        "should exceed net.reconnect_backoff_max.",
+        minimum=0.1,
+        symptom="A job fails after a server restart with `... could not resume: site-2 did not "
+        "reconnect within system.resume_timeout = 300 s (default); start its client daemon "
+        "(ember daemon start) ...`.",
+        scenarios=("production",),
+    ),
+    Setting(
+        name="system.run_reconnect_timeout",
+        type=float,
+        default=300.0,
+        unit="seconds",
+        bounds="How long a Run handle of PocEnv or ProdEnv (get_status, get_result, abort) "
+        "keeps reconnecting to a server it lost (a restart, a network cut) before it raises "
+        "the connection error; each attempt waits up to net.connect_timeout.",
+        advice="Raise it to ride out longer server maintenance; 0.1 fails almost at once.",
+        minimum=0.1,
+        symptom="`run.get_status()` raises `lost the server of job ... and could not reach "
+        "it again within system.run_reconnect_timeout = 300 s (default): ...`.",
+        scenarios=("production",),
+    ),
 ]

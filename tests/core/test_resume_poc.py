@@ -1,0 +1,175 @@
+"""A PoC job outlives ``kill -9`` of its server: the restarted daemon resumes it from its last
+round checkpoint, the client daemons reconnect and start its site processes again, the
+admin's Run handle reconnects, and the final model is bit-identical to an uninterrupted run.
+
+Each test has its own PoC system (two sites): the server is killed under it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ember.config import reset_process_config
+from ember.envs.poc import PocEnv, PocRun, RunConnectionError, start_workspace, stop_workspace
+from ember.runtime.checkpoint import MODEL_FILE, checkpoint_folder
+from ember.system import daemon
+from ember.system.admin import AdminClient
+from ember.system.poc import PocWorkspace, prepare
+from support.sim import global_model, numpy_recipe, round_records, run_sim
+
+COMPLETED = "FINISHED:COMPLETED"
+FAILED = "FINISHED:EXECUTION_EXCEPTION"
+SITES = ["site-1", "site-2"]
+ROUNDS = 4
+
+
+@pytest.fixture
+def poc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PocWorkspace]:
+    # the daemons inherit these: clients dial a restarted server again within half a second
+    monkeypatch.setenv("EMBER_NET_RECONNECT_BACKOFF_MAX", "0.5")
+    reset_process_config()
+    ws = prepare(tmp_path / "ws", num_clients=2)
+    start_workspace(ws)
+    try:
+        yield ws
+    finally:
+        stop_workspace(ws)
+        monkeypatch.undo()
+        reset_process_config()
+
+
+def wait_for(path: Path, timeout: float = 60.0) -> None:
+    """Wait for a script to reach a point (it writes ``path``)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout}s"
+        time.sleep(0.05)  # polling a file another process writes: no event to wait on
+
+
+def recipe(markers: Path, *blocks: str):  # type: ignore[no-untyped-def]
+    """Four deterministic rounds; each ``SITE:ROUND`` blocks once (writing its marker)."""
+    args = "--noise" + "".join(f" --block-once {b}:{markers}" for b in blocks)
+    return numpy_recipe(num_rounds=ROUNDS, train_args=args)
+
+
+def kill_server(ws: PocWorkspace, job_id: str) -> None:
+    """``kill -9`` of the server daemon and the job's server process; returns once gone."""
+    with AdminClient(ws.admin) as admin:
+        job_pid = admin.system()["running_jobs"][job_id]
+    server_pid = daemon.pid_of(ws.server.folder)
+    assert server_pid is not None
+    os.kill(server_pid, signal.SIGKILL)
+    os.kill(job_pid, signal.SIGKILL)
+    for pid in (server_pid, job_pid):
+        assert daemon.wait_gone(pid, 10.0)
+    assert daemon.pid_of(ws.server.folder) is None
+
+
+def restart_server(ws: PocWorkspace) -> None:
+    daemon.start("server", ws.server.folder)
+
+
+def reference(tmp_path: Path) -> bytes:
+    sim = run_sim(recipe(tmp_path), tmp_path / "ref")
+    assert sim.get_status() == COMPLETED, sim.get_message()
+    return global_model(sim.get_result()).tobytes()
+
+
+def test_a_job_resumes_bit_identically_after_the_server_is_killed_mid_round(
+    poc: PocWorkspace, tmp_path: Path
+) -> None:
+    expected = reference(tmp_path)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    run = PocEnv(clients=SITES, workspace=poc.root).deploy(recipe(markers, "site-1:2"))
+    wait_for(markers / "site-1-2.started")  # round 1 is checkpointed, round 2 in flight
+    kill_server(poc, run.get_job_id())
+    # the Run handle waits across the restart (its first tries find no server)
+    restarter = threading.Thread(target=restart_server, args=(poc,))
+    restarter.start()
+    try:
+        status = run.get_status()
+    finally:
+        restarter.join()
+    assert status == "RUNNING"
+    result = Path(run.get_result(timeout=120))
+    assert run.get_status() == COMPLETED, run.get_message()
+    assert global_model(result).tobytes() == expected  # bit for bit
+    assert [r["round"] for r in round_records(result)] == list(range(ROUNDS))
+    with AdminClient(poc.admin) as admin:
+        record = admin.status(run.get_job_id())
+    assert record["resumed"] == "resumed from round 1"
+    assert record["restarts"] == 1
+    log = (result / "server" / "log.txt").read_text()
+    assert "resumed from round 1" in log
+
+
+def test_killed_in_round_0_and_again_in_round_2_the_job_still_completes_bit_identically(
+    poc: PocWorkspace, tmp_path: Path
+) -> None:
+    expected = reference(tmp_path)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    run = PocEnv(clients=SITES, workspace=poc.root).deploy(recipe(markers, "site-2:0", "site-1:2"))
+    wait_for(markers / "site-2-0.started")  # nothing checkpointed yet
+    kill_server(poc, run.get_job_id())
+    restart_server(poc)
+    with AdminClient(poc.admin) as admin:
+        first = admin.status(run.get_job_id())["resumed"]
+    assert first == "restarted from the beginning (no round was checkpointed)"
+    wait_for(markers / "site-1-2.started")
+    kill_server(poc, run.get_job_id())
+    restart_server(poc)
+    result = Path(run.get_result(timeout=120))
+    assert run.get_status() == COMPLETED, run.get_message()
+    assert global_model(result).tobytes() == expected
+    with AdminClient(poc.admin) as admin:
+        record = admin.status(run.get_job_id())
+    assert (record["resumed"], record["restarts"]) == ("resumed from round 1", 2)
+
+
+def test_an_unreadable_checkpoint_fails_the_resumed_job_naming_the_file(
+    poc: PocWorkspace, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    run: PocRun = PocEnv(clients=SITES, workspace=poc.root).deploy(recipe(markers, "site-1:2"))
+    wait_for(markers / "site-1-2.started")
+    kill_server(poc, run.get_job_id())
+    server_dir = poc.server.folder / "jobs" / run.get_job_id() / "workspace" / "server"
+    model_file = checkpoint_folder(server_dir, 0) / MODEL_FILE
+    model_file.write_bytes(model_file.read_bytes()[:20])  # cut short
+    restart_server(poc)
+    run.get_result(timeout=60)
+    assert run.get_status() == FAILED
+    assert str(model_file) in run.get_message()
+    assert "cannot resume" in run.get_message()
+
+
+def test_a_run_handle_without_its_server_raises_after_the_reconnect_setting(
+    poc: PocWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    run = PocEnv(clients=SITES, workspace=poc.root).deploy(recipe(markers, "site-1:1"))
+    wait_for(markers / "site-1-1.started")
+    kill_server(poc, run.get_job_id())
+    monkeypatch.setenv("EMBER_SYSTEM_RUN_RECONNECT_TIMEOUT", "0.5")
+    monkeypatch.setenv("EMBER_NET_CONNECT_TIMEOUT", "0.2")
+    reset_process_config()
+    with pytest.raises(RunConnectionError, match=re.escape("system.run_reconnect_timeout = 0.5 s")):
+        run.get_status()
+    monkeypatch.delenv("EMBER_SYSTEM_RUN_RECONNECT_TIMEOUT")
+    monkeypatch.delenv("EMBER_NET_CONNECT_TIMEOUT")
+    reset_process_config()
+    restart_server(poc)  # and the same handle works again
+    run.get_result(timeout=120)
+    assert run.get_status() == COMPLETED, run.get_message()
