@@ -44,6 +44,34 @@ def test_a_variable_excluded_at_the_sites_never_reaches_the_server(
     assert all(a["names"] == ["w"] for a in got)
     model = saved_model(run.get_result())
     np.testing.assert_array_equal(model["w"], MODEL["w"] + 2)
+    # no site sent it: it keeps its global value, and the sites get it again each round
+    np.testing.assert_array_equal(model["private.stats"], MODEL["private.stats"])
+
+
+def test_a_variable_every_site_policy_removes_fails_the_job_naming_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    policy = {
+        "format": 1,
+        "filters": [
+            {"direction": "output", "name": "ExcludeVars", "args": {"exclude_vars": ["w"]}}
+        ],
+    }
+    for site in ("site-1", "site-2"):
+        (policies / f"{site}.json").write_text(json.dumps(policy))
+    monkeypatch.setenv("EMBER_PRIVACY_POLICY_DIR", str(policies))
+    run = run_sim(dict_recipe(num_rounds=1), tmp_path / "plain")
+    # the server cannot know a site's policy: it freed the global 'w' and says what to do
+    assert run.get_status() == "FINISHED:EXECUTION_EXCEPTION"
+    assert "no site sent 'w' back" in run.get_message()
+    assert "exclude_vars" in run.get_message()
+    run = run_sim(dict_recipe(num_rounds=2, exclude_vars="^w$"), tmp_path / "kept")
+    assert run.get_status() == COMPLETED, run.get_message()
+    model = saved_model(run.get_result())
+    np.testing.assert_array_equal(model["w"], MODEL["w"])
+    np.testing.assert_array_equal(model["private.stats"], MODEL["private.stats"] + 2)
 
 
 def test_a_filter_for_some_sites_leaves_the_others_alone(tmp_path: Path, wire_filters: Any) -> None:

@@ -29,6 +29,9 @@ class ServerContext:
     state: dict[str, Any] = field(default_factory=dict)
     offload_dir: Path | None = None
     """``streaming.offload_dir`` for this job (None: models stay in memory)."""
+    results_filtered: bool = False
+    """The job filters results (a client output or server input filter): a result may lack
+    variables the global model has, so a workflow keeps their global values."""
     tunnels: TunnelService = field(default_factory=TunnelService)
     """The job's tunnels: a workflow opens one to let sites reach a service beside the
     server (``ember.tunnel``)."""

@@ -89,6 +89,10 @@ class ServerJob:
         # server filters (recipe.add_server_input_filter & co): applied here, once
         self.filters = FilterChain("server", job.filters, job_id, job_dir / APP_DIR)
         self.filters.build(sites)
+        self.ctx.results_filtered = any(
+            (spec["side"], spec["direction"]) in (("client", OUTPUT), ("server", INPUT))
+            for spec in job.filters
+        )
         self._task_names: dict[str, str] = {}  # task id -> name, for server input filters
 
     def attach(self, endpoint: Endpoint) -> None:

@@ -64,6 +64,8 @@ class FedAvgController:
         self.gc_rounds = server_memory_gc_rounds
         self._best = BestModelTracker(key_metric, key_metric_mode, patience)
         self._next_round = 0
+        self._results_filtered = False  # ServerContext.results_filtered, per round
+        self._sent_names: list[str] = []  # the variables of the round's global model
         self._stopped: str | None = None
 
     # -- resumable (ember.controllers.Resumable): the state checkpointed each round ----------
@@ -130,7 +132,11 @@ class FedAvgController:
             )
             # Keep only what the update needs: all of it for DIFF, else the excluded keys.
             # The rest is held by the queued tasks until each site has taken its copy, so
-            # the old global model and the new running sum are not both in memory.
+            # the old global model and the new running sum are not both in memory. A job
+            # whose filters may remove variables from results keeps all of it (FULL too):
+            # a variable no site sent keeps its global value.
+            self._results_filtered = ctx.results_filtered
+            self._sent_names = list(params)
             kept = self.kept_for_update(params)
             del params, sent
             average = self.new_average()
@@ -226,7 +232,9 @@ class FedAvgController:
     def kept_for_update(self, params: dict[str, Any]) -> dict[str, Any]:
         """What of the round's global model :meth:`next_global` needs: all of it for DIFF,
         else only the excluded keys (the rest is freed once every site has its copy)."""
-        return params if self.transfer_type == ParamsType.DIFF else self._excluded(params)
+        if self.transfer_type == ParamsType.DIFF or self._results_filtered:
+            return params
+        return self._excluded(params)
 
     def result_received(self, site: str, model: FLModel, weight: float) -> None:
         """Called with each result, in site order, before its params are averaged."""
@@ -249,6 +257,15 @@ class FedAvgController:
         self.check_average(average)
         kept = convert_params(kept, self.server_format, NUMPY)
         new = apply_update(kept, average.params(), average.params_type)
+        lost = [name for name in self._sent_names if name not in new]
+        if lost:
+            raise JobError(
+                f"no site sent {', '.join(map(repr, lost[:5]))}"
+                + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+                + " back, and the server did not keep its global value (a site's privacy "
+                "policy or its script removed it?): add it to the recipe's exclude_vars (a "
+                "regex) so the server keeps it, or have the sites send it"
+            )
         return convert_params(new, NUMPY, self.server_format)  # type: ignore[no-any-return]
 
     def check_average(self, average: WeightedAverage) -> None:
