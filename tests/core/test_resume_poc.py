@@ -173,3 +173,41 @@ def test_a_run_handle_without_its_server_raises_after_the_reconnect_setting(
     restart_server(poc)  # and the same handle works again
     run.get_result(timeout=120)
     assert run.get_status() == COMPLETED, run.get_message()
+
+
+def wait_for_text(path: Path, text: str, timeout: float = 60.0) -> None:
+    """Wait for a log to say ``text``."""
+    deadline = time.monotonic() + timeout
+    while not (path.is_file() and text in path.read_text(errors="replace")):
+        assert time.monotonic() < deadline, f"{path} did not say {text!r} within {timeout}s"
+        time.sleep(0.05)  # polling a file another process writes: no event to wait on
+
+
+def test_a_site_whose_daemon_restarts_mid_job_rejoins_at_the_next_round(
+    poc: PocWorkspace, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    gate = tmp_path / "go"
+    # site-2 blocks in round 1 (its daemon is killed there); site-1 holds round 1 open
+    # until the restarted site-2 is back, so round 2 is the next one
+    args = f"--block-once site-2:1:{markers} --gate site-1:1:{gate}"
+    job = numpy_recipe(num_rounds=ROUNDS, min_clients=1, train_args=args)
+    run = PocEnv(clients=SITES, workspace=poc.root).deploy(job)
+    wait_for(markers / "site-2-1.started")
+    site2 = next(k for k in poc.clients if k.name == "site-2")
+    pid = daemon.pid_of(site2.folder)
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)  # the client daemon; its job process follows it
+    assert daemon.wait_gone(pid, 10.0)
+    daemon.start("client", site2.folder)
+    server_log = poc.server.folder / "jobs" / run.get_job_id() / "workspace" / "server" / "log.txt"
+    wait_for_text(server_log, "site site-2 restarted: it rejoins at its next task")
+    gate.write_text("go")
+    result = Path(run.get_result(timeout=120))
+    assert run.get_status() == COMPLETED, run.get_message()
+    records = round_records(result)
+    assert records[0]["sites"] == SITES
+    assert records[1]["sites"] == ["site-1"]
+    assert "site-2 restarted while it ran this task" in records[1]["failed"]["site-2"]
+    assert records[2]["sites"] == records[3]["sites"] == SITES  # rejoined at the next round

@@ -49,10 +49,11 @@ class ServerJob:
         task_timeout: float,
         progress: Progress,
         log: logging.Logger,
+        board: TaskBoard | None = None,
     ) -> None:
         self.job = job
         self.job_id = job_id
-        self.board = TaskBoard(sites)
+        self.board = board if board is not None else TaskBoard(sites)
         self.server_dir = server_dir
         self.log = log
         # experiment tracking (server side): what sites stream, each round's metrics

@@ -207,6 +207,10 @@ class ServerDaemon:
             if split_job_name(name) is None and not name.startswith(ADMIN_PREFIX):
                 self._sites.add(name)
                 self.log.info("client %s connected", name)
+                if self._procs:  # running jobs may have lost this site's process
+                    threading.Thread(
+                        target=self._rejoin, args=(name,), name=f"ember-rejoin-{name}", daemon=True
+                    ).start()
             elif split_job_name(name) is not None:
                 self._job_nodes.add(name)
                 self._node_since[name] = time.monotonic()
@@ -214,21 +218,29 @@ class ServerDaemon:
 
     def _disconnected(self, name: str, reason: str) -> None:
         parts = split_job_name(name)
-        with self._cond:
-            self._sites.discard(name)
-            self._job_nodes.discard(name)
-            since = self._node_since.pop(name, None)
-            self._cond.notify_all()
         if parts is None:
+            with self._cond:
+                self._sites.discard(name)
+                self._cond.notify_all()
             if not name.startswith(ADMIN_PREFIX):
                 self.log.warning("client %s disconnected: %s", name, reason)
             return
+        try:
+            self._job_node_lost(name, parts, reason)
+        finally:  # only now: a site rejoining waits for its old process's loss to be told
+            with self._cond:
+                self._job_nodes.discard(name)
+                self._node_since.pop(name, None)
+                self._cond.notify_all()
+
+    def _job_node_lost(self, name: str, parts: tuple[str, str], reason: str) -> None:
         site, job_id = parts
         record = self.store.get(job_id)
         if site == SERVER or record is None or record.status != jobstore.RUNNING:
             return
         with self._cond:
             spawned = self._spawned.get(job_id)
+            since = self._node_since.get(name)
         if since is None or spawned is None or since < spawned:
             return  # a job process from before the server's restart: not the current run's
         self.log.warning("job %s: %s's job process disconnected: %s", job_id, site, reason)
@@ -417,6 +429,14 @@ class ServerDaemon:
                 job.id, "the job's server process did not connect within system.start_timeout"
             )
             return
+        problems = self._deploy(job, sites, resume)
+        if problems:
+            self._fail_start(job.id, "sites could not start the job: " + "; ".join(problems))
+        else:
+            self.log.info("job %s deployed to %s", job.id, sites)
+
+    def _deploy(self, job: JobRecord, sites: list[str], resume: bool) -> list[str]:
+        """Send the job to ``sites`` (each starts its job process); what went wrong, by site."""
         tmp = temp_zip(f"ember-job-{job.id}-")
         try:
             archive = pack(self.store.job_dir(job.id), tmp)
@@ -451,12 +471,46 @@ class ServerDaemon:
                     future.result()
                 except Exception as exc:
                     problems.append(f"{site}: {exc}")
-            if problems:
-                self._fail_start(job.id, "sites could not start the job: " + "; ".join(problems))
-            else:
-                self.log.info("job %s deployed to %s", job.id, sites)
+            return problems
         finally:
             shutil.rmtree(tmp.parent, ignore_errors=True)
+
+    def _rejoin(self, site: str) -> None:
+        """A client daemon (re)connected: the running jobs it lost its process of (the
+        daemon restarted) take the site back at their next task, and it gets them again."""
+        with self._cond:
+            jobs = [j for j in self._procs if j not in self._restarting]
+        for job_id in jobs:
+            record = self.store.get(job_id)
+            if record is None or record.status != jobstore.RUNNING or site not in record.sites:
+                continue
+            node = net_name(site, job_id)
+            deadline = time.monotonic() + float(get_setting("system.stop_timeout"))
+            with self._cond:  # a dead daemon's job process ends within a second (its lifeline)
+                while node in self._job_nodes and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                if node in self._job_nodes or net_name(SERVER, job_id) not in self._job_nodes:
+                    continue  # its job process lives on (a network blip), or the job ends
+            try:
+                back = self.transport.request(
+                    SERVER,
+                    net_name(SERVER, job_id),
+                    "job.site_rejoin",
+                    {"site": site},
+                    setting_timeout("system.admin_timeout"),
+                )
+            except Exception as exc:
+                self.log.warning("job %s: %s could not rejoin: %s", job_id, site, exc)
+                continue
+            if not back:
+                continue  # alive, finished its script, or the job is ending
+            self.log.info("job %s: %s restarted; it rejoins at its next task", job_id, site)
+            problems = self._deploy(record, [site], resume=True)
+            if problems:
+                self.log.warning("job %s: %s", job_id, "; ".join(problems))
 
     def _fail_start(self, job_id: str, reason: str) -> None:
         self.log.error("job %s: %s", job_id, reason)
