@@ -211,3 +211,40 @@ def test_a_site_whose_daemon_restarts_mid_job_rejoins_at_the_next_round(
     assert records[1]["sites"] == ["site-1"]
     assert "site-2 restarted while it ran this task" in records[1]["failed"]["site-2"]
     assert records[2]["sites"] == records[3]["sites"] == SITES  # rejoined at the next round
+
+
+def kill_server_with_site_2_down(ws: PocWorkspace, tmp_path: Path) -> PocRun:
+    """A job running when the server is killed, site-2's daemon stopped before the restart."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    run = PocEnv(clients=SITES, workspace=ws.root).deploy(recipe(markers, "site-1:1"))
+    wait_for(markers / "site-1-1.started")
+    kill_server(ws, run.get_job_id())
+    site2 = next(k for k in ws.clients if k.name == "site-2")
+    assert daemon.stop(site2.folder)
+    return run
+
+
+def test_a_job_whose_site_does_not_come_back_fails_after_the_resume_timeout_naming_it(
+    poc: PocWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = kill_server_with_site_2_down(poc, tmp_path)
+    monkeypatch.setenv("EMBER_SYSTEM_RESUME_TIMEOUT", "0.5")  # the restarted daemon's
+    restart_server(poc)
+    run.get_result(timeout=60)
+    assert run.get_status() == FAILED
+    message = run.get_message()
+    assert "site-2 did not reconnect within system.resume_timeout = 0.5 s" in message
+    assert "ember daemon start" in message
+
+
+def test_a_job_waiting_for_its_sites_after_a_restart_can_be_aborted(
+    poc: PocWorkspace, tmp_path: Path
+) -> None:
+    run = kill_server_with_site_2_down(poc, tmp_path)
+    restart_server(poc)
+    assert run.get_status() == "RUNNING"  # waiting for site-2 (system.resume_timeout: 300 s)
+    run.abort()
+    run.get_result(timeout=60)
+    assert run.get_status() == "FINISHED:ABORTED"
+    assert "aborted by admin@ember.local" in run.get_message()
