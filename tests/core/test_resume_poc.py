@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -77,6 +79,18 @@ def restart_server(ws: PocWorkspace) -> None:
     daemon.start("server", ws.server.folder)
 
 
+def ember(*args: str) -> str:
+    """The ``ember`` command line; its output."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ember"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def reference(tmp_path: Path) -> bytes:
     sim = run_sim(recipe(tmp_path), tmp_path / "ref")
     assert sim.get_status() == COMPLETED, sim.get_message()
@@ -110,6 +124,8 @@ def test_a_job_resumes_bit_identically_after_the_server_is_killed_mid_round(
     assert record["restarts"] == 1
     log = (result / "server" / "log.txt").read_text()
     assert "resumed from round 1" in log
+    shown = ember("job", "status", run.get_job_id(), "--kit", str(poc.admin.folder))
+    assert "resumed: resumed from round 1" in shown
 
 
 def test_killed_in_round_0_and_again_in_round_2_the_job_still_completes_bit_identically(
@@ -127,7 +143,7 @@ def test_killed_in_round_0_and_again_in_round_2_the_job_still_completes_bit_iden
     assert first == "restarted from the beginning (no round was checkpointed)"
     wait_for(markers / "site-1-2.started")
     kill_server(poc, run.get_job_id())
-    restart_server(poc)
+    ember("poc", "start", "-w", str(poc.root))  # starts the server; the clients run on
     result = Path(run.get_result(timeout=120))
     assert run.get_status() == COMPLETED, run.get_message()
     assert global_model(result).tobytes() == expected
