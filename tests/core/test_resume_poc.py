@@ -264,3 +264,21 @@ def test_a_job_waiting_for_its_sites_after_a_restart_can_be_aborted(
     run.get_result(timeout=60)
     assert run.get_status() == "FINISHED:ABORTED"
     assert "aborted by admin@ember.local" in run.get_message()
+
+
+def test_a_server_stopped_while_a_job_waits_to_resume_aborts_it(
+    poc: PocWorkspace, tmp_path: Path
+) -> None:
+    from ember.system.jobstore import JobStore
+
+    run = kill_server_with_site_2_down(poc, tmp_path)
+    restart_server(poc)
+    assert run.get_status() == "RUNNING"  # waiting for site-2
+    assert daemon.stop(poc.server.folder)  # SIGTERM: a stop, not a crash
+    store = JobStore(poc.server.folder)
+    try:
+        record = store.get(run.get_job_id())
+    finally:
+        store.close()
+    assert record is not None
+    assert (record.status, record.message) == ("FINISHED:ABORTED", "the server stopped")

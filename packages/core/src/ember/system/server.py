@@ -171,6 +171,10 @@ class ServerDaemon:
             self._stopping = True
             self._cond.notify_all()
             procs = dict(self._procs)
+            waiting = [*self._resuming, *self._restarting]
+            self._resuming.clear()
+        for job_id in waiting:  # to resume, not started again yet: they end as running ones
+            self.store.set_status(job_id, jobstore.ABORTED, "the server stopped")
         for job_id, proc in procs.items():
             self._terminate(job_id, proc, "the server stopped")
         self.hub.stop(1.0)
@@ -383,7 +387,7 @@ class ServerDaemon:
         with self._cond:
             self._restarting.discard(job.id)
             if self._stopping:
-                return  # still RUNNING in the store: the next start resumes it
+                return  # stop() ended it (ABORTED)
             reported = self._reported.pop(job.id, None)
             if reported is None:
                 self._procs[job.id] = self._spawn(job.id, sites)
