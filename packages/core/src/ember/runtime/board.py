@@ -7,6 +7,7 @@ on the order results arrive in. Everything waits on one condition variable: no p
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -18,6 +19,13 @@ from ember.common.messages import ResultStatus, Task, TaskResult
 from ember.common.model import FLModel
 from ember.config import describe_setting
 from ember.runtime.errors import InsufficientClients, JobAborted, JobError
+
+
+def task_ids(count: int) -> list[str]:
+    """``count`` random task ids, as ``uuid4().hex`` makes them, from one read of the
+    system's random source (not one per task: 10,000 sites, 10,000 system calls a round)."""
+    raw = os.urandom(16 * count)
+    return [uuid.UUID(bytes=raw[i : i + 16], version=4).hex for i in range(0, len(raw), 16)]
 
 
 @dataclass
@@ -172,10 +180,11 @@ class TaskBoard:
         """Queue a task for each target. The board keeps the task data only until each site
         has taken its task, so a caller that drops its own reference frees the data then."""
         posted = Posted(name, time.monotonic() + timeout, timeout=timeout)
+        ids = task_ids(len(targets))
         with self._lock:
-            for site in targets:
+            for site, task_id in zip(targets, ids, strict=True):
                 payload = data(site) if callable(data) else data
-                task = Task(name, uuid.uuid4().hex, payload, timeout)
+                task = Task(name, task_id, payload, timeout)
                 posted.task_ids[site] = task.task_id
                 self._open[task.task_id] = site
                 self._queues[site].append(task)

@@ -25,11 +25,14 @@ from ember.config import use_config
 from ember.errors import RecipeArgumentError
 from ember.job.definition import JobDefinition
 from ember.runtime.inprocess_site import InProcessSite, compile_script
-from ember.runtime.logs import NodeLogs, start_log_streaming
+from ember.runtime.logs import NodeLogs, flush_log_files, start_log_streaming
 from ember.runtime.site_runner import RefusedSite, build_site_runner
 from ember.runtime.subprocess_site import SubprocessSite
 
 BACKENDS = ("threads", "ray")
+#: how long (seconds) a site whose script runs in a thread of SimEnv's process waits in one
+#: task request (at least ``runtime.task_poll_interval``)
+IN_PROCESS_POLL = 3600.0
 
 
 class SiteHost(Protocol):
@@ -115,6 +118,12 @@ class ThreadBackend:
         code: CodeType | None = None
         with use_config(config):
             poll = float(config.get("runtime.task_poll_interval"))
+        if not app.launch_external_process:
+            # a script in a thread waits for its next task in one long poll: no proxy drops
+            # an idle in-process request, and a new task, the job's end or the site's death
+            # answers it at once (10,000 idle sites re-asking every few seconds cost more
+            # than the job's own work)
+            poll = max(poll, IN_PROCESS_POLL)
         for site in host.sites:
             with use_config(config):
                 # with a cap on sites at work, a site pulls its task's data once it has a
@@ -177,7 +186,8 @@ class ThreadBackend:
 
     def close_logs(self) -> None:
         for logs in self.logs:
-            logs.close()
+            logs.close(wait=False)
+        flush_log_files()  # once for every site: each site's files are whole now
 
 
 def make_backend(
