@@ -1,10 +1,12 @@
-"""sim_overhead client: each round, receive the global model, add 1, send it back
-(with ``--metrics``, also a loss, as an ordinary script would: the job then has a PNG)."""
+"""sim_overhead client, an ordinary script: each round it receives the global model, makes
+new arrays (every weight plus 1) and sends them back, keeping the received model until its
+next ``receive()`` (with ``--metrics``, also a loss, as an ordinary script would: the job
+then has a round-metrics PNG)."""
 
 import sys
 
 import ember.client as flare
-from ember.client import NUMPY_KEY, FLModel, ParamsType
+from ember.client import FLModel, ParamsType
 
 
 def main() -> None:
@@ -15,11 +17,10 @@ def main() -> None:
         model = flare.receive()
         if model is None:
             break
-        weights = model.params[NUMPY_KEY]
         flare.send(
             FLModel(
                 params_type=ParamsType.FULL,
-                params={NUMPY_KEY: weights + 1},
+                params={k: v + 1.0 for k, v in model.params.items()},
                 current_round=model.current_round,
                 metrics={"loss": 1.0 / (1 + model.current_round)} if metrics else {},
             )
