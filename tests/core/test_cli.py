@@ -75,7 +75,14 @@ def test_recipe_list_and_show_a_plugin_recipe(median_plugin_path: Path) -> None:
 
 
 def test_recipe_show_unknown_name_fails_with_hint(median_plugin_path: Path) -> None:
-    result = run_ember("recipe", "show", "edge-fedbuff", pythonpath=[median_plugin_path])
+    # ember-edge is installed in this checkout: disabled, it is as if it were not
+    result = run_ember(
+        "recipe",
+        "show",
+        "edge-fedbuff",
+        pythonpath=[median_plugin_path],
+        env={"EMBER_DISABLED_PLUGINS": "edge"},
+    )
     assert result.returncode == 1
     assert "no recipe named 'edge-fedbuff'" in result.stderr
     installed = result.stderr.split("Installed recipes: ")[1].split(".")[0].split(", ")

@@ -1,10 +1,69 @@
 """ember-edge: hierarchical, asynchronous federated learning for fleets of devices.
 
+- :class:`EdgeFedBuffRecipe` (``ember_edge.recipes``, with :class:`ModelManagerConfig`,
+  :class:`DeviceManagerConfig`, :class:`SimulationConfig`, :class:`EvaluatorConfig`).
+- :class:`FedBuffController`: the server's workflow; :class:`EdgeSiteLink`: the aggregator
+  sites' site workflow.
 - :class:`FedBuff`, :class:`FedBuffConfig`: the algorithm, framework-free (``ember_edge.fedbuff``).
+- :class:`DeviceTaskProcessor`, :class:`DeviceTask`, :class:`DeviceResult`: a simulated
+  device (``ember_edge.simulator``).
+
+Importing this package imports none of them until used (the plugin hook module is loaded
+by every Ember process).
 """
 
 from __future__ import annotations
 
-from ember_edge.fedbuff import FedBuff, FedBuffConfig, FedBuffError
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FedBuff", "FedBuffConfig", "FedBuffError"]
+if TYPE_CHECKING:
+    from ember_edge.controller import FedBuffController
+    from ember_edge.fedbuff import FedBuff, FedBuffConfig, FedBuffError
+    from ember_edge.recipes import (
+        DeviceManagerConfig,
+        EdgeFedBuffRecipe,
+        EvaluatorConfig,
+        ModelManagerConfig,
+        SimulationConfig,
+    )
+    from ember_edge.simulator import DeviceResult, DeviceTask, DeviceTaskProcessor
+    from ember_edge.site import EdgeSiteLink
+
+__all__ = [
+    "DeviceManagerConfig",
+    "DeviceResult",
+    "DeviceTask",
+    "DeviceTaskProcessor",
+    "EdgeFedBuffRecipe",
+    "EdgeSiteLink",
+    "EvaluatorConfig",
+    "FedBuff",
+    "FedBuffConfig",
+    "FedBuffController",
+    "FedBuffError",
+    "ModelManagerConfig",
+    "SimulationConfig",
+]
+
+_LAZY = {
+    "FedBuffController": "ember_edge.controller",
+    "FedBuff": "ember_edge.fedbuff",
+    "FedBuffConfig": "ember_edge.fedbuff",
+    "FedBuffError": "ember_edge.fedbuff",
+    "DeviceManagerConfig": "ember_edge.recipes",
+    "EdgeFedBuffRecipe": "ember_edge.recipes",
+    "EvaluatorConfig": "ember_edge.recipes",
+    "ModelManagerConfig": "ember_edge.recipes",
+    "SimulationConfig": "ember_edge.recipes",
+    "DeviceResult": "ember_edge.simulator",
+    "DeviceTask": "ember_edge.simulator",
+    "DeviceTaskProcessor": "ember_edge.simulator",
+    "EdgeSiteLink": "ember_edge.site",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ember_edge' has no attribute {name!r}")

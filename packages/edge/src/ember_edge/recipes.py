@@ -1,0 +1,237 @@
+"""``EdgeFedBuffRecipe``: FedBuff over aggregator sites that run (simulated) devices.
+
+The knobs come in NVFlare's config objects, here dataclasses checked when they are made:
+:class:`ModelManagerConfig` (versions and aggregation), :class:`DeviceManagerConfig` (the
+device selection), :class:`SimulationConfig` (the devices each aggregator site simulates)
+and :class:`EvaluatorConfig` (the server's evaluation of each new version).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ember.recipes import (
+    APP_DIR,
+    ClientApp,
+    JobFile,
+    Recipe,
+    RecipeArgumentError,
+    bundle_module,
+    check_int,
+    check_job_name,
+    get_framework,
+)
+from ember_edge.fedbuff import FedBuffConfig, FedBuffError
+from ember_edge.simulator import SimulatorError, check_dropout, check_speed
+from ember_edge.site import SITE_SCRIPT, SITE_SCRIPT_SOURCE
+
+CONTROLLER = "ember_edge.controller:FedBuffController"
+SITE_WORKFLOW = "ember_edge.site:EdgeSiteLink"
+
+
+def _target(name: str, value: Any, files: dict[str, JobFile] | None = None) -> str:
+    """A ``"module:attr"`` string, or a class/function made into one (its module bundled
+    when it is not installed)."""
+    if isinstance(value, str):
+        if ":" not in value:
+            raise RecipeArgumentError(f"{name} must be 'module:attribute', got {value!r}")
+        return value
+    module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
+    if not module or not qualname or "<" in qualname or module == "__main__":
+        raise RecipeArgumentError(
+            f"{name} must be 'module:attribute' or an importable class or function, got {value!r}"
+        )
+    if files is not None:
+        bundle_module(module, files)
+    return f"{module}:{qualname}"
+
+
+@dataclass(frozen=True)
+class ModelManagerConfig:
+    """Model versions: a new one after ``num_updates_for_model`` device updates, up to
+    ``max_model_version``; updates ``max_model_history`` versions old or older are dropped
+    (None: none is); ``staleness_weight``: weigh an update ``1 / (1 + sqrt(staleness))``;
+    ``global_lr`` scales each step."""
+
+    num_updates_for_model: int = 100
+    max_model_version: int = 10
+    max_model_history: int | None = None
+    global_lr: float = 1.0
+    staleness_weight: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceManagerConfig:
+    """The device selection: ``device_selection_size`` devices at work at once, refilled once
+    ``min_hole_to_fill`` slots are empty (from devices not used for the current version with
+    ``device_reuse``, never-used ones without); version 0 waits for
+    ``initial_min_client_num`` known devices (None: the selection size); a device that has
+    not answered within ``device_wait_timeout`` seconds (None: ``edge.device_wait_timeout``)
+    loses its slot."""
+
+    device_selection_size: int = 100
+    min_hole_to_fill: int = 1
+    device_reuse: bool = True
+    initial_min_client_num: int | None = None
+    device_wait_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """The devices each aggregator site simulates in its process: ``num_devices`` devices,
+    each a ``task_processor`` (``"module:Class"`` or the class, made with
+    ``task_processor_args``; see :class:`ember_edge.simulator.DeviceTaskProcessor`), taking
+    ``speed`` seconds per task (a distribution, see
+    :func:`ember_edge.simulator.check_speed`) and vanishing mid-task with probability
+    ``dropout``; ``seed`` makes it repeatable."""
+
+    task_processor: Any
+    task_processor_args: dict[str, Any] = field(default_factory=dict)
+    num_devices: int = 100
+    speed: dict[str, Any] | None = None
+    dropout: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    """The server's evaluation of each new model version: ``evaluator`` (``"module:function"``
+    or the function) takes the params (a dict of numpy arrays) and returns metrics."""
+
+    evaluator: Any
+
+
+class EdgeFedBuffRecipe(Recipe):
+    """FedBuff (buffered asynchronous aggregation) for fleets of devices behind aggregator
+    sites (NVFlare's ``EdgeFedBuffRecipe``).
+
+    Every site of the job is an aggregator: its site workflow (``EdgeSiteLink``) runs the
+    devices of ``simulation_config`` and reports per-version sums of their updates; the
+    server's ``FedBuffController`` makes a new model version from every
+    ``num_updates_for_model`` updates. ``model``/``initial_ckpt``: the initial model (numpy:
+    an array or a dict of arrays, or a checkpoint); ``min_clients``: aggregator sites that
+    must stay alive; ``report_interval``: seconds a site gathers updates before it reports
+    (None: ``edge.report_interval``). Sync mode (exactly FedAvg's average per version):
+    ``device_selection_size == num_updates_for_model == min_hole_to_fill`` and no staleness
+    weight. See packages/edge/README.md.
+    """
+
+    framework = "numpy"
+
+    def __init__(
+        self,
+        *,
+        name: str = "edge-fedbuff",
+        model: Any = None,
+        initial_ckpt: str | None = None,
+        model_manager_config: ModelManagerConfig | None = None,
+        device_manager_config: DeviceManagerConfig | None = None,
+        simulation_config: SimulationConfig | None = None,
+        evaluator_config: EvaluatorConfig | None = None,
+        min_clients: int = 1,
+        report_interval: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        name = check_job_name(name)
+        min_clients = check_int("min_clients", min_clients, 1)
+        seed = check_int("seed", seed, 0)
+        models = model_manager_config or ModelManagerConfig()
+        devices = device_manager_config or DeviceManagerConfig()
+        for value, cls in (
+            (models, ModelManagerConfig),
+            (devices, DeviceManagerConfig),
+        ):
+            if not isinstance(value, cls):
+                raise RecipeArgumentError(f"expected a {cls.__name__}, got {type(value).__name__}")
+        if not isinstance(simulation_config, SimulationConfig):
+            raise RecipeArgumentError(
+                "simulation_config=SimulationConfig(task_processor=...) is needed: the "
+                "aggregator sites simulate the devices (the HTTP device gateway is not "
+                f"there yet), got {simulation_config!r}"
+            )
+        if evaluator_config is not None and not isinstance(evaluator_config, EvaluatorConfig):
+            raise RecipeArgumentError(
+                f"evaluator_config must be an EvaluatorConfig, got {evaluator_config!r}"
+            )
+        knobs = {**asdict(models), **asdict(devices)}
+        try:
+            FedBuffConfig(**knobs, seed=seed)
+        except FedBuffError as exc:
+            raise RecipeArgumentError(str(exc)) from None
+        if report_interval is not None and (
+            isinstance(report_interval, bool)
+            or not isinstance(report_interval, int | float)
+            or not math.isfinite(report_interval)
+            or report_interval <= 0
+        ):
+            raise RecipeArgumentError(
+                f"report_interval must be seconds > 0 or None, got {report_interval!r}"
+            )
+        sim = simulation_config
+        files: dict[str, JobFile] = {f"{APP_DIR}/{SITE_SCRIPT}": SITE_SCRIPT_SOURCE}
+        processor = _target("simulation_config.task_processor", sim.task_processor, files)
+        check_int("simulation_config.num_devices", sim.num_devices, 1)
+        try:
+            speed = check_speed(sim.speed)
+            dropout = check_dropout(sim.dropout)
+        except SimulatorError as exc:
+            raise RecipeArgumentError(f"simulation_config: {exc}") from None
+        if not isinstance(sim.task_processor_args, dict):
+            raise RecipeArgumentError("simulation_config.task_processor_args must be a dict")
+        evaluator = (
+            None
+            if evaluator_config is None
+            else _target("evaluator_config.evaluator", evaluator_config.evaluator, files)
+        )
+        setup = get_framework("numpy").setup(model, initial_ckpt, files)
+        self.model_manager_config = models
+        self.device_manager_config = devices
+        self.simulation_config = sim
+        self.assemble(
+            name=name,
+            min_clients=min_clients,
+            workflows=[
+                {
+                    "target": CONTROLLER,
+                    "args": {
+                        "persistor": setup.persistor,
+                        **knobs,
+                        "min_clients": min_clients,
+                        "evaluator": evaluator,
+                        "seed": seed,
+                        "task_meta": dict(setup.task_meta),
+                    },
+                }
+            ],
+            client=ClientApp(
+                script=f"{APP_DIR}/{SITE_SCRIPT}",
+                site_workflow={
+                    "target": SITE_WORKFLOW,
+                    "args": {
+                        "processor": processor,
+                        "processor_args": dict(sim.task_processor_args),
+                        "num_devices": sim.num_devices,
+                        "speed": speed,
+                        "dropout": dropout,
+                        "seed": sim.seed,
+                    },
+                },
+            ),
+            files=files,
+            framework="numpy",
+        )
+        # every aggregator site works at once, whatever cap the env puts on training
+        self.job.all_sites_at_once = True
+        if report_interval is not None:  # a job setting: its relations are checked
+            self.set_config("edge.report_interval", float(report_interval))
+
+
+__all__ = [
+    "DeviceManagerConfig",
+    "EdgeFedBuffRecipe",
+    "EvaluatorConfig",
+    "ModelManagerConfig",
+    "SimulationConfig",
+]

@@ -1,0 +1,182 @@
+"""An aggregator site: an ordinary Ember site whose site workflow runs the devices.
+
+:class:`EdgeSiteLink` (the client app's ``site_workflow``) wraps the site's link to the
+server. The server's FedBuff controller gives each aggregator site an ``edge_report`` task
+per report cycle: the current model version (its params when the site does not hold it
+yet) and the devices of this site newly selected for it. The link starts those devices on
+its :class:`~ember_edge.simulator.DevicePool`, waits until they have all answered or the
+cycle's ``report_interval`` has passed, and answers with the **per-version running sums**
+of its devices' updates (``sum w_i * d_i`` per key, ``sum w_i``, the devices), plus, in
+its first report, the ids of its devices. The site's script never sees these tasks: it only
+waits for the job's end (:data:`SITE_SCRIPT_SOURCE`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember.common import FLModel, TaskResult
+from ember.plugins import load_target
+from ember.site_workflows import PeerLink, ServerLink
+from ember.streaming import resolve_deferred
+from ember_edge.simulator import DevicePool
+
+EDGE_REPORT = "edge_report"
+EDGE_META = "edge"
+SITE_SCRIPT = "edge_site.py"
+#: the aggregator sites' script: the same bytes in every job
+SITE_SCRIPT_SOURCE = b'''"""An ember-edge aggregator site (written by EdgeFedBuffRecipe).
+
+Its site workflow, ember_edge.site.EdgeSiteLink, runs the devices; the script waits for
+the job's end."""
+
+from ember_edge.site import run_site
+
+run_site()
+'''
+
+
+def run_site() -> None:
+    """The aggregator site's script: every FedBuff task is handled by its site workflow."""
+    import ember.client as flare
+
+    flare.init()
+    while flare.is_running():
+        task = flare.receive()
+        if task is not None:
+            raise RuntimeError(
+                f"{flare.get_site_name()}: an ember-edge aggregator site got a task of its own "
+                f"({task.meta!r}); its client app must use the "
+                "ember_edge.site:EdgeSiteLink site workflow"
+            )
+
+
+def version_key(version: int, key: str) -> str:
+    """The report's name of ``key``'s sum for model ``version``."""
+    return f"v{version}/{key}"
+
+
+def split_report(params: dict[str, Any]) -> dict[int, dict[str, np.ndarray]]:
+    """A report's params back by version: ``{version: {key: sum}}``."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for name, value in params.items():
+        head, _, key = name.partition("/")
+        if not head.startswith("v") or not key or not head[1:].isdigit():
+            raise ValueError(f"a report holds {name!r}, not v<version>/<key>")
+        out.setdefault(int(head[1:]), {})[key] = np.asarray(value)
+    return out
+
+
+class EdgeSiteLink:
+    """A :class:`ServerLink` that runs this site's simulated devices for FedBuff."""
+
+    #: the reports are sums over many devices: a client filter written for one model would
+    #: not see what it expects, so a site with client filters refuses the job
+    sends_around_filters = True
+
+    def __init__(
+        self,
+        inner: ServerLink,
+        peers: PeerLink,
+        site: str,
+        site_dir: Path,
+        job_dir: Path,
+        processor: str,
+        processor_args: dict[str, Any] | None = None,
+        num_devices: int = 100,
+        speed: dict[str, Any] | None = None,
+        dropout: float = 0.0,
+        seed: int = 0,
+        fetcher: Any = None,
+        params_format: str = "numpy",
+    ) -> None:
+        self.inner = inner
+        self.site = site
+        self.pool = DevicePool(
+            site,
+            load_target(processor),
+            num_devices,
+            processor_args,
+            speed=speed,
+            dropout=dropout,
+            seed=seed,
+        )
+        self._announced = False
+        self._model: tuple[int, dict[str, np.ndarray]] | None = None
+
+    # -- the ServerLink the script's session uses ------------------------------------------------
+    def get_task(self, wait: float) -> Any:
+        deadline = time.monotonic() + wait
+        while True:
+            got = self.inner.get_task(max(0.0, deadline - time.monotonic()))
+            if got == "END":
+                self.pool.shutdown()
+                return got
+            if getattr(got, "name", None) != EDGE_REPORT:
+                return got
+            self._report(got)
+            if time.monotonic() >= deadline:
+                return None
+
+    def _report(self, task: Any) -> None:
+        data: FLModel = task.data or FLModel()
+        edge = dict(data.meta.get(EDGE_META) or {})
+        version = int(edge.get("version", 0))
+        if data.params:
+            params = resolve_deferred(data.params)
+            self._model = (version, {k: np.asarray(v) for k, v in params.items()})
+        devices = list(edge.get("devices") or [])
+        if devices:
+            if self._model is None or self._model[0] != version:
+                held = None if self._model is None else self._model[0]
+                raise RuntimeError(
+                    f"{self.site} was given devices for model version {version} but holds "
+                    f"version {held}"
+                )
+            self.pool.start(devices, version, self._model[1])
+        interval = float(edge.get("report_interval", 1.0))
+        deadline = time.monotonic() + interval
+        first = not self._announced
+        if not first and not devices and self.pool.outstanding == 0:
+            # nothing to run: hold the task for the interval rather than answer at once
+            # (an idle site would otherwise make the server spin report cycles)
+            sums = self.pool.collect(deadline, linger=True)
+        else:
+            sums = self.pool.collect(deadline)
+        meta: dict[str, Any] = {
+            "version": -1 if self._model is None else self._model[0],
+            "updates": {
+                str(v): {"weight": s.weight, "devices": list(s.devices)} for v, s in sums.items()
+            },
+            "stats": dict(self.pool.stats),
+        }
+        if first:
+            meta["available"] = list(self.pool.device_ids)
+        params = {version_key(v, k): a for v, s in sums.items() for k, a in s.sums.items()}
+        result = TaskResult(
+            task_id=task.task_id,
+            site=self.site,
+            data=FLModel(params=params, meta={EDGE_META: meta}),
+        )
+        if self.inner.submit_result(result):
+            self._announced = True
+        else:  # late: what it carried goes with the next report
+            self.pool.restore(sums)
+
+    def submit_result(self, result: TaskResult) -> bool:
+        return self.inner.submit_result(result)
+
+    def log_metrics(self, records: list[Any]) -> None:
+        self.inner.log_metrics(records)
+
+    def report_failure(self, reason: str) -> None:
+        self.pool.shutdown()
+        self.inner.report_failure(reason)
+
+    def report_done(self) -> None:
+        self.pool.shutdown()
+        self.inner.report_done()
