@@ -102,8 +102,26 @@ class _LogWriter:
     def _start(self) -> None:
         """Start the writer thread if it is not running (the lock is held)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ember-log-writer", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="ember-log-writer", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # at interpreter shutdown: write what is queued, here
+                self._write_here()
+                return
+            self._thread = thread
+
+    def _write_here(self) -> None:
+        """Write the queued lines in the calling thread (the lock is held)."""
+        batch, self._pending = self._pending, []
+        for path, text in batch:
+            if path:
+                self._append(path, text.encode("utf-8"))
+        for path in self._closing:
+            fd = self._fds.pop(path, None)
+            if fd is not None:
+                os.close(fd)
+        self._closing.clear()
+        self._written = self._queued
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every line queued before this call is written; False on timeout."""
