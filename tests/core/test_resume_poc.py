@@ -152,6 +152,38 @@ def test_killed_in_round_0_and_again_in_round_2_the_job_still_completes_bit_iden
     assert (record["resumed"], record["restarts"]) == ("resumed from round 1", 2)
 
 
+CONTROLLERS = Path(__file__).parent / "fixtures" / "controllers"
+
+
+@pytest.fixture
+def controllers_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server daemons (started after this) import the test controllers."""
+    path = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(CONTROLLERS), path) if p))
+
+
+def test_killed_between_two_rounds_the_job_resumes_at_the_next_one_bit_identically(
+    controllers_path: None, poc: PocWorkspace, tmp_path: Path
+) -> None:
+    expected = reference(tmp_path)
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    job = recipe(tmp_path)
+    workflow = job.job.workflows[0]
+    workflow["target"] = "pause_between_rounds:PauseBetweenRounds"
+    workflow["args"] = {**workflow["args"], "pause_dir": str(pauses), "before_round": 2}
+    run = PocEnv(clients=SITES, workspace=poc.root).deploy(job)
+    wait_for(pauses / "before-2")  # round 1 checkpointed, round 2 not yet posted
+    kill_server(poc, run.get_job_id())
+    restart_server(poc)
+    result = Path(run.get_result(timeout=120))
+    assert run.get_status() == COMPLETED, run.get_message()
+    assert global_model(result).tobytes() == expected
+    assert [r["round"] for r in round_records(result)] == list(range(ROUNDS))
+    with AdminClient(poc.admin) as admin:
+        assert admin.status(run.get_job_id())["resumed"] == "resumed from round 1"
+
+
 def test_an_unreadable_checkpoint_fails_the_resumed_job_naming_the_file(
     poc: PocWorkspace, tmp_path: Path
 ) -> None:
