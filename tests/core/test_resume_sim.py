@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -94,6 +95,12 @@ def test_a_killed_simulation_resumes_bit_identically_and_a_corrupt_checkpoint_na
     )
     assert bad.get_status() == "FINISHED:EXECUTION_EXCEPTION"
     assert str(model_file) in bad.get_message()
+
+    # as if the crash fell after round HANG_ROUND was recorded, before its checkpoint, and
+    # cut a line short: the resumed run records that round once
+    records = root / "test-job" / "server" / "round_metrics.jsonl"
+    with records.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"round": HANG_ROUND, "metrics": {}}) + "\n" + '{"round": ')
 
     # resumed: rounds HANG_ROUND.. only, the same final and best models as the reference
     run = _recipe().execute(

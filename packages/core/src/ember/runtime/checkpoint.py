@@ -307,6 +307,8 @@ def resume_params(
         return None
     controller.restore_state(found.state)
     ctx.state["resumed_from_round"] = found.round
+    if int(ctx.state.get("workflow_index", 0)) == 0:  # later workflows' rounds restart at 0
+        ctx.records.resume(found.round)
     ctx.log.info("resumed from round %d (checkpoint %s)", found.round, folder)
     params: dict[str, Any] = convert_params(found.params, NUMPY, server_format)
     return params

@@ -74,6 +74,28 @@ class RoundRecorder:
         if self.on_round is not None:
             self.on_round(rnd, metrics, site_metrics)
 
+    def resume(self, last_round: int) -> None:
+        """A job resumed from round ``last_round``'s checkpoint: keep what the file records
+        of rounds up to it and drop later ones (a round recorded just before the crash, but
+        not checkpointed, runs again and is recorded once), so ``rounds`` and the summary
+        cover the whole job."""
+        path = self.dir / "round_metrics.jsonl"
+        if not path.is_file():
+            return
+        kept: list[dict[str, Any]] = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line the crash cut short
+                continue
+            rnd = record.get("round") if isinstance(record, dict) else None
+            if isinstance(rnd, int) and rnd <= last_round:
+                kept.append(record)
+        part = path.with_name(path.name + ".part")
+        part.write_text("".join(json.dumps(r, default=float) + "\n" for r in kept), "utf-8")
+        os.replace(part, path)
+        self.rounds = kept
+
     def summary(self, **fields: Any) -> None:
         self._summary.update(fields)
         self._summary["final_metrics"] = self.rounds[-1]["metrics"] if self.rounds else {}
