@@ -131,6 +131,31 @@ class TaskBoard:
             self._ctrl_cond.notify_all()
             self._site_cond[site].notify_all()
 
+    def rejoin(self, site: str) -> bool:
+        """A dead site whose process restarted mid-job (its daemon reconnected: PocEnv,
+        ProdEnv) counts in again; False if it is alive, finished its script or the job ends.
+        A task its lost process had taken fails now (its data left with that process), so
+        the controller does not wait for it; a task still queued is the new process's."""
+        with self._lock:
+            state = self._site(site)
+            if state.alive or state.finished or self._end_reason is not None:
+                return False
+            queued = {task.task_id for task in self._queues[site]}
+            for task_id, owner in list(self._open.items()):
+                if owner == site and task_id not in queued:
+                    self._results[task_id] = TaskResult(
+                        task_id,
+                        site,
+                        ResultStatus.EXECUTION_EXCEPTION,
+                        None,
+                        f"{site} restarted while it ran this task; it rejoins at its next task",
+                    )
+            state.alive, state.failure = True, None
+            self._alive += 1
+            self._ctrl_cond.notify_all()
+            self._site_cond[site].notify_all()
+            return True
+
     # -- controller side -------------------------------------------------------------------
     def alive_sites(self) -> list[str]:
         with self._lock:

@@ -49,11 +49,10 @@ class ServerJob:
         task_timeout: float,
         progress: Progress,
         log: logging.Logger,
-        board: TaskBoard | None = None,
     ) -> None:
         self.job = job
         self.job_id = job_id
-        self.board = board if board is not None else TaskBoard(sites)
+        self.board = TaskBoard(sites)
         self.server_dir = server_dir
         self.log = log
         # experiment tracking (server side): what sites stream, each round's metrics

@@ -17,10 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ember.common.messages import ResultStatus, TaskResult
 from ember.config import Config, get_setting, setting_timeout, use_process_config
 from ember.job.definition import JobDefinition
-from ember.runtime.board import TaskBoard
 from ember.runtime.logs import SITE_LOGS, LogCollector, NodeLogs
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob
@@ -31,35 +29,6 @@ from ember.system.lifeline import watch_parent
 from ember.system.scoped import JobTransport, logical_name, net_name, split_job_name
 
 SERVER = "server"
-
-
-class RejoinableBoard(TaskBoard):
-    """The task board of a networked job: a site whose daemon restarted mid-job counts back
-    in (:meth:`rejoin`) and takes the next task it is given."""
-
-    def rejoin(self, site: str) -> bool:
-        """Count a dead site in again; False if it is alive, finished its script or the job
-        ends. A task its lost process had taken fails now (its data left with that process),
-        so the controller does not wait for it; a task still queued is the new process's."""
-        with self._lock:
-            state = self._site(site)
-            if state.alive or state.finished or self._end_reason is not None:
-                return False
-            queued = {task.task_id for task in self._queues[site]}
-            for task_id, owner in list(self._open.items()):
-                if owner == site and task_id not in queued:
-                    self._results[task_id] = TaskResult(
-                        task_id,
-                        site,
-                        ResultStatus.EXECUTION_EXCEPTION,
-                        None,
-                        f"{site} restarted while it ran this task; it rejoins at its next task",
-                    )
-            state.alive, state.failure = True, None
-            self._alive += 1
-            self._ctrl_cond.notify_all()
-            self._site_cond[site].notify_all()
-            return True
 
 
 def run(folder: Path, job_id: str) -> int:
@@ -108,7 +77,6 @@ def run(folder: Path, job_id: str) -> int:
         float(get_setting("runtime.task_timeout")),
         Progress(job.name, enabled=False),
         log,
-        board=RejoinableBoard(sites),
     )
     server.attach(endpoint)  # type: ignore[arg-type]
     FileReceiver(server_dir / "uploads").attach(endpoint)
@@ -130,7 +98,6 @@ def run(folder: Path, job_id: str) -> int:
         site = payload.get("site") if isinstance(payload, dict) else None
         if sender != SERVER or site not in server.board.sites:
             return False
-        assert isinstance(server.board, RejoinableBoard)
         back = server.board.rejoin(str(site))
         if back:
             log.info("site %s restarted: it rejoins at its next task", site)
