@@ -152,3 +152,32 @@ def test_argument_errors(kwargs: dict[str, Any], match: str) -> None:
     options.update(kwargs)
     with pytest.raises(RecipeArgumentError, match=match):
         SwarmLearningRecipe(**options)
+
+
+def test_a_swarm_resumed_after_two_rounds_ends_as_four_rounds_in_one_go(tmp_path: Path) -> None:
+    def run_(rounds: int, root: str, resume: bool = False) -> Path:
+        env = SimEnv(
+            num_clients=3, workspace_root=str(tmp_path / root), progress=False, resume=resume
+        )
+        options: dict[str, Any] = {
+            "name": "swarm-job",
+            "min_clients": 2,
+            "num_rounds": rounds,
+            "model": {"path": "pt_tiny.TinyNet", "args": {"width": 3}},
+            "train_script": str(SCRIPTS / "pt_swarm_client.py"),
+        }
+        outcome = SwarmLearningRecipe(**options).execute(env)
+        assert outcome.get_status() == "FINISHED:COMPLETED", outcome.get_message()
+        return Path(outcome.get_result())
+
+    reference = run_(4, "ref")
+    run_(2, "resumed")  # site-2 aggregated round 1: it holds the model round 2 starts from
+    resumed = run_(4, "resumed", resume=True)  # every site's script and link start afresh
+    assert "resumed from round 1" in (resumed / "server" / "log.txt").read_text()
+    summary = json.loads((resumed / "server" / "metrics_summary.json").read_text())
+    assert summary["aggregators"] == ["site-1", "site-2", "site-3", "site-1"]
+    assert summary["final_model"] == {"site": "site-1", "round": 3}
+    assert [r["round"] for r in rounds(resumed)] == [0, 1, 2, 3]
+    for site in ("site-1", "site-2", "site-3"):
+        saved = f"{site}/models/global_model.safetensors"
+        assert (resumed / saved).read_bytes() == (reference / saved).read_bytes(), site

@@ -8,12 +8,15 @@ uses the plain Client API; the link
 - sends the script's result to the round's aggregator peer, and the server only its metrics;
 - when it is the aggregator, handles ``swarm_aggregate``: averages the contributions the
   server lists (weighted by ``NUM_STEPS_CURRENT_ROUND``, in the listed order), keeps the new
-  global model, saves it under ``<site workspace>/models/`` and answers its peers' requests
-  for it. The script never sees that task.
+  global model, saves it under ``<site workspace>/models/`` (with the round it belongs to, so
+  a restarted process of the site still serves it when the job resumes) and answers its
+  peers' requests for it. The script never sees that task.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -35,6 +38,8 @@ from ember.streaming.lazy import resolve_relayed
 
 CONTRIBUTE = "swarm.contribute"
 GET_GLOBAL = "swarm.get_global"
+#: beside the held model in ``<site workspace>/models/``: the round it is the global model of
+HELD_ROUND_FILE = "global_round.json"
 
 
 class SwarmSiteLink:
@@ -151,12 +156,29 @@ class SwarmSiteLink:
         self.inner.report_done()
 
     # -- the global model -------------------------------------------------------------------
+    def _held(self, wanted: int) -> dict[str, Any] | None:
+        """The global model of round ``wanted`` if this site holds it: in memory, or saved
+        in its workspace by an earlier process of this site (a resumed job). Call under
+        ``self._lock``."""
+        if self._global is not None and self._global[0] == wanted:
+            return self._global[1]
+        try:
+            saved = json.loads((self.models_dir / HELD_ROUND_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(saved, dict) or saved.get("round") != wanted or wanted < 0:
+            return None
+        params = self.persistor.load(self.models_dir / f"global_model{self.persistor.extension}")
+        self._global = (wanted, params)
+        return params
+
     def _global_params(self, swarm: dict[str, Any], timeout: float) -> dict[str, Any]:
         wanted = int(swarm["global_round"])
         with self._lock:
-            if self._global is not None and self._global[0] == wanted:
+            held = self._held(wanted)
+            if held is not None:
                 # its own copy: peers pull the held one while the script trains
-                return {k: np.array(v, copy=True) for k, v in self._global[1].items()}
+                return {k: np.array(v, copy=True) for k, v in held.items()}
         if wanted < 0:
             params = self.persistor.initial_params(self.job_dir)
         else:
@@ -177,12 +199,13 @@ class SwarmSiteLink:
     def _on_get_global(self, sender: str, payload: Any) -> Any:
         wanted = payload.get("round") if isinstance(payload, dict) else None
         with self._lock:
-            if self._global is None or self._global[0] != wanted:
+            params = self._held(wanted) if isinstance(wanted, int) else None
+            if params is None:
                 held = None if self._global is None else self._global[0]
                 raise JobError(
                     f"{self.site} holds the global model of round {held}, not {wanted!r}"
                 )
-            return self._global[1]
+            return params
 
     # -- aggregation --------------------------------------------------------------------------
     def _on_contribution(self, sender: str, payload: Any) -> bool:
@@ -222,7 +245,7 @@ class SwarmSiteLink:
         params = apply_update(base or {}, average.params(), average.params_type)
         with self._lock:
             self._global = (rnd, params)
-        self.persistor.save(params, self.models_dir / f"global_model{self.persistor.extension}")
+        self._save_held(rnd, params)
         self.inner.submit_result(
             TaskResult(
                 task_id=task.task_id,
@@ -230,6 +253,19 @@ class SwarmSiteLink:
                 data=FLModel(metrics=average.metrics(), current_round=rnd),
             )
         )
+
+    def _save_held(self, rnd: int, params: dict[str, Any]) -> None:
+        """Save the model this site now holds, then the round it belongs to (each written
+        aside and renamed: a crash leaves the old pair or the new one), so a restarted
+        process of this site can still serve it when the job resumes."""
+        ext = self.persistor.extension
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        part = self.models_dir / f"global_model.part{ext}"
+        self.persistor.save(params, part)
+        os.replace(part, self.models_dir / f"global_model{ext}")
+        marker = self.models_dir / (HELD_ROUND_FILE + ".part")
+        marker.write_text(json.dumps({"round": rnd}), encoding="utf-8")
+        os.replace(marker, self.models_dir / HELD_ROUND_FILE)
 
     def _refuse(self, task: Task, message: str) -> None:
         self.inner.submit_result(

@@ -19,6 +19,7 @@ from ember.common.model import FLModel, MetaKey
 from ember.config import describe_setting
 from ember.runtime.aggregation import WeightedAverage
 from ember.runtime.board import Collected
+from ember.runtime.checkpoint import checkpoint_round, resume_params
 from ember.runtime.context import ServerContext
 from ember.runtime.errors import InsufficientClients, JobError
 
@@ -47,6 +48,30 @@ class SwarmController:
         self.selection = aggregator_selection
         self.rng = random.Random(seed)
         self.task_meta = dict(task_meta or {})
+        self._next_round = 0
+        self._holder: str | None = None  # the site holding the current global model
+        self._global_round = -1  # -1: the initial model, which every site loads itself
+        self._aggregators: list[str] = []
+
+    # -- Resumable: the server's part of a swarm (the model itself stays at its holder) ----
+    def checkpoint_state(self) -> dict[str, Any]:
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "next_round": self._next_round,
+            "holder": self._holder,
+            "global_round": self._global_round,
+            "aggregators": list(self._aggregators),
+            "rng": [version, list(internal), gauss],
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self._next_round = int(state["next_round"])
+        holder = state["holder"]
+        self._holder = None if holder is None else str(holder)
+        self._global_round = int(state["global_round"])
+        self._aggregators = [str(a) for a in state["aggregators"]]
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((int(version), tuple(int(i) for i in internal), gauss))
 
     def _aggregator(self, rnd: int, alive: list[str]) -> str:
         if self.selection == "random":
@@ -54,10 +79,11 @@ class SwarmController:
         return alive[rnd % len(alive)]
 
     def run(self, ctx: ServerContext) -> None:
-        holder: str | None = None  # the site holding the current global model
-        global_round = -1  # -1: the initial model, which every site loads itself
-        aggregators: list[str] = []
-        for rnd in range(self.num_rounds):
+        # a resumed job goes on after its last checkpointed round: the model of that round
+        # is at its holder, which saved it in its workspace (SwarmSiteLink)
+        resume_params(ctx, self)
+        holder, global_round, aggregators = self._holder, self._global_round, self._aggregators
+        for rnd in range(self._next_round, self.num_rounds):
             started = time.monotonic()
             failed: list[str] = []  # aggregators that died in this round
             while True:
@@ -110,6 +136,8 @@ class SwarmController:
             ctx.records.round(
                 rnd, collected, round_metrics, site_metrics, time.monotonic() - started
             )
+            self._next_round, self._holder, self._global_round = rnd + 1, holder, global_round
+            checkpoint_round(ctx, self, rnd, {})
             ctx.progress.round_done(rnd, round_metrics)
         ctx.records.summary(
             rounds_completed=len(aggregators),
