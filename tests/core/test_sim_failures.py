@@ -142,3 +142,12 @@ def test_diff_results_for_a_full_recipe_name_the_fix(tmp_path: Path) -> None:
     run = run_sim(numpy_recipe(train_args="--send-diff"), tmp_path)
     assert run.get_status() == FAILED
     assert "set params_transfer_type='DIFF'" in run.get_message()
+
+
+def test_strangers_reaching_a_sites_script_endpoint_first_are_dropped_and_the_script_served(
+    tmp_path: Path,
+) -> None:
+    recipe = numpy_recipe("intruder_first_client.py", num_rounds=2, launch_external_process=True)
+    run = run_sim(recipe, tmp_path)
+    assert run.get_status() == "FINISHED:COMPLETED", run.get_message()
+    np.testing.assert_array_equal(global_model(run.get_result()), INITIAL + 2)

@@ -162,26 +162,28 @@ class SubprocessSite:
         timeout = self.connect_timeout
         listener, token, proc = self._listener, self.token, self.proc
         assert listener is not None
-        listener.settimeout(timeout)
+        deadline = time.monotonic() + timeout
         try:
-            conn, _ = listener.accept()
-        except (TimeoutError, OSError):
-            if not self._stopping and proc is not None and proc.poll() is None:
-                self._fail(
-                    f"{self.script.name} did not connect within {self._connect_timeout_desc}"
-                )
-                proc.kill()
-            return
+            # another local process may reach this port first (a client re-dialling a port
+            # the system gave out again): drop any connection that does not bring the
+            # script's token, and wait on for the script until the connect timeout
+            while True:
+                conn = self._accept_script(listener, token, deadline - time.monotonic())
+                if conn is not None:
+                    break
+                if time.monotonic() >= deadline or self._stopping:
+                    if not self._stopping and proc is not None and proc.poll() is None:
+                        self._fail(
+                            f"{self.script.name} did not connect within "
+                            f"{self._connect_timeout_desc}"
+                        )
+                        proc.kill()
+                    return
         finally:
             listener.close()
             if self._listener is listener:
                 self._listener = None
-        conn.settimeout(None)
         try:
-            hello = recv_frame(conn, 1 << 16)
-            if not isinstance(hello, dict) or hello.get("token") != token:
-                conn.close()
-                return
             send_frame(
                 conn,
                 {
@@ -211,6 +213,29 @@ class SubprocessSite:
             self.node.forward = lambda sender, topic, payload: channel.request(
                 "serve", {"sender": sender, "topic": topic, "payload": payload}
             )
+
+    def _accept_script(
+        self, listener: socket.socket, token: str, left: float
+    ) -> socket.socket | None:
+        """The next connection if it says hello with ``token`` (within ``left`` seconds);
+        None for one that does not (closed) or when the time is up."""
+        if left <= 0:
+            return None
+        listener.settimeout(left)
+        try:
+            conn, _ = listener.accept()
+        except (TimeoutError, OSError):
+            return None
+        try:
+            conn.settimeout(max(left, 0.001))
+            hello = recv_frame(conn, 1 << 16)
+            if isinstance(hello, dict) and hello.get("token") == token:
+                conn.settimeout(None)
+                return conn
+        except (ConnectionClosed, OSError, fobs.FOBSError):
+            pass
+        conn.close()
+        return None
 
     def _dispatch(self, op: str, payload: Any) -> Any:
         if not isinstance(payload, dict):
