@@ -9,8 +9,12 @@ workflow: check the arguments with the ``check_*`` functions, make the client ap
 :meth:`Recipe.assemble`). The server-side contract is :mod:`ember.controllers`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ember.job.definition import APP_DIR, ClientApp, JobDefinition, JobFile
-from ember.psi import PSIContext, PSIDataLoader
 from ember.recipes.base import Recipe, recipe_parameters
 from ember.recipes.client_apps import client_app
 from ember.recipes.components import bundle_module, component_spec
@@ -20,7 +24,6 @@ from ember.recipes.fed_task import FedTaskRecipe
 from ember.recipes.fedavg import FEDAVG_CONTROLLER, FedAvgRecipe, NumpyFedAvgRecipe
 from ember.recipes.fedavg_lr import FedAvgLrRecipe
 from ember.recipes.fedprox import FEDPROX_MU, FedProxRecipe, check_fedprox_mu
-from ember.recipes.fedstats import FedStatsRecipe, StatsOutputs
 from ember.recipes.framework import (
     Framework,
     ModelSetup,
@@ -34,7 +37,6 @@ from ember.recipes.helpers import (
     add_experiment_tracking,
     add_final_global_evaluation,
 )
-from ember.recipes.psi import DhPSIRecipe
 from ember.recipes.validation import (
     RecipeArgumentError,
     check_choice,
@@ -47,6 +49,28 @@ from ember.recipes.validation import (
     check_str,
     check_weights,
 )
+
+if TYPE_CHECKING:
+    from ember.psi import PSIContext, PSIDataLoader
+    from ember.recipes.fedstats import FedStatsRecipe, StatsOutputs
+    from ember.recipes.psi import DhPSIRecipe
+
+# imported on first use: private set intersection (cryptography) and federated statistics
+# cost a small job more than its own run, and most jobs use neither
+_LAZY = {
+    "PSIContext": "ember.psi",
+    "PSIDataLoader": "ember.psi",
+    "DhPSIRecipe": "ember.recipes.psi",
+    "FedStatsRecipe": "ember.recipes.fedstats",
+    "StatsOutputs": "ember.recipes.fedstats",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ember.recipes' has no attribute {name!r}")
+
 
 __all__ = [
     "APP_DIR",
