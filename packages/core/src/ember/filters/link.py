@@ -9,7 +9,7 @@ import numpy as np
 from ember.common.messages import MetricRecord, Task, TaskResult
 from ember.common.model import FLModel
 from ember.filters.base import INPUT, OUTPUT, replace_params
-from ember.filters.chain import FilterChain
+from ember.filters.chain import FilterChain, materialize
 
 
 class FilterLink:
@@ -32,8 +32,6 @@ class FilterLink:
         data = self.chain.apply(INPUT, task.name, self.site, task.data, fetcher=self.fetcher)
         keep = self.chain.wants_received(task.name, self.site)
         if keep and data is not None:
-            from ember.filters.chain import materialize
-
             data = materialize(data, self.fetcher)
             # the script may train on these arrays in place: keep our own copy as the base
             received: FLModel | None = replace_params(

@@ -64,7 +64,7 @@ class FedAvgController:
         self.gc_rounds = server_memory_gc_rounds
         self._best = BestModelTracker(key_metric, key_metric_mode, patience)
         self._next_round = 0
-        self._results_filtered = False  # ServerContext.results_filtered, per round
+        self._results_filtered = False  # ServerContext.results_filtered, set by run()
         self._sent_names: list[str] = []  # the variables of the round's global model
         self._stopped: str | None = None
 
@@ -93,6 +93,7 @@ class FedAvgController:
     def run(self, ctx: ServerContext) -> None:
         self._best = BestModelTracker(self.key_metric, self.key_metric_mode, self.patience)
         self._next_round, self._stopped = 0, None
+        self._results_filtered = ctx.results_filtered
         resumed = resume_params(ctx, self, self.server_format)
         params = (
             resumed
@@ -135,7 +136,6 @@ class FedAvgController:
             # the old global model and the new running sum are not both in memory. A job
             # whose filters may remove variables from results keeps all of it (FULL too):
             # a variable no site sent keeps its global value.
-            self._results_filtered = ctx.results_filtered
             self._sent_names = list(params)
             kept = self.kept_for_update(params)
             del params, sent

@@ -49,8 +49,10 @@ class SwarmController:
         self.rng = random.Random(seed)
         self.task_meta = dict(task_meta or {})
         self._next_round = 0
-        self._holder: str | None = None  # the site holding the current global model
-        self._global_round = -1  # -1: the initial model, which every site loads itself
+        # the site holding the current global model and its round (-1: the initial model,
+        # which every site loads itself), the aggregator of each round so far
+        self._holder: str | None = None
+        self._global_round = -1
         self._aggregators: list[str] = []
 
     # -- Resumable: the server's part of a swarm (the model itself stays at its holder) ----
@@ -82,7 +84,6 @@ class SwarmController:
         # a resumed job goes on after its last checkpointed round: the model of that round
         # is at its holder, which saved it in its workspace (SwarmSiteLink)
         resume_params(ctx, self)
-        holder, global_round, aggregators = self._holder, self._global_round, self._aggregators
         for rnd in range(self._next_round, self.num_rounds):
             started = time.monotonic()
             failed: list[str] = []  # aggregators that died in this round
@@ -105,8 +106,8 @@ class SwarmController:
                 swarm = {
                     "round": rnd,
                     "aggregator": aggregator,
-                    "global_round": global_round,
-                    "global_from": holder,
+                    "global_round": self._global_round,
+                    "global_from": self._holder,
                 }
                 task = FLModel(
                     current_round=rnd,
@@ -131,21 +132,22 @@ class SwarmController:
                         exc,
                     )
                     failed.append(aggregator)
-            holder, global_round = aggregator, rnd
-            aggregators.append(aggregator)
+            self._next_round, self._holder, self._global_round = rnd + 1, aggregator, rnd
+            self._aggregators.append(aggregator)
             ctx.records.round(
                 rnd, collected, round_metrics, site_metrics, time.monotonic() - started
             )
-            self._next_round, self._holder, self._global_round = rnd + 1, holder, global_round
             checkpoint_round(ctx, self, rnd, {})
             ctx.progress.round_done(rnd, round_metrics)
         ctx.records.summary(
-            rounds_completed=len(aggregators),
+            rounds_completed=len(self._aggregators),
             num_rounds=self.num_rounds,
-            aggregators=aggregators,
-            final_model={"site": holder, "round": global_round},
+            aggregators=self._aggregators,
+            final_model={"site": self._holder, "round": self._global_round},
         )
-        ctx.log.info("swarm finished: site %s holds the model of round %s", holder, global_round)
+        ctx.log.info(
+            "swarm finished: site %s holds the model of round %s", self._holder, self._global_round
+        )
 
     def _train(
         self, ctx: ServerContext, task: FLModel, alive: list[str]
