@@ -51,11 +51,12 @@ class VerticalLoader(XGBDataLoader):
     """The site's columns of the intersection's rows (its first 80% train, the rest
     validate); only the label owner passes labels."""
 
-    def __init__(self, psi_root: str) -> None:
-        self.psi_root = psi_root
+    def __init__(self, intersection: str) -> None:
+        #: where this site's PSI job wrote its intersection ("{site}" stands for its name)
+        self.intersection = intersection
 
     def load_data(self) -> tuple[xgb.DMatrix, xgb.DMatrix]:
-        common = read_intersection(f"{self.psi_root}/{self.client_id}/psi/intersection.txt")
+        common = read_intersection(self.intersection.format(site=self.client_id))
         x, y = aligned(self.client_id, common)
         n_train = int(len(common) * (1 - VALID_FRACTION))
         split = xgb.core.DataSplitMode.COL
