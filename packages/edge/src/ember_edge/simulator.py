@@ -32,11 +32,14 @@ FULL = "FULL"
 @dataclass
 class DeviceTask:
     """What a device is given: a model version to train on (``params`` are read-only: they
-    are shared by every device of the site)."""
+    are shared by every device of the site) and, when the job encodes versions for devices
+    (``ETFedBuffRecipe``: a training-capable ExecuTorch ``.pte``), ``payload``: that
+    version's encoding, made once per version at the site."""
 
     device_id: str
     model_version: int
     params: Mapping[str, np.ndarray]
+    payload: bytes | None = None
 
 
 @dataclass
@@ -176,8 +179,15 @@ class DevicePool:
             self._processors[device] = proc
         return proc
 
-    def start(self, devices: list[str], version: int, params: Mapping[str, np.ndarray]) -> None:
-        """Give ``devices`` model ``version``: each answers after its simulated time, or never."""
+    def start(
+        self,
+        devices: list[str],
+        version: int,
+        params: Mapping[str, np.ndarray],
+        payload: bytes | None = None,
+    ) -> None:
+        """Give ``devices`` model ``version`` (and its ``payload``, see :class:`DeviceTask`):
+        each answers after its simulated time, or never."""
         now = self._clock()
         for device in devices:
             if device not in self._known:
@@ -188,7 +198,9 @@ class DevicePool:
             if dropped:
                 self.stats["dropped_out"] += 1
                 continue  # vanished mid-task: it never answers
-            result = self._processor(device).process_task(DeviceTask(device, version, params))
+            result = self._processor(device).process_task(
+                DeviceTask(device, version, params, payload)
+            )
             result = self._as_update(device, result, params)
             with self._cond:
                 self._seq += 1

@@ -93,9 +93,17 @@ class EdgeSiteLink:
         seed: int = 0,
         fetcher: Any = None,
         params_format: str = "numpy",
+        encoder: dict[str, Any] | None = None,
     ) -> None:
         self.inner = inner
         self.site = site
+        # encoder: {"target": "module:Class", "args": {...}}, an object whose
+        # encode(version, params) -> bytes makes each model version's DeviceTask.payload
+        # (ETFedBuffRecipe: the training .pte), once per version; its `stats` go in the reports
+        self.encoder: Any = (
+            None if encoder is None else load_target(encoder["target"])(**encoder.get("args", {}))
+        )
+        self._payload: tuple[int, bytes] | None = None
         self.pool = DevicePool(
             site,
             load_target(processor),
@@ -137,7 +145,7 @@ class EdgeSiteLink:
                     f"{self.site} was given devices for model version {version} but holds "
                     f"version {held}"
                 )
-            self.pool.start(devices, version, self._model[1])
+            self.pool.start(devices, version, self._model[1], self._encoded(version))
         interval = float(edge.get("report_interval", 1.0))
         deadline = time.monotonic() + interval
         first = not self._announced
@@ -152,7 +160,7 @@ class EdgeSiteLink:
             "updates": {
                 str(v): {"weight": s.weight, "devices": list(s.devices)} for v, s in sums.items()
             },
-            "stats": dict(self.pool.stats),
+            "stats": {**self.pool.stats, **dict(getattr(self.encoder, "stats", {}))},
         }
         if first:
             meta["available"] = list(self.pool.device_ids)
@@ -166,6 +174,14 @@ class EdgeSiteLink:
             self._announced = True
         else:  # late: what it carried goes with the next report
             self.pool.restore(sums)
+
+    def _encoded(self, version: int) -> bytes | None:
+        """The held version's payload for its devices, encoded once per version."""
+        if self.encoder is None or self._model is None:
+            return None
+        if self._payload is None or self._payload[0] != version:
+            self._payload = (version, bytes(self.encoder.encode(version, self._model[1])))
+        return self._payload[1]
 
     def submit_result(self, result: TaskResult) -> bool:
         return self.inner.submit_result(result)
