@@ -7,6 +7,8 @@
 - :class:`FedBuff`, :class:`FedBuffConfig`: the algorithm, framework-free (``ember_edge.fedbuff``).
 - :class:`DeviceTaskProcessor`, :class:`DeviceTask`, :class:`DeviceResult`: a simulated
   device (``ember_edge.simulator``).
+- :class:`TorchDeviceProcessor`: the base of a simulated device that trains a PyTorch model
+  (``ember_edge.torch_devices``, imports torch).
 
 Importing this package imports none of them until used (the plugin hook module is loaded
 by every Ember process).
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     )
     from ember_edge.simulator import DeviceResult, DeviceTask, DeviceTaskProcessor
     from ember_edge.site import EdgeSiteLink
+    from ember_edge.torch_devices import TorchDeviceProcessor
 
 __all__ = [
     "DeviceManagerConfig",
@@ -44,6 +47,7 @@ __all__ = [
     "FedBuffError",
     "ModelManagerConfig",
     "SimulationConfig",
+    "TorchDeviceProcessor",
 ]
 
 _LAZY = {
@@ -60,6 +64,7 @@ _LAZY = {
     "DeviceTask": "ember_edge.simulator",
     "DeviceTaskProcessor": "ember_edge.simulator",
     "EdgeSiteLink": "ember_edge.site",
+    "TorchDeviceProcessor": "ember_edge.torch_devices",
 }
 
 

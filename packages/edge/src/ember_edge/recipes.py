@@ -9,6 +9,7 @@ and :class:`EvaluatorConfig` (the server's evaluation of each new version).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -103,6 +104,30 @@ class EvaluatorConfig:
     evaluator: Any
 
 
+#: the frameworks of an edge job's model (the server aggregates numpy arrays in both)
+EDGE_FRAMEWORKS = ("numpy", "pytorch")
+
+
+def edge_framework(framework: str | None, model: Any, initial_ckpt: str | None) -> str:
+    """The framework of an edge job's model: ``framework`` checked, or (None) ``"pytorch"``
+    for an ``nn.Module`` or a .pt/.pth/.safetensors checkpoint, else ``"numpy"``. Imports no
+    torch: an ``nn.Module`` exists only once torch is imported."""
+    if framework is not None:
+        if framework not in EDGE_FRAMEWORKS:
+            raise RecipeArgumentError(
+                f"framework must be one of {list(EDGE_FRAMEWORKS)} or None, got {framework!r}"
+            )
+        return str(framework)
+    if model is None and initial_ckpt is None:
+        raise RecipeArgumentError("give the initial model: model=... or initial_ckpt=...")
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return "pytorch"
+    if isinstance(initial_ckpt, str) and initial_ckpt.endswith((".pt", ".pth", ".safetensors")):
+        return "pytorch"
+    return "numpy"
+
+
 class EdgeFedBuffRecipe(Recipe):
     """FedBuff (buffered asynchronous aggregation) for fleets of devices behind aggregator
     sites (NVFlare's ``EdgeFedBuffRecipe``).
@@ -110,10 +135,15 @@ class EdgeFedBuffRecipe(Recipe):
     Every site of the job is an aggregator: its site workflow (``EdgeSiteLink``) runs the
     devices of ``simulation_config`` and reports per-version sums of their updates; the
     server's ``FedBuffController`` makes a new model version from every
-    ``num_updates_for_model`` updates. ``model``/``initial_ckpt``: the initial model (numpy:
-    an array or a dict of arrays, or a checkpoint); ``min_clients``: aggregator sites that
-    must stay alive; ``report_interval``: seconds a site gathers updates before it reports
-    (None: ``edge.report_interval``). Sync mode (exactly FedAvg's average per version):
+    ``num_updates_for_model`` updates. ``model``/``initial_ckpt``: the initial model, numpy
+    (an array or a dict of arrays, ``{"path", "args"}`` of a function returning one, or a
+    .npy/.npz checkpoint) or PyTorch (an ``nn.Module``, ``{"path", "args"}`` of its class
+    with ``framework="pytorch"``, or a .pt/.pth/.safetensors checkpoint; saved as
+    ``.safetensors``; devices get numpy params, see
+    :class:`ember_edge.torch_devices.TorchDeviceProcessor`); ``framework``: ``"numpy"`` or
+    ``"pytorch"`` (None: told from ``model``/``initial_ckpt``); ``min_clients``: aggregator
+    sites that must stay alive; ``report_interval``: seconds a site gathers updates before
+    it reports (None: ``edge.report_interval``). Sync mode (exactly FedAvg's average per version):
     ``device_selection_size == num_updates_for_model == min_hole_to_fill`` and no staleness
     weight. See packages/edge/README.md.
     """
@@ -126,6 +156,7 @@ class EdgeFedBuffRecipe(Recipe):
         name: str = "edge-fedbuff",
         model: Any = None,
         initial_ckpt: str | None = None,
+        framework: str | None = None,
         model_manager_config: ModelManagerConfig | None = None,
         device_manager_config: DeviceManagerConfig | None = None,
         simulation_config: SimulationConfig | None = None,
@@ -185,7 +216,8 @@ class EdgeFedBuffRecipe(Recipe):
             if evaluator_config is None
             else _target("evaluator_config.evaluator", evaluator_config.evaluator, files)
         )
-        setup = get_framework("numpy").setup(model, initial_ckpt, files)
+        framework = edge_framework(framework, model, initial_ckpt)
+        setup = get_framework(framework).setup(model, initial_ckpt, files)
         self.model_manager_config = models
         self.device_manager_config = devices
         self.simulation_config = sim
@@ -220,7 +252,7 @@ class EdgeFedBuffRecipe(Recipe):
                 },
             ),
             files=files,
-            framework="numpy",
+            framework=framework,
         )
         # every aggregator site works at once, whatever cap the env puts on training
         self.job.all_sites_at_once = True
