@@ -113,6 +113,32 @@ def test_sites_spread_over_nodes_give_the_thread_backends_bits(
     assert len(set(reported.values())) >= 2, reported  # spread over nodes
 
 
+def test_external_process_scripts_in_ray_actors_give_the_in_process_bits(
+    cluster: Any, tmp_path: Path
+) -> None:
+    nodes = tmp_path / "nodes"
+    nodes.mkdir()
+    models = {}
+    for external in (False, True):
+        recipe = _numpy_recipe(
+            tmp_path,
+            f"--nodes {nodes}",
+            name=f"external-{external}",
+            launch_external_process=external,
+        )
+        env = SimEnv(
+            num_clients=3, workspace_root=str(tmp_path / "ws"), progress=False, backend="ray"
+        )
+        run = recipe.execute(env)
+        assert run.get_status() == COMPLETED, run.get_message()
+        models[external] = global_model(run.get_result())
+    assert models[True].tobytes() == models[False].tobytes()
+    assert not np.array_equal(models[True], INITIAL)
+    # the external scripts ran in their own processes: Ray is not initialised there
+    reported = {site: (nodes / site).read_text() for site in ("site-1", "site-2", "site-3")}
+    assert set(reported.values()) == {"threads"}, reported
+
+
 def test_a_killed_actor_is_a_dead_site_and_the_job_goes_on(cluster: Any, tmp_path: Path) -> None:
     started = tmp_path / "started"
     started.mkdir()
