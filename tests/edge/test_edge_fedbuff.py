@@ -206,6 +206,58 @@ def test_a_site_that_went_away_takes_its_devices_out_of_the_selection() -> None:
     assert set(fb.available) == {"a", "b"}
 
 
+def _three_sites(fb: FedBuff) -> None:
+    """A big site, a middle one and a small one (900, 90, 20 devices)."""
+    for site, n in (("big", 900), ("mid", 90), ("small", 20)):
+        fb.add_devices(site, [f"{site}/{i}" for i in range(n)])
+
+
+def test_balanced_sampling_gives_each_site_an_equal_share_of_the_selection() -> None:
+    fb = FedBuff(
+        _config(device_selection_size=30, min_hole_to_fill=1, device_sampling="balanced"),
+        {"w": np.zeros(1)},
+    )
+    _three_sites(fb)
+    first = fb.fill(now=0.0)
+    assert {site: len(d) for site, d in first.items()} == {"big": 10, "mid": 10, "small": 10}
+    # the small site's reports free its slots: the refill goes back to it (to devices not
+    # used for this version yet), not to the big one
+    fb.reported(first["small"][:4])
+    assert {s: len(d) for s, d in fb.fill(now=0.0).items()} == {"small": 4}
+    for site, devices in first.items():  # each chosen device belongs to its site
+        assert all(d.startswith(site + "/") for d in devices)
+
+
+def test_balanced_sampling_gives_a_site_that_runs_out_of_devices_slots_to_the_others() -> None:
+    fb = FedBuff(
+        _config(device_selection_size=80, min_hole_to_fill=1, device_sampling="balanced"),
+        {"w": np.zeros(1)},
+    )
+    _three_sites(fb)
+    counts = {site: len(d) for site, d in fb.fill(now=0.0).items()}
+    assert counts == {"big": 30, "mid": 30, "small": 20}
+
+
+def test_random_sampling_follows_the_sites_fleet_sizes() -> None:
+    fb = FedBuff(_config(device_selection_size=100, min_hole_to_fill=1), {"w": np.zeros(1)})
+    _three_sites(fb)
+    counts = {site: len(d) for site, d in fb.fill(now=0.0).items()}
+    assert counts["big"] > 70, counts  # about 89 of 100 expected
+    assert counts.get("small", 0) < 8, counts  # about 2 expected
+
+
+def test_balanced_sampling_is_repeatable_under_a_seed() -> None:
+    picks = []
+    for _ in range(2):
+        fb = FedBuff(
+            _config(device_selection_size=30, device_sampling="balanced", seed=7),
+            {"w": np.zeros(1)},
+        )
+        _three_sites(fb)
+        picks.append(fb.fill(now=0.0))
+    assert picks[0] == picks[1]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -215,6 +267,7 @@ def test_a_site_that_went_away_takes_its_devices_out_of_the_selection() -> None:
         ({"global_lr": float("nan")}, "global_lr"),
         ({"device_wait_timeout": 0}, "device_wait_timeout"),
         ({"staleness_weight": 1}, "staleness_weight"),
+        ({"device_sampling": "fair"}, "device_sampling must be one of"),
     ],
 )
 def test_bad_knobs_are_refused_by_name(kwargs: dict[str, Any], match: str) -> None:

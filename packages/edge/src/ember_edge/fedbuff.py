@@ -23,7 +23,11 @@ as NVFlare's edge assessor runs it, with NVFlare's knobs:
   within ``device_wait_timeout`` seconds (counted: a vanished device must not keep its slot
   forever). Once ``min_hole_to_fill`` slots are empty they are refilled with devices drawn
   at random (seeded) among the known ones: with ``device_reuse`` any device not already
-  used for the current version, without it only devices never used. Sync mode:
+  used for the current version, without it only devices never used. ``device_sampling``
+  says how: ``"random"`` draws among all usable devices (a site with more devices gets more
+  slots), ``"balanced"`` gives each free slot to the aggregator site with the fewest devices
+  in the selection (ties broken at random), then a random usable device of that site, so
+  every site trains about the same number of devices whatever its fleet size. Sync mode:
   ``device_selection_size == num_updates_for_model == min_hole_to_fill``, no staleness
   weight; ``min_hole_to_fill = 1`` is fully asynchronous.
 
@@ -34,8 +38,10 @@ w_i, count)``; a single device's update is the same with ``count = 1``.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +49,8 @@ from typing import Any
 import numpy as np
 
 Params = dict[str, np.ndarray]
+#: how ``fill`` draws devices (see the module's docstring)
+SAMPLING = ("random", "balanced")
 
 
 class FedBuffError(ValueError):
@@ -76,6 +84,8 @@ class FedBuffConfig:
     """Devices that must be known before version 0 is handed out (None: the selection size)."""
     device_wait_timeout: float | None = None
     """Seconds a selected device may take to report before its slot is freed (None: never)."""
+    device_sampling: str = "random"
+    """``"random"`` or ``"balanced"`` across aggregator sites (see the module's docstring)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,6 +110,10 @@ class FedBuffConfig:
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
         ):
             raise FedBuffError(f"device_wait_timeout must be seconds > 0 or None, got {timeout!r}")
+        if self.device_sampling not in SAMPLING:
+            raise FedBuffError(
+                f"device_sampling must be one of {list(SAMPLING)}, got {self.device_sampling!r}"
+            )
         for name in ("staleness_weight", "device_reuse"):
             if not isinstance(getattr(self, name), bool):
                 raise FedBuffError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -283,7 +297,11 @@ class FedBuff:
             ]
         else:
             usable = [d for d in self.available if d not in self._used]
-        chosen = self._rng.sample(usable, min(self.holes, len(usable)))
+        wanted = min(self.holes, len(usable))
+        if self.config.device_sampling == "balanced":
+            chosen = self._balanced(usable, wanted)
+        else:
+            chosen = self._rng.sample(usable, wanted)
         out: dict[str, list[str]] = {}
         for device in chosen:
             self.selection[device] = (self.version, now)
@@ -291,3 +309,23 @@ class FedBuff:
             out.setdefault(self.available[device], []).append(device)
         self.stats.assigned_devices += len(chosen)
         return out
+
+    def _balanced(self, usable: list[str], wanted: int) -> list[str]:
+        """``wanted`` of ``usable``: each to the site with the fewest selected devices."""
+        by_site: dict[str, list[str]] = {}
+        for device in usable:
+            by_site.setdefault(self.available[device], []).append(device)
+        held = Counter(self.available[d] for d in self.selection)
+        # (devices in the selection, a random tie-break, site): the smallest gets the slot
+        heap = [(held[site], self._rng.random(), site) for site in by_site]
+        heapq.heapify(heap)
+        chosen: list[str] = []
+        while len(chosen) < wanted and heap:
+            count, _, site = heapq.heappop(heap)
+            devices = by_site[site]
+            index = self._rng.randrange(len(devices))
+            devices[index], devices[-1] = devices[-1], devices[index]
+            chosen.append(devices.pop())
+            if devices:
+                heapq.heappush(heap, (count + 1, self._rng.random(), site))
+        return chosen
