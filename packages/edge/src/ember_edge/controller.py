@@ -51,6 +51,7 @@ class FedBuffController:
         device_reuse: bool = True,
         initial_min_client_num: int | None = None,
         device_wait_timeout: float | None = None,
+        device_sampling: str = "random",
         min_clients: int = 1,
         evaluator: str | None = None,
         report_interval: float | None = None,
@@ -72,6 +73,7 @@ class FedBuffController:
                 device_wait_timeout=float(get_setting("edge.device_wait_timeout"))
                 if wait is None
                 else wait,
+                device_sampling=device_sampling,
                 seed=seed,
             )
         except FedBuffError as exc:

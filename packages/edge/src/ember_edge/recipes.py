@@ -70,13 +70,16 @@ class DeviceManagerConfig:
     ``device_reuse``, never-used ones without); version 0 waits for
     ``initial_min_client_num`` known devices (None: the selection size); a device that has
     not answered within ``device_wait_timeout`` seconds (None: ``edge.device_wait_timeout``)
-    loses its slot."""
+    loses its slot; ``device_sampling``: ``"random"`` among all usable devices, or
+    ``"balanced"`` across aggregator sites (each free slot to the site with the fewest
+    selected devices)."""
 
     device_selection_size: int = 100
     min_hole_to_fill: int = 1
     device_reuse: bool = True
     initial_min_client_num: int | None = None
     device_wait_timeout: float | None = None
+    device_sampling: str = "random"
 
 
 @dataclass(frozen=True)
