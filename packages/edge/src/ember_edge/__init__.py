@@ -7,6 +7,8 @@
 - :class:`FedBuff`, :class:`FedBuffConfig`: the algorithm, framework-free (``ember_edge.fedbuff``).
 - :class:`DeviceTaskProcessor`, :class:`DeviceTask`, :class:`DeviceResult`: a simulated
   device (``ember_edge.simulator``).
+- :class:`ETFedBuffRecipe` (``ember_edge.recipes``): FedBuff for ExecuTorch devices
+  (``ember-edge[et]``; ``ember_edge.executorch``).
 - :class:`TorchDeviceProcessor`: the base of a simulated device that trains a PyTorch model
   (``ember_edge.torch_devices``, imports torch).
 
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from ember_edge.recipes import (
         DeviceManagerConfig,
         EdgeFedBuffRecipe,
+        ETFedBuffRecipe,
         EvaluatorConfig,
         ModelManagerConfig,
         SimulationConfig,
@@ -38,6 +41,7 @@ __all__ = [
     "DeviceResult",
     "DeviceTask",
     "DeviceTaskProcessor",
+    "ETFedBuffRecipe",
     "EdgeFedBuffRecipe",
     "EdgeSiteLink",
     "EvaluatorConfig",
@@ -57,6 +61,7 @@ _LAZY = {
     "FedBuffError": "ember_edge.fedbuff",
     "DeviceManagerConfig": "ember_edge.recipes",
     "EdgeFedBuffRecipe": "ember_edge.recipes",
+    "ETFedBuffRecipe": "ember_edge.recipes",
     "EvaluatorConfig": "ember_edge.recipes",
     "ModelManagerConfig": "ember_edge.recipes",
     "SimulationConfig": "ember_edge.recipes",

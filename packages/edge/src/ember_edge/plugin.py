@@ -16,7 +16,14 @@ def ember_recipes() -> list[RecipeEntry]:
             framework="edge",
             algorithm="FedBuff",
             description="Buffered asynchronous FL for fleets of devices behind aggregator sites",
-        )
+        ),
+        RecipeEntry(
+            name="edge-et-fedbuff",
+            target="ember_edge.recipes:ETFedBuffRecipe",
+            framework="edge",
+            algorithm="FedBuff",
+            description="FedBuff for devices training ExecuTorch .pte programs (ember-edge[et])",
+        ),
     ]
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar
 
 from ember.recipes import (
     APP_DIR,
@@ -151,7 +151,8 @@ class EdgeFedBuffRecipe(Recipe):
     weight. See packages/edge/README.md.
     """
 
-    framework = "numpy"
+    #: numpy or pytorch: the framework argument, or told from the model
+    framework: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -263,8 +264,162 @@ class EdgeFedBuffRecipe(Recipe):
             self.set_config("edge.report_interval", float(report_interval))
 
 
+def _check_shape(name: str, value: Any) -> list[int]:
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in value)
+    ):
+        raise RecipeArgumentError(f"{name} must be a tuple of sizes >= 1, got {value!r}")
+    return [int(d) for d in value]
+
+
+def _class_path(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class ETFedBuffRecipe(EdgeFedBuffRecipe):
+    """FedBuff for devices that train with ExecuTorch (NVFlare's ``ETFedBuffRecipe``; the
+    ``ember-edge[et]`` extra).
+
+    ``device_model``: a :class:`ember_edge.executorch.DeviceModel` (``net`` and its loss;
+    any module built as ``Class(net)`` whose forward ``(input, label)`` returns the loss
+    first), or ``{"path", "args"}`` of the net's class (wrapped in a ``DeviceModel``). The
+    server holds, aggregates and saves the net's state_dict (numpy, ``.safetensors``, like
+    ``EdgeFedBuffRecipe`` with a PyTorch model; ``initial_ckpt`` gives its weights). Each
+    aggregator site exports every model version once to a training-capable ``.pte``
+    (:class:`ember_edge.executorch.PteExporter`; sites of one process share it) with inputs
+    of ``input_shape`` and int64 labels of ``output_shape`` (their first size is the batch
+    size); its devices get the ``.pte`` bytes as their task (``DeviceTask.payload``), a
+    simulated one trains it with ExecuTorch's training runtime
+    (:class:`ember_edge.executorch.ETDeviceProcessor`). ``device_training_params``
+    (``epoch``, ``lr``, ``batch_size``, ``momentum``, ...) go to each device's
+    ``training_config``. The other parameters are :class:`EdgeFedBuffRecipe`'s;
+    ``simulation_config`` is needed (the device gateway serves no ``.pte`` yet).
+    """
+
+    framework = "pytorch"
+    replaces = ("model", "framework")
+
+    def __init__(
+        self,
+        *,
+        name: str = "et-fedbuff",
+        device_model: Any = None,
+        input_shape: Any = None,
+        output_shape: Any = None,
+        device_training_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not _executorch_installed():
+            raise RecipeArgumentError(
+                "ETFedBuffRecipe needs ExecuTorch (executorch), which is not installed: "
+                "pip install 'ember-edge[et]'"
+            )
+        from ember.recipes import model_factory
+
+        shape_in = _check_shape("input_shape", input_shape)
+        shape_out = _check_shape("output_shape", output_shape)
+        if shape_in[0] != shape_out[0]:
+            raise RecipeArgumentError(
+                f"input_shape {tuple(shape_in)} and output_shape {tuple(shape_out)} must "
+                "start with the same batch size"
+            )
+        training = dict(device_training_params or {})
+        if training.setdefault("batch_size", shape_in[0]) != shape_in[0]:
+            raise RecipeArgumentError(
+                f"device_training_params batch_size={training['batch_size']!r} must be the "
+                f"export's batch size, input_shape[0]={shape_in[0]}"
+            )
+        sim = kwargs.get("simulation_config")
+        if not isinstance(sim, SimulationConfig):
+            raise RecipeArgumentError(
+                "ETFedBuffRecipe needs simulation_config=SimulationConfig(task_processor=...) "
+                "(an ember_edge.executorch.ETDeviceProcessor subclass): the device gateway "
+                f"does not serve .pte models yet, got {sim!r}"
+            )
+        from ember_edge.executorch import ETDeviceProcessor, build_from_spec
+
+        wrapper = "ember_edge.executorch.DeviceModel"
+        factory = model_factory(device_model)
+        torch = sys.modules.get("torch")
+        if factory is not None:
+            net_spec, model = factory, factory
+        elif (
+            torch is not None
+            and isinstance(device_model, torch.nn.Module)
+            and isinstance(getattr(device_model, "net", None), torch.nn.Module)
+        ):
+            net = device_model.net
+            net_spec, model, wrapper = (
+                {"path": _class_path(net), "args": {}},
+                net,
+                _class_path(device_model),
+            )
+            try:  # the sites rebuild the net from its class: it must fit the model given
+                built = build_from_spec(net_spec)
+                same = {k: tuple(v.shape) for k, v in built.state_dict().items()} == {
+                    k: tuple(v.shape) for k, v in net.state_dict().items()
+                }
+            except Exception as exc:
+                raise RecipeArgumentError(
+                    f"the sites rebuild device_model.net as {net_spec['path']}() but that "
+                    f"fails ({exc}); give device_model={{'path': ..., 'args': {{...}}}} of "
+                    "the net instead"
+                ) from None
+            if not same:
+                raise RecipeArgumentError(
+                    f"{net_spec['path']}() does not have device_model.net's parameters; give "
+                    "device_model={'path': ..., 'args': {...}} of the net instead"
+                )
+        else:
+            raise RecipeArgumentError(
+                "device_model must be a DeviceModel(net) (ember_edge.executorch) or "
+                f"{{'path': 'package.module.NetClass', 'args': {{...}}}}, got {device_model!r}"
+            )
+        processor = sim.task_processor
+        if isinstance(processor, type) and not issubclass(processor, ETDeviceProcessor):
+            raise RecipeArgumentError(
+                "simulation_config.task_processor must be an "
+                f"ember_edge.executorch.ETDeviceProcessor subclass, got {processor.__name__}"
+            )
+        args = dict(sim.task_processor_args)
+        args["training_config"] = {**training, **dict(args.get("training_config") or {})}
+        kwargs["simulation_config"] = replace(sim, task_processor_args=args)
+        super().__init__(name=name, model=model, framework="pytorch", **kwargs)
+        self.device_model = device_model
+        self.input_shape = tuple(shape_in)
+        self.output_shape = tuple(shape_out)
+        self.device_training_params = training
+        for path in (str(net_spec["path"]), wrapper):
+            bundle_module(path.rpartition(".")[0], self.files)
+        site = self.job.client.site_workflow
+        assert site is not None
+        site["args"]["encoder"] = {
+            "target": "ember_edge.executorch:PteExporter",
+            "args": {
+                "net": net_spec,
+                "input_shape": shape_in,
+                "output_shape": shape_out,
+                "device_model": wrapper,
+            },
+        }
+
+
+def _executorch_installed() -> bool:
+    """Whether ExecuTorch's training runtime is installed (imports none of it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("executorch.extension.training") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 __all__ = [
     "DeviceManagerConfig",
+    "ETFedBuffRecipe",
     "EdgeFedBuffRecipe",
     "EvaluatorConfig",
     "ModelManagerConfig",
