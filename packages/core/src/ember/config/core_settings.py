@@ -532,4 +532,26 @@ CORE_SETTINGS: list[Setting] = [
         "SimEnv(progress=False) is 'off'.",
         advice="'off' for scripts whose own output must stay alone on stdout.",
     ),
+    Setting(
+        name="sim.memory_budget",
+        type=float,
+        default=0.5,
+        unit="fraction or bytes",
+        bounds="The memory SimEnv's process should stay under: at most 1, that fraction of the "
+        "memory available when the job starts (MemAvailable, or the cgroup's memory.max / "
+        "memory.limit_in_bytes less its usage when smaller), on top of what the process "
+        "holds then; above 1, bytes; 0 turns it off. SimEnv caps how many sites train at "
+        "once (in threads) from each site's footprint (the model's size, then what sites "
+        "hold), and keeps the server's models on disk when even one at a time would not fit; "
+        "a job that needs every site at once and cannot fit is refused at start. "
+        "SimEnv(memory_budget=...) overrides it.",
+        advice="Raise it (or give bytes) when the machine runs nothing else and sites wait "
+        "for each other needlessly; lower it when other processes need the memory; 0 to "
+        "schedule sites by num_threads alone.",
+        minimum=0.0,
+        symptom="`memory: ... at most 1 site(s) train at once` in the server's log of a job "
+        "that used to train every site at once; or `job 'x' needs all 4 sites training at "
+        "once ... over the memory budget` when a job starts.",
+        scenarios=("large models", "many sites"),
+    ),
 ]
