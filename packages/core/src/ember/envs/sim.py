@@ -70,6 +70,10 @@ class SimEnv:
 
     Each site's script runs in its own thread (or subprocess, with
     ``launch_external_process``); ``num_threads`` caps how many sites train at once.
+    ``memory_budget`` (a fraction of the available memory, ``<= 1``, or bytes; 0: off; the
+    default is the setting ``sim.memory_budget``) caps them further so that the process's
+    memory stays under that budget, from each site's footprint (docs/simulation.md,
+    "Memory budget").
     Results go to ``<workspace_root>/<job name>/``. With ``resume=True`` a job whose
     workspace holds a checkpoint (a simulation that was killed) goes on from its last
     completed round instead of starting over (docs/reliability.md).
@@ -88,8 +92,19 @@ class SimEnv:
         backend: str = "threads",
         ray_address: str | None = None,
         site_resources: dict[str, float] | None = None,
+        memory_budget: float | None = None,
     ) -> None:
         self.resume = bool(resume)
+        if memory_budget is not None and (
+            isinstance(memory_budget, bool)
+            or not isinstance(memory_budget, int | float)
+            or not memory_budget >= 0
+        ):
+            raise RecipeArgumentError(
+                "memory_budget must be a fraction of the available memory (0 < x <= 1), a "
+                f"number of bytes (> 1) or 0 (no memory cap), got {memory_budget!r}"
+            )
+        self.memory_budget = memory_budget
         # where the sites run: "threads" (this process) or "ray" (Ray actors, a cluster);
         # checked now, Ray itself is imported only when the job starts (docs/simulation.md)
         from ember.runtime.sim_backends import make_backend
@@ -178,6 +193,7 @@ class SimEnv:
             self.log_level,
             self.progress,
             backend=make_backend(self.backend, self.ray_address, self.site_resources),
+            memory_budget=self.memory_budget,
         )
         run = SimRun(simulation)
         simulation.start()

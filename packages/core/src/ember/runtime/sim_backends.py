@@ -26,6 +26,7 @@ from ember.errors import RecipeArgumentError
 from ember.job.definition import JobDefinition
 from ember.runtime.inprocess_site import InProcessSite, compile_script
 from ember.runtime.logs import NodeLogs, flush_log_files, start_log_streaming
+from ember.runtime.memory_budget import MeasuringTransport
 from ember.runtime.site_runner import RefusedSite, build_site_runner
 from ember.runtime.subprocess_site import SubprocessSite
 
@@ -112,7 +113,17 @@ class ThreadBackend:
 
     def start(self, host: SiteHost) -> None:
         config = host.config
-        slots = WorkSlots(host.num_threads, host.sites) if host.num_threads else None
+        # the memory cap (memory_budget.py, num_threads folded in) or num_threads alone
+        memory = getattr(host, "memory", None)
+        slots: WorkSlots | None = (
+            memory.slots
+            if memory is not None
+            else WorkSlots(host.num_threads, host.sites)
+            if host.num_threads
+            else None
+        )
+        # a memory cap learns what sites hold from what they receive and send
+        transport = host.transport if memory is None else MeasuringTransport(host.transport, memory)
         app = host.job.client
         script = (host.job_dir / app.script).resolve()
         code: CodeType | None = None
@@ -147,7 +158,7 @@ class ThreadBackend:
                     host.job_id,
                     host.job_dir,
                     site_dir,
-                    host.transport,
+                    transport,
                     site_endpoint,
                     poll,
                     site_logs.logger,

@@ -23,11 +23,17 @@ from ember.runtime.logs import (
     forget_logger_tree,
     is_script_record,
 )
+from ember.runtime.memory_budget import MemoryScheduler
+from ember.runtime.memory_budget import plan as plan_memory
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob, Status
 from ember.runtime.sim_backends import SimBackend, ThreadBackend
 from ember.runtime.transport import InProcessTransport
 from ember.streaming import FileReceiver, bind_node
+
+#: where SimEnv keeps the server's models when the memory budget needs it (under the job's
+#: server folder, removed at the job's end)
+MEMORY_OFFLOAD = "memory-offload"
 
 
 class Simulation:
@@ -42,7 +48,11 @@ class Simulation:
         log_level: int = logging.INFO,
         progress: bool | None = None,
         backend: SimBackend | None = None,
+        memory_budget: float | None = None,
     ) -> None:
+        self.memory_budget = memory_budget
+        #: caps the sites at work for memory (the thread backend; None: no cap)
+        self.memory: MemoryScheduler | None = None
         self.backend: SimBackend = backend if backend is not None else ThreadBackend()
         self.job_dir = Path(job_dir)
         self.job = JobDefinition.from_dir(self.job_dir)
@@ -84,9 +94,28 @@ class Simulation:
                 f"raise it to {len(self.sites)}"
             )
         server_dir = self.workspace / "server"
+        memory_line = ""
+        if isinstance(self.backend, ThreadBackend) and not self.job.client.launch_external_process:
+            # how many sites may train at once in this process's memory (memory_budget.py);
+            # refuses here a job that needs every site at once and cannot fit
+            with use_config(self.config):
+                self.memory, memory_line = plan_memory(
+                    self.job,
+                    self.job_dir,
+                    self.sites,
+                    self.config,
+                    self.memory_budget,
+                    self.num_threads,
+                    self.workspace,
+                    logging.getLogger(f"ember.job.{self.job_id}.server"),
+                )
+            if self.memory is not None and self.memory.offload:
+                self.config = Config({**self.job.config, "streaming.offload_dir": MEMORY_OFFLOAD})
         server_dir.mkdir(parents=True, exist_ok=True)
         server_logs = NodeLogs(f"ember.job.{self.job_id}.server", server_dir, self.log_level)
         self._logs.append(server_logs)
+        if memory_line:
+            server_logs.logger.info("%s", memory_line)
         with use_config(self.config):
             task_timeout = float(self.config.get("runtime.task_timeout"))
         with use_config(self.config):
