@@ -46,6 +46,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ SETTING = "sim.memory_budget"
 ARGUMENT = "SimEnv(memory_budget=...)"
 #: files of a job folder that hold a model (the largest is the model's size at start)
 MODEL_SUFFIXES = (".npz", ".npy", ".safetensors", ".pt", ".pth", ".ckpt", ".h5", ".keras")
+#: the process's RSS is read at most this often (seconds), when a site sends a result
+RSS_CHECK_INTERVAL = 0.05
 #: a cgroup v1 limit at or above this means "no limit" (the kernel's is 2^63 rounded down)
 _V1_UNLIMITED = 1 << 60
 
@@ -239,14 +242,15 @@ def estimate_peak(k: int, sites: int, base: int, server: int, foot: Footprint) -
 
 
 def plan_cap(sites: int, budget: int, base: int, server: int, foot: Footprint) -> int:
-    """The most sites that may train at once under ``budget`` (0: not even one fits)."""
-    best = 0
-    for k in range(1, sites + 1):
-        if estimate_peak(k, sites, base, server, foot) <= budget:
-            best = k
-        else:
-            break
-    return best
+    """The most sites that may train at once under ``budget`` (0: not even one fits);
+    constant time, since it is recomputed as sites report (10,000 sites and more)."""
+    if sites < 1:
+        return 0
+    fixed = base + server + sites * foot.kept  # peak(k) = fixed + k x per
+    per = foot.training - foot.kept
+    if per <= 0:
+        return sites if fixed + sites * per <= budget else 0
+    return max(0, min(sites, (budget - fixed) // per))
 
 
 def model_bytes_in(job_dir: Path) -> int:
@@ -361,6 +365,7 @@ class MemoryScheduler:
         self._kept: int | None = None  # measured: the most a site kept between tasks
         self._ceiling: int | None = None  # lowered by the process-wide check
         self._warned = False
+        self._next_rss_check = 0.0
         self.cap = self._cap()
         self.slots = MemorySlots(self.cap, self.sites)
 
@@ -444,6 +449,12 @@ class MemoryScheduler:
     def _learn(self, model: int = 0, training: int = 0, kept: int | None = None) -> None:
         """Take in a measurement: the first of each kind replaces the guess from the model's
         size, later ones only raise it (the largest any site held)."""
+        if (
+            model <= self._model
+            and (self._training is not None and training <= self._training)
+            and (kept is None or (self._kept is not None and kept <= self._kept))
+        ):
+            return  # nothing new (most reports, once every kind was measured)
         with self._lock:
             self._model = max(self._model, model)
             if training:
@@ -459,6 +470,10 @@ class MemoryScheduler:
             self._apply("learned from what the sites hold")
 
     def _check_rss(self) -> None:
+        now = time.monotonic()
+        if now < self._next_rss_check:
+            return
+        self._next_rss_check = now + RSS_CHECK_INTERVAL
         rss = current_rss()
         if not rss or rss <= self.budget.bytes:
             return
