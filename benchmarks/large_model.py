@@ -1,10 +1,18 @@
 """Large models in SimEnv: wall time and peak memory with the tensor downloader on and off.
 
-    python benchmarks/large_model.py [--skip-2gib] [--rounds-long 50]
+    python benchmarks/large_model.py [--skip-2gib] [--rounds-long 50] [--only-budget]
 
 Each job runs in its own process (benchmarks/large_model/job.py) so its peak RSS is its own;
 every figure is compared with a baseline from the same run (downloader off). Ends with one
 JSON line of named figures.
+
+The memory-budget case (issue 25): the 2 GiB model x 4 sites job with the ordinary script
+(``sim_overhead/client.py``: new arrays each round, the received model kept until the next
+``receive()``) and SimEnv's defaults; its peak RSS as a share of this machine's memory and
+as a multiple of the model, beside the baseline of the same run (the peak RSS of
+``python -c "import numpy, ember"``). ``--only-budget`` runs that case alone;
+``--uncapped`` adds the same job with ``memory_budget=0`` (every site at once: about 23 GiB
+on a 24 GiB machine, so it runs under the address-space cap and may be stopped by it).
 """
 
 from __future__ import annotations
@@ -51,15 +59,83 @@ def describe(label: str, r: dict[str, Any]) -> str:
             f"   correct={r['correct']}")
 
 
+def total_memory() -> int:
+    """This machine's memory (MemTotal), or its cgroup's limit when smaller."""
+    total = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            total = int(line.split()[1]) * 1024
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            value = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit() and 0 < int(value) < total:
+            total = int(value)
+    return total
+
+
+def import_baseline() -> int:
+    """Peak RSS (bytes) of a process that only imports numpy and ember."""
+    code = ("import resource, numpy, ember; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    return int(out.stdout.strip())
+
+
+def budget_case(cap_bytes: int, uncapped: bool) -> tuple[dict[str, Any], bool]:
+    """The 2 GiB x 4 sites ordinary-script job with SimEnv's defaults (issue 25)."""
+    total, base = total_memory(), import_baseline()
+    big = ["--arrays", "8", "--mib", "256", "--clients", "4", "--rounds", "3", "--ordinary"]
+    runs = [("default", run_job(*big, cap_bytes=cap_bytes))]
+    if uncapped:
+        runs.append(("memory_budget=0", run_job(*big, "--memory-budget", "0",
+                                               cap_bytes=cap_bytes)))
+    print(f"2 GiB model (8 x 256 MiB), 4 sites, 3 rounds, the ordinary script; this machine "
+          f"{total / GIB:.1f} GiB; python + numpy + ember alone peak at {base / MIB:.0f} MiB")
+    out: dict[str, Any] = {"machine_bytes": total, "import_peak_rss_bytes": base}
+    ok = True
+    for label, r in runs:
+        print(describe(f"  {label}", r))
+        for line in r.get("memory_log", [])[:3]:
+            print(f"    {line}")
+        if not r.get("peak_rss_bytes"):
+            ok &= label != "default"
+            continue
+        share = r["peak_rss_bytes"] / total
+        key = "budget" if label == "default" else "budget_off"
+        out.update({f"{key}_peak_rss_bytes": r["peak_rss_bytes"],
+                    f"{key}_peak_of_machine": round(share, 3),
+                    f"{key}_peak_x_model": round(r["peak_rss_bytes"] / r["model_bytes"], 2),
+                    f"{key}_peak_x_import": round(r["peak_rss_bytes"] / base, 1),
+                    f"{key}_job_s": r.get("job_s"), f"{key}_completed": bool(r.get("correct"))})
+        print(f"    peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB = {share:.1%} of the machine "
+              f"(target < 60%), {out[f'{key}_peak_x_model']}x model, "
+              f"{out[f'{key}_peak_x_import']}x the import baseline")
+        if label == "default":
+            ok &= bool(r.get("correct")) and share < 0.6
+    return out, ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-2gib", action="store_true")
     parser.add_argument("--rounds-long", type=int, default=50)
     parser.add_argument("--cap-gib", type=float, default=20.0,
                         help="address-space cap for the 2 GiB runs (protects the machine)")
+    parser.add_argument("--only-budget", action="store_true",
+                        help="run only the memory-budget case (2 GiB x 4, ordinary script)")
+    parser.add_argument("--uncapped", action="store_true",
+                        help="with the budget case, also run it with memory_budget=0")
     args = parser.parse_args()
     out: dict[str, Any] = {"benchmark": "large_model"}
     ok = True
+    if args.only_budget:
+        figures, ok = budget_case(int(args.cap_gib * GIB), args.uncapped)
+        out.update(figures, correct=ok)
+        print(json.dumps(out))
+        sys.exit(0 if ok else 1)
 
     w3 = ["--arrays", "8", "--mib", "32", "--clients", "2", "--rounds", "3"]
     on, off = run_job(*w3), run_job(*w3, "--no-streaming")
@@ -148,6 +224,9 @@ def main() -> None:
         if off2.get("peak_rss_bytes"):
             out["big_off_peak_x_model"] = round(off2["peak_rss_bytes"] / off2["model_bytes"], 2)
             out["big_off_completed"] = off2.get("status") == "FINISHED:COMPLETED"
+        figures, budget_ok = budget_case(cap, args.uncapped)
+        out.update(figures)
+        ok &= budget_ok
     out["correct"] = ok
     print(json.dumps(out))
     sys.exit(0 if ok else 1)

@@ -1,7 +1,7 @@
 """One large-model FedAvg job in SimEnv; prints a JSON line with time, peak RSS and checks.
 
     python job.py --arrays 8 --mib 32 --clients 2 --rounds 3 [--no-streaming] [--gc]
-                  [--threads N] [--offload]
+                  [--threads N] [--offload] [--ordinary] [--memory-budget X]
 """
 
 import argparse
@@ -18,6 +18,7 @@ from ember import SimEnv
 from ember.recipes import NumpyFedAvgRecipe
 
 HERE = Path(__file__).parent
+ORDINARY = HERE.parent / "sim_overhead" / "client.py"
 
 
 def main() -> None:
@@ -36,6 +37,12 @@ def main() -> None:
                         help="streaming.offload_dir: the server keeps models on disk")
     parser.add_argument("--checkpoint", action="store_true",
                         help="give the initial model as a file (initial_ckpt), not as arrays")
+    parser.add_argument("--ordinary", action="store_true",
+                        help="the ordinary script (sim_overhead/client.py): new arrays each "
+                        "round, the received model kept until the next receive()")
+    parser.add_argument("--memory-budget", type=float, default=None,
+                        help="SimEnv(memory_budget=...): a fraction of available memory "
+                        "(<= 1) or bytes; 0 turns memory-aware scheduling off")
     args = parser.parse_args()
 
     n = args.mib * (1 << 20) // 4
@@ -50,7 +57,7 @@ def main() -> None:
     del model
     recipe = NumpyFedAvgRecipe(
         name="large-model", min_clients=args.clients, num_rounds=args.rounds,
-        train_script=str(HERE / "client.py"), key_metric=None,
+        train_script=str(ORDINARY if args.ordinary else HERE / "client.py"), key_metric=None,
         server_memory_gc_rounds=gc_rounds, client_memory_gc_rounds=gc_rounds,
         launch_external_process=args.external, **source,
     )
@@ -60,8 +67,9 @@ def main() -> None:
         recipe.set_config("streaming.offload_dir", str(Path(scratch.name) / "offload"))
     with tempfile.TemporaryDirectory() as root:
         started = time.perf_counter()
+        budget = {} if args.memory_budget is None else {"memory_budget": args.memory_budget}
         run = recipe.execute(SimEnv(num_clients=args.clients, num_threads=args.threads,
-                                    workspace_root=root, progress=False))
+                                    workspace_root=root, progress=False, **budget))
         elapsed = time.perf_counter() - started
         result = Path(run.get_result())
         status = run.get_status()
@@ -73,6 +81,9 @@ def main() -> None:
         lines = metrics.read_text().splitlines() if metrics.exists() else []
         rounds = [json.loads(line) for line in lines]
         client_peaks = [int(p.read_text()) for p in sorted(result.glob("site-*/peak_rss_bytes"))]
+        log = result / "server" / "log.txt"
+        memory_lines = [line.split(": ", 1)[-1] for line in log.read_text().splitlines()
+                        if " memory" in line] if log.exists() else []
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({
         "status": status, "message": run.get_message()[:300], "correct": correct,
@@ -80,6 +91,7 @@ def main() -> None:
         "model_bytes": args.arrays * n * 4,
         "round_rss_bytes": [r["server_rss_bytes"] for r in rounds],
         "client_peak_rss_bytes": client_peaks,
+        "memory_log": memory_lines,
     }))
     scratch.cleanup()
     sys.exit(0 if status == "FINISHED:COMPLETED" and correct else 1)
