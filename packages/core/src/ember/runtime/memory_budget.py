@@ -368,6 +368,14 @@ class MemoryScheduler:
         self._next_rss_check = 0.0
         self.cap = self._cap()
         self.slots = MemorySlots(self.cap, self.sites)
+        #: the sites' transport endpoints: while the cap does not bind they pull a task's
+        #: data as it arrives, as without a cap; once it binds, when they may work
+        self.endpoints: list[Any] = []
+
+    @property
+    def capped(self) -> bool:
+        """Whether fewer sites than all may train at once."""
+        return self.cap < len(self.sites)
 
     @property
     def server(self) -> int:
@@ -497,6 +505,9 @@ class MemoryScheduler:
         if cap == self.cap:
             return
         self.cap = cap
+        if self.capped:
+            for endpoint in self.endpoints:
+                endpoint.lazy_tensors = True  # a waiting site holds references, not copies
         self.slots.resize(cap)
         self.log.info("memory (%s): %s", why, self.describe())
 

@@ -141,9 +141,13 @@ class ThreadBackend:
                 # slot (ClientSession), not as the task arrives
                 site_endpoint = host.transport.add_endpoint(
                     site,
-                    lazy_tensors=slots is not None and not app.launch_external_process,
+                    lazy_tensors=slots is not None
+                    and not app.launch_external_process
+                    and (memory is None or memory.capped),
                     relay_tensors=app.launch_external_process,
                 )
+            if memory is not None:
+                memory.endpoints.append(site_endpoint)  # made lazy if the cap comes to bind
             site_dir = host.workspace / site
             site_logs = NodeLogs(
                 f"ember.job.{host.job_id}.{site}", site_dir, host.log_level, hold_open=False
