@@ -10,6 +10,9 @@ a new model version is evaluated (``evaluator``, a ``"module:function"`` of the 
 returns metrics), saved and recorded in ``round_metrics.jsonl`` (its ``round`` is the
 version). The job ends at ``max_model_version``; it fails when fewer than ``min_clients``
 aggregator sites are alive, or when no new version came within ``edge.progress_timeout``.
+With ``relays`` (three tiers, :mod:`ember_edge.relay`) only the relay sites get report tasks
+and count towards ``min_clients``; a relay's report names the devices of a failed leaf
+(``lost``), which leave the pool until their leaf announces them again.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class FedBuffController:
         report_interval: float | None = None,
         seed: int = 0,
         task_meta: dict[str, Any] | None = None,
+        relays: dict[str, list[str]] | None = None,
     ) -> None:
         wait = device_wait_timeout
         try:
@@ -85,8 +89,16 @@ class FedBuffController:
         )
         self.report_interval = report_interval
         self.task_meta = dict(task_meta or {})
+        self.relays = dict(relays or {})
 
     def run(self, ctx: ServerContext) -> None:
+        named = set(self.relays) | {leaf for leaves in self.relays.values() for leaf in leaves}
+        missing = sorted(named - set(ctx.board.sites))
+        if missing:
+            raise JobError(
+                f"relays names sites this job does not have: {missing} (the job's sites: "
+                f"{sorted(ctx.board.sites)}); fix EdgeFedBuffRecipe(relays=...)"
+            )
         persistor = build_persistor(self.persistor_spec)
         fb = FedBuff(self.config, persistor.initial_params(ctx.job_dir))
         interval = float(
@@ -111,6 +123,10 @@ class FedBuffController:
             if not isinstance(edge.get("updates", {}), dict):
                 raise JobError(f"{site} sent a malformed edge report")
             held[site] = int(edge.get("version", held.get(site, -1)))
+            if edge.get("lost"):
+                fb.remove_devices(str(d) for d in edge["lost"])
+            for leaf, why in dict(edge.get("leaf_failures") or {}).items():
+                ctx.log.warning("relay %s could not reach its leaf %s: %s", site, leaf, why)
             if edge.get("available"):
                 fb.add_devices(site, [str(d) for d in edge["available"]])
                 known.add(site)
@@ -136,6 +152,8 @@ class FedBuffController:
 
         while not fb.done:
             alive = ctx.board.alive_sites()
+            if self.relays:  # three tiers: the server talks to the relays only
+                alive = [s for s in alive if s in self.relays]
             for site in known - set(alive):
                 fb.remove_site(site)
                 known.discard(site)

@@ -263,6 +263,13 @@ class FedBuff:
             self.selection.pop(device, None)
         return gone
 
+    def remove_devices(self, devices: Iterable[str]) -> None:
+        """These devices are gone (their leaf site failed): out of the pool and the selection
+        until they are announced again."""
+        for device in devices:
+            self.available.pop(device, None)
+            self.selection.pop(device, None)
+
     def reported(self, devices: Iterable[str]) -> None:
         """These devices answered: their slots are free."""
         for device in devices:
