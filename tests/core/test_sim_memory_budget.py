@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
 import threading
@@ -30,6 +31,7 @@ MIB = 1 << 20
 BASE = 100 * MIB  # what the process "holds" at start in these tests (current_rss patched)
 
 PROBE_SCRIPT = """
+import logging
 import sys
 import ember.client as flare
 from ember.client import FLModel, ParamsType
@@ -275,3 +277,35 @@ def test_the_default_budget_leaves_a_small_job_uncapped_and_logs_why(tmp_path: P
     line = next(x for x in log.splitlines() if "memory budget" in x)
     assert "sim.memory_budget = 0.5 (default)" in line
     assert "all 3 sites may train" in line
+
+
+def test_a_process_over_its_budget_lets_one_site_fewer_train_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = logging.getLogger("test.memory")
+    scheduler = mb.MemoryScheduler(
+        list("abcd"),
+        mb.Budget(1000 * MIB, "1000 MiB"),
+        0,
+        Footprint.from_model(MIB),
+        False,
+        None,
+        log,
+    )
+    assert scheduler.cap == 4
+    for site in "abcd":
+        scheduler.slots.acquire(site)
+    monkeypatch.setattr(mb, "current_rss", lambda: 2000 * MIB)  # what the scripts hold
+    monkeypatch.setattr(mb, "RSS_CHECK_INTERVAL", 0.0)
+    with caplog.at_level(logging.INFO, logger="test.memory"):
+        scheduler.sending("a", None)
+        assert scheduler.cap == 3
+        assert "this process holds 2.0 GiB, over the budget" in caplog.text
+        scheduler.sending("b", None)  # 4 still at work: the last lowering is not in force yet
+        assert scheduler.cap == 3
+        scheduler.slots.release()
+        scheduler.sending("c", None)
+        assert scheduler.cap == 2
+    # what the sites hold cannot raise it again past what the process showed
+    scheduler._learn(training=1, kept=0)
+    assert scheduler.cap == 2

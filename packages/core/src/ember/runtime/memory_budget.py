@@ -486,10 +486,12 @@ class MemoryScheduler:
         if not rss or rss <= self.budget.bytes:
             return
         with self._lock:
-            if self.cap > 1:
+            if self.cap > 1 and self.slots.busy <= self.cap:
+                # one fewer at a time, and again only once the last lowering is in force
+                # (the sites at work have come down to the cap: the sender still counts)
                 self._ceiling = self.cap - 1
                 self._apply(f"this process holds {describe_bytes(rss)}, over the budget")
-            elif not self._warned:
+            elif self.cap == 1 and not self._warned:
                 self._warned = True
                 self.log.warning(
                     "memory: this process holds %s, over its memory budget %s, with one site "
