@@ -16,6 +16,7 @@ from ember_edge.recipes import (
     DeviceManagerConfig,
     EdgeFedBuffRecipe,
     EvaluatorConfig,
+    GatewayConfig,
     ModelManagerConfig,
     SimulationConfig,
 )
@@ -109,8 +110,8 @@ def test_the_recipe_is_registered_and_refuses_bad_knobs_by_name() -> None:
         _recipe(
             device_manager_config=DeviceManagerConfig(device_selection_size=40, min_hole_to_fill=50)
         )
-    with pytest.raises(RecipeArgumentError, match="simulation_config=SimulationConfig"):
-        _recipe(simulation_config=None)
+    with pytest.raises(RecipeArgumentError, match="not both"):
+        _recipe(gateway_config=GatewayConfig())
     with pytest.raises(RecipeArgumentError, match="dropout"):
         _recipe(simulation_config=SimulationConfig(task_processor=DigitsDevice, dropout=1.0))
     with pytest.raises(RecipeArgumentError, match="report_interval"):

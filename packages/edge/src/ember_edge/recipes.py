@@ -107,6 +107,65 @@ class EvaluatorConfig:
     evaluator: Any
 
 
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Real devices: each aggregator site runs an HTTP(S) device gateway
+    (:class:`ember_edge.gateway.DeviceGateway`) that devices talk to in NVFlare's edge
+    protocol (see packages/edge/README.md). ``host``/``port``: where it listens (port 0:
+    any free port; a dict ``{site: port}`` gives each site its own); its URL is logged and
+    written to ``<site workspace>/gateway.json``. ``tls``: True HTTPS, False plain HTTP,
+    None HTTPS where the site has a startup kit (PocEnv/ProdEnv), HTTP elsewhere (SimEnv);
+    ``cert``/``key``: the certificate (else the kit's ``startup/gateway.crt``, else a
+    self-signed one made per job, named in gateway.json). ``authenticator``: a
+    :class:`ember_edge.gateway.DeviceAuthenticator` (``"module:Class"`` or the class, made
+    with ``authenticator_args``; None: every device is admitted); ``long_poll``: whether a
+    device's ``/task?wait=s`` may be held (up to ``edge.gateway_long_poll``) until its task
+    comes."""
+
+    host: str = "127.0.0.1"
+    port: int | dict[str, int] = 0
+    tls: bool | None = None
+    cert: str | None = None
+    key: str | None = None
+    authenticator: Any = None
+    authenticator_args: dict[str, Any] = field(default_factory=dict)
+    long_poll: bool = True
+
+
+def _gateway_args(
+    gateway: GatewayConfig, devices: DeviceManagerConfig, files: dict[str, JobFile]
+) -> dict[str, Any]:
+    """EdgeSiteLink's ``gateway`` argument from a GatewayConfig (checked)."""
+    if not isinstance(gateway, GatewayConfig):
+        raise RecipeArgumentError(f"gateway_config must be a GatewayConfig, got {gateway!r}")
+    ports = gateway.port if isinstance(gateway.port, dict) else {"": gateway.port}
+    for site, port in ports.items():
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            where = f"[{site!r}]" if site else ""
+            raise RecipeArgumentError(f"gateway_config.port{where} must be 0..65535, got {port!r}")
+    if not isinstance(gateway.host, str) or not gateway.host:
+        raise RecipeArgumentError(f"gateway_config.host must be a host name, got {gateway.host!r}")
+    if gateway.tls not in (None, True, False):
+        raise RecipeArgumentError("gateway_config.tls must be True, False or None")
+    if bool(gateway.cert) != bool(gateway.key):
+        raise RecipeArgumentError("gateway_config needs both cert and key, or neither")
+    if not isinstance(gateway.authenticator_args, dict):
+        raise RecipeArgumentError("gateway_config.authenticator_args must be a dict")
+    return {
+        "host": gateway.host,
+        "port": dict(gateway.port) if isinstance(gateway.port, dict) else gateway.port,
+        "tls": gateway.tls,
+        "cert": gateway.cert,
+        "key": gateway.key,
+        "authenticator": None
+        if gateway.authenticator is None
+        else _target("gateway_config.authenticator", gateway.authenticator, files),
+        "authenticator_args": dict(gateway.authenticator_args),
+        "long_poll": bool(gateway.long_poll),
+        "task_ttl": devices.device_wait_timeout,
+    }
+
+
 #: the frameworks of an edge job's model (the server aggregates numpy arrays in both)
 EDGE_FRAMEWORKS = ("numpy", "pytorch")
 
@@ -149,6 +208,13 @@ class EdgeFedBuffRecipe(Recipe):
     it reports (None: ``edge.report_interval``). Sync mode (exactly FedAvg's average per version):
     ``device_selection_size == num_updates_for_model == min_hole_to_fill`` and no staleness
     weight. See packages/edge/README.md.
+
+    Devices: with ``simulation_config`` each site simulates them in its process; without it
+    (NVFlare's semantics) real devices connect over HTTP(S) to a device gateway in each
+    site, configured by ``gateway_config`` (a :class:`GatewayConfig`; None: its defaults,
+    any free port on loopback, every device admitted). Each gateway's address is logged and
+    written to ``<site workspace>/gateway.json`` (the HTTP-mode simulator,
+    :mod:`ember_edge.http_devices`, reads it from there).
     """
 
     #: numpy or pytorch: the framework argument, or told from the model
@@ -165,6 +231,7 @@ class EdgeFedBuffRecipe(Recipe):
         device_manager_config: DeviceManagerConfig | None = None,
         simulation_config: SimulationConfig | None = None,
         evaluator_config: EvaluatorConfig | None = None,
+        gateway_config: GatewayConfig | None = None,
         min_clients: int = 1,
         report_interval: float | None = None,
         seed: int = 0,
@@ -180,11 +247,15 @@ class EdgeFedBuffRecipe(Recipe):
         ):
             if not isinstance(value, cls):
                 raise RecipeArgumentError(f"expected a {cls.__name__}, got {type(value).__name__}")
-        if not isinstance(simulation_config, SimulationConfig):
+        if simulation_config is not None and gateway_config is not None:
             raise RecipeArgumentError(
-                "simulation_config=SimulationConfig(task_processor=...) is needed: the "
-                "aggregator sites simulate the devices (the HTTP device gateway is not "
-                f"there yet), got {simulation_config!r}"
+                "give simulation_config (simulated devices in the sites) or gateway_config "
+                "(real devices through each site's HTTP gateway), not both"
+            )
+        if simulation_config is not None and not isinstance(simulation_config, SimulationConfig):
+            raise RecipeArgumentError(
+                "simulation_config must be a SimulationConfig(task_processor=...) (or None: "
+                f"real devices connect to each site's gateway), got {simulation_config!r}"
             )
         if evaluator_config is not None and not isinstance(evaluator_config, EvaluatorConfig):
             raise RecipeArgumentError(
@@ -206,15 +277,28 @@ class EdgeFedBuffRecipe(Recipe):
             )
         sim = simulation_config
         files: dict[str, JobFile] = {f"{APP_DIR}/{SITE_SCRIPT}": SITE_SCRIPT_SOURCE}
-        processor = _target("simulation_config.task_processor", sim.task_processor, files)
-        check_int("simulation_config.num_devices", sim.num_devices, 1)
-        try:
-            speed = check_speed(sim.speed)
-            dropout = check_dropout(sim.dropout)
-        except SimulatorError as exc:
-            raise RecipeArgumentError(f"simulation_config: {exc}") from None
-        if not isinstance(sim.task_processor_args, dict):
-            raise RecipeArgumentError("simulation_config.task_processor_args must be a dict")
+        site_args: dict[str, Any]
+        if sim is None:  # real devices (NVFlare's semantics): each site runs a gateway
+            gateway = gateway_config if gateway_config is not None else GatewayConfig()
+            site_args = {"gateway": _gateway_args(gateway, devices, files)}
+        else:
+            processor = _target("simulation_config.task_processor", sim.task_processor, files)
+            check_int("simulation_config.num_devices", sim.num_devices, 1)
+            try:
+                speed = check_speed(sim.speed)
+                dropout = check_dropout(sim.dropout)
+            except SimulatorError as exc:
+                raise RecipeArgumentError(f"simulation_config: {exc}") from None
+            if not isinstance(sim.task_processor_args, dict):
+                raise RecipeArgumentError("simulation_config.task_processor_args must be a dict")
+            site_args = {
+                "processor": processor,
+                "processor_args": dict(sim.task_processor_args),
+                "num_devices": sim.num_devices,
+                "speed": speed,
+                "dropout": dropout,
+                "seed": sim.seed,
+            }
         evaluator = (
             None
             if evaluator_config is None
@@ -225,6 +309,8 @@ class EdgeFedBuffRecipe(Recipe):
         self.model_manager_config = models
         self.device_manager_config = devices
         self.simulation_config = sim
+        #: the gateways' settings (None: simulated devices)
+        self.gateway_config = None if sim is not None else (gateway_config or GatewayConfig())
         self.assemble(
             name=name,
             min_clients=min_clients,
@@ -243,17 +329,7 @@ class EdgeFedBuffRecipe(Recipe):
             ],
             client=ClientApp(
                 script=f"{APP_DIR}/{SITE_SCRIPT}",
-                site_workflow={
-                    "target": SITE_WORKFLOW,
-                    "args": {
-                        "processor": processor,
-                        "processor_args": dict(sim.task_processor_args),
-                        "num_devices": sim.num_devices,
-                        "speed": speed,
-                        "dropout": dropout,
-                        "seed": sim.seed,
-                    },
-                },
+                site_workflow={"target": SITE_WORKFLOW, "args": site_args},
             ),
             files=files,
             framework=framework,
@@ -422,6 +498,7 @@ __all__ = [
     "ETFedBuffRecipe",
     "EdgeFedBuffRecipe",
     "EvaluatorConfig",
+    "GatewayConfig",
     "ModelManagerConfig",
     "SimulationConfig",
 ]

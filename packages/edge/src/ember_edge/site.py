@@ -6,9 +6,10 @@ per report cycle: the current model version (its params when the site does not h
 yet) and the devices of this site newly selected for it. The link starts those devices on
 its :class:`~ember_edge.simulator.DevicePool`, waits until they have all answered or the
 cycle's ``report_interval`` has passed, and answers with the **per-version running sums**
-of its devices' updates (``sum w_i * d_i`` per key, ``sum w_i``, the devices), plus, in
-its first report, the ids of its devices. The site's script never sees these tasks: it only
-waits for the job's end (:data:`SITE_SCRIPT_SOURCE`).
+of its devices' updates (``sum w_i * d_i`` per key, ``sum w_i``, the devices), plus the
+ids of its devices the server has not been told of yet (all of a simulated pool's in the
+first report; a gateway's devices as they register). The site's script never sees these
+tasks: it only waits for the job's end (:data:`SITE_SCRIPT_SOURCE`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ember.common import FLModel, TaskResult
 from ember.plugins import load_target
 from ember.site_workflows import PeerLink, ServerLink
 from ember.streaming import resolve_deferred
+from ember_edge.gateway import DeviceGateway
 from ember_edge.simulator import DevicePool
 
 EDGE_REPORT = "edge_report"
@@ -72,7 +74,10 @@ def split_report(params: dict[str, Any]) -> dict[int, dict[str, np.ndarray]]:
 
 
 class EdgeSiteLink:
-    """A :class:`ServerLink` that runs this site's simulated devices for FedBuff."""
+    """A :class:`ServerLink` that runs this site's devices for FedBuff: simulated ones
+    in-process (:class:`~ember_edge.simulator.DevicePool`, ``processor=...``) or real ones
+    behind an HTTP device gateway (:class:`~ember_edge.gateway.DeviceGateway`,
+    ``gateway={...}``, GatewayConfig's fields)."""
 
     #: the reports are sums over many devices: a client filter written for one model would
     #: not see what it expects, so a site with client filters refuses the job
@@ -85,7 +90,7 @@ class EdgeSiteLink:
         site: str,
         site_dir: Path,
         job_dir: Path,
-        processor: str,
+        processor: str | None = None,
         processor_args: dict[str, Any] | None = None,
         num_devices: int = 100,
         speed: dict[str, Any] | None = None,
@@ -94,6 +99,7 @@ class EdgeSiteLink:
         fetcher: Any = None,
         params_format: str = "numpy",
         encoder: dict[str, Any] | None = None,
+        gateway: dict[str, Any] | None = None,
     ) -> None:
         self.inner = inner
         self.site = site
@@ -104,16 +110,40 @@ class EdgeSiteLink:
             None if encoder is None else load_target(encoder["target"])(**encoder.get("args", {}))
         )
         self._payload: tuple[int, bytes] | None = None
-        self.pool = DevicePool(
-            site,
-            load_target(processor),
-            num_devices,
-            processor_args,
-            speed=speed,
-            dropout=dropout,
-            seed=seed,
-        )
-        self._announced = False
+        self.pool: DevicePool | DeviceGateway
+        if gateway is not None:
+            # real devices: an HTTP(S) device gateway (ember_edge.gateway) in this process;
+            # gateway: GatewayConfig's fields (recipes.GatewayConfig)
+            options = dict(gateway)
+            port = options.pop("port", 0)
+            if isinstance(port, dict):  # one port per site
+                port = port.get(site, 0)
+            self.pool = DeviceGateway(
+                site,
+                site_dir,
+                job_id=Path(job_dir).resolve().parent.name,
+                port=int(port),
+                **options,
+            )
+            self.pool.begin()
+        else:
+            if processor is None:
+                raise RuntimeError(
+                    f"{site}: EdgeSiteLink needs a task processor (simulated devices) or a "
+                    "gateway (real devices)"
+                )
+            self.pool = DevicePool(
+                site,
+                load_target(processor),
+                num_devices,
+                processor_args,
+                speed=speed,
+                dropout=dropout,
+                seed=seed,
+            )
+        # how many of pool.device_ids the server has been told of (devices register with a
+        # gateway at any time: each report announces the ones that are new)
+        self._announced = 0
         self._model: tuple[int, dict[str, np.ndarray]] | None = None
 
     # -- the ServerLink the script's session uses ------------------------------------------------
@@ -148,8 +178,9 @@ class EdgeSiteLink:
             self.pool.start(devices, version, self._model[1], self._encoded(version))
         interval = float(edge.get("report_interval", 1.0))
         deadline = time.monotonic() + interval
-        first = not self._announced
-        if not first and not devices and self.pool.outstanding == 0:
+        known = len(self.pool.device_ids)
+        fresh = self.pool.device_ids[self._announced : known]
+        if not fresh and not devices and self.pool.outstanding == 0:
             # nothing to run: hold the task for the interval rather than answer at once
             # (an idle site would otherwise make the server spin report cycles)
             sums = self.pool.collect(deadline, linger=True)
@@ -162,8 +193,8 @@ class EdgeSiteLink:
             },
             "stats": {**self.pool.stats, **dict(getattr(self.encoder, "stats", {}))},
         }
-        if first:
-            meta["available"] = list(self.pool.device_ids)
+        if fresh:
+            meta["available"] = list(fresh)
         params = {version_key(v, k): a for v, s in sums.items() for k, a in s.sums.items()}
         result = TaskResult(
             task_id=task.task_id,
@@ -171,7 +202,7 @@ class EdgeSiteLink:
             data=FLModel(params=params, meta={EDGE_META: meta}),
         )
         if self.inner.submit_result(result):
-            self._announced = True
+            self._announced = max(self._announced, known)
         else:  # late: what it carried goes with the next report
             self.pool.restore(sums)
 
