@@ -61,11 +61,11 @@ def _recipe(**kwargs: Any) -> ETFedBuffRecipe:
         ),
         "simulation_config": SimulationConfig(
             task_processor=ETDigitsDevice,
-            task_processor_args={"samples": 48},
+            task_processor_args={"samples": 64},
             num_devices=30,
             seed=2,
         ),
-        "device_training_params": {"epoch": 3, "lr": 0.2},
+        "device_training_params": {"epoch": 5, "lr": 0.3},
         "evaluator_config": EvaluatorConfig(accuracy),
         "report_interval": 0.05,
     }
@@ -77,6 +77,9 @@ def _recipe(**kwargs: Any) -> ETFedBuffRecipe:
 def test_et_devices_train_each_version_from_a_pte_exported_once_and_accuracy_rises(
     tmp_path: Path,
 ) -> None:
+    from ember_edge.executorch import forget_exports
+
+    forget_exports()  # an earlier job in this process may have exported the same versions
     run = _recipe().execute(SimEnv(num_clients=2, workspace_root=str(tmp_path), progress=False))
     assert run.get_status() == "FINISHED:COMPLETED", run.get_message()
     result = Path(run.get_result())
@@ -85,15 +88,15 @@ def test_et_devices_train_each_version_from_a_pte_exported_once_and_accuracy_ris
     scores = [r["metrics"]["accuracy"] for r in records]
     start = accuracy(module_params(initial_model()))["accuracy"]
     assert start < 0.2
-    assert scores[-1] > start + 0.3, scores
-    assert scores[-1] >= scores[0]
-    # versions 0, 1 and 2 went to devices: each exported once in the process (the second
-    # site took the first one's export), none twice at a site
+    assert scores[-1] >= 0.8, scores
+    assert scores[-1] > scores[0]
+    # versions 0, 1 and 2 went to devices at both sites: each exported once in the process
+    # (the other site took that export), none twice at a site
     stats = records[-1]["site_metrics"]
     assert sum(s["pte_exports"] for s in stats.values()) == 3, stats
     for site in stats.values():
-        assert site["pte_exports"] + site["pte_shared"] <= 3
-        assert site["pte_bytes"] > 1000
+        assert site["pte_exports"] + site["pte_shared"] == 3, stats
+    assert max(s["pte_bytes"] for s in stats.values()) > 1000
     summary = json.loads((result / "server" / "metrics_summary.json").read_text())
     assert summary["model_versions"] == 3
     assert (result / "server" / "models" / "global_model.safetensors").is_file()
@@ -160,4 +163,4 @@ def test_the_recipe_refuses_bad_shapes_models_and_batch_sizes_by_name() -> None:
     encoder = recipe.job.client.site_workflow["args"]["encoder"]
     assert encoder["args"]["net"] == {"path": "edge_torch_digits.MLP", "args": {}}
     training = recipe.job.client.site_workflow["args"]["processor_args"]["training_config"]
-    assert training == {"epoch": 3, "lr": 0.2, "batch_size": BATCH}
+    assert training == {"epoch": 5, "lr": 0.3, "batch_size": BATCH}

@@ -47,7 +47,7 @@ def _recipe(**kwargs: Any) -> EdgeFedBuffRecipe:
         "device_manager_config": DeviceManagerConfig(device_selection_size=40),
         "simulation_config": SimulationConfig(
             task_processor=TorchDigitsDevice,
-            task_processor_args={"samples": 48, "lr": 0.2, "epochs": 3, "batch_size": 16},
+            task_processor_args={"samples": 48, "lr": 0.3, "epochs": 5, "batch_size": 16},
             num_devices=100,
             seed=1,
         ),

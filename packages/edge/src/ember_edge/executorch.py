@@ -117,8 +117,17 @@ def build_from_spec(spec: Mapping[str, Any]) -> Any:
 
 # exports shared by the aggregator sites of one process (SimEnv): digest -> .pte bytes
 _SHARED: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
-_SHARED_LOCK = threading.Lock()
 _SHARED_MAX = 4
+#: one thread at a time runs ExecuTorch in a process (exports, loads, training steps): its
+#: runtime logs through Python's sys.stdout while it holds a lock of its own, and a second
+#: thread entering it meanwhile with the GIL deadlocks both (seen with two SimEnv sites)
+ET_LOCK = threading.RLock()
+
+
+def forget_exports() -> None:
+    """Drop the exports this process's sites share (the next version is exported anew)."""
+    with ET_LOCK:
+        _SHARED.clear()
 
 
 def _digest(params: Mapping[str, Any]) -> str:
@@ -162,7 +171,7 @@ class PteExporter:
 
     def encode(self, version: int, params: Mapping[str, Any]) -> bytes:
         key = (*self._key, _digest(params))
-        with _SHARED_LOCK:  # one export at a time: a second site waits and shares it
+        with ET_LOCK:  # one export at a time: a second site waits and shares it
             pte = _SHARED.get(key)
             if pte is not None:
                 _SHARED.move_to_end(key)
@@ -267,6 +276,10 @@ class ETDeviceProcessor:
                 ".pte payload: ExecuTorch devices need ETFedBuffRecipe (its sites export "
                 "each version)"
             )
+        with ET_LOCK:
+            return self._train(task, task.payload)
+
+    def _train(self, task: DeviceTask, payload: bytes) -> DeviceResult:
         from executorch.extension.training import (
             _load_for_executorch_for_training_from_buffer,
             get_sgd_optimizer,
@@ -274,7 +287,7 @@ class ETDeviceProcessor:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ExecuTorch's "experimental API" warnings
-            program = _load_for_executorch_for_training_from_buffer(task.payload)
+            program = _load_for_executorch_for_training_from_buffer(payload)
         cfg = self.training_config
         size = int(cfg["batch_size"])
         x, y = self.data
@@ -347,5 +360,6 @@ __all__ = [
     "PteExporter",
     "executorch_available",
     "export_pte",
+    "forget_exports",
     "require_executorch",
 ]
