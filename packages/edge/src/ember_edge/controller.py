@@ -17,6 +17,7 @@ and count towards ``min_clients``; a relay's report names the devices of a faile
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,7 @@ from ember.controllers import (
     build_persistor,
 )
 from ember.plugins import load_target
+from ember.recipes import APP_DIR
 from ember_edge.fedbuff import FedBuff, FedBuffConfig, FedBuffError
 from ember_edge.site import EDGE_META, EDGE_REPORT, split_report
 
@@ -84,9 +86,8 @@ class FedBuffController:
             raise JobError(f"FedBuffController: {exc}") from None
         self.persistor_spec = persistor
         self.min_clients = min_clients
-        self.evaluator: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = (
-            load_target(evaluator) if evaluator else None
-        )
+        self.evaluator_target = evaluator
+        self.evaluator: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None
         self.report_interval = report_interval
         self.task_meta = dict(task_meta or {})
         self.relays = dict(relays or {})
@@ -99,6 +100,13 @@ class FedBuffController:
                 f"relays names sites this job does not have: {missing} (the job's sites: "
                 f"{sorted(ctx.board.sites)}); fix EdgeFedBuffRecipe(relays=...)"
             )
+        if self.evaluator_target:
+            # the recipe bundles an evaluator's module that is not installed into the job's
+            # app/ folder: importable here too, not only at the sites
+            app_dir = str(ctx.job_dir / APP_DIR)
+            if app_dir not in sys.path:
+                sys.path.insert(0, app_dir)
+            self.evaluator = load_target(self.evaluator_target)
         persistor = build_persistor(self.persistor_spec)
         fb = FedBuff(self.config, persistor.initial_params(ctx.job_dir))
         interval = float(

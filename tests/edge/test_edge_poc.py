@@ -1,0 +1,64 @@
+"""EdgeFedBuffRecipe in PocEnv (real server and site processes, gRPC with mutual TLS): the
+same job gives SimEnv's model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from edge_digits import DigitsDevice, accuracy, initial_model
+
+from ember import SimEnv
+from ember.envs.poc import PocEnv
+from ember.system.poc import PocWorkspace
+from ember_edge.recipes import (
+    DeviceManagerConfig,
+    EdgeFedBuffRecipe,
+    EvaluatorConfig,
+    ModelManagerConfig,
+    SimulationConfig,
+)
+from support.sim import round_records
+
+COMPLETED = "FINISHED:COMPLETED"
+DEVICES = 20  # per aggregator site
+
+
+def recipe() -> EdgeFedBuffRecipe:
+    every = 2 * DEVICES  # sync mode over every device: the versions do not depend on timing
+    return EdgeFedBuffRecipe(
+        name="edge-poc",
+        model=initial_model(),
+        min_clients=2,
+        model_manager_config=ModelManagerConfig(num_updates_for_model=every, max_model_version=3),
+        device_manager_config=DeviceManagerConfig(
+            device_selection_size=every, min_hole_to_fill=every
+        ),
+        simulation_config=SimulationConfig(task_processor=DigitsDevice, num_devices=DEVICES),
+        evaluator_config=EvaluatorConfig(accuracy),
+        report_interval=0.05,
+    )
+
+
+def _model(result: Path) -> dict[str, np.ndarray]:
+    with np.load(result / "server" / "models" / "global_model.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_an_edge_job_gives_the_same_model_in_pocenv_as_in_simenv(
+    poc: PocWorkspace, tmp_path: Path
+) -> None:
+    sim = recipe().execute(SimEnv(num_clients=2, workspace_root=str(tmp_path), progress=False))
+    assert sim.get_status() == COMPLETED, sim.get_message()
+    run = PocEnv(clients=["site-1", "site-2"], workspace=poc.root).deploy(recipe())
+    result = Path(run.get_result(timeout=240))
+    assert run.get_status() == COMPLETED, run.get_message()
+    expected, got = _model(Path(sim.get_result())), _model(result)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+    records = round_records(result)
+    assert [r["round"] for r in records] == [1, 2, 3]
+    assert records[-1]["metrics"]["accuracy"] == round_records(sim.get_result())[-1]["metrics"][
+        "accuracy"
+    ]
