@@ -306,3 +306,36 @@ def test_adding_a_fifth_gateway_moves_about_a_fifth_of_the_devices_and_only_to_i
     sizes = [len(v) for v in assign(devices, four).values()]
     assert max(sizes) / min(sizes) < 1.1  # balanced
     assert gateway_for("dev-1", list(reversed(four))) == before["dev-1"]  # order-free
+
+
+def test_a_site_with_a_startup_kit_serves_https_with_the_kits_gateway_certificate(
+    tmp_path: Path,
+) -> None:
+    from ember_edge.gateway import _self_signed
+
+    kit = tmp_path / "site-1"
+    (kit / "startup").mkdir(parents=True)
+    (kit / "startup" / "kit.json").write_text("{}")
+    cert, key = _self_signed(tmp_path / "provisioned", "127.0.0.1")
+    cert.rename(kit / "startup" / "gateway.crt")
+    key.rename(kit / "startup" / "gateway.key")
+    site_dir = kit / "jobs" / "job-7" / "workspace"  # where PocEnv/ProdEnv sites work
+    gw = DeviceGateway("site-1", site_dir, "job-7")  # tls=None: HTTPS, the site has a kit
+    gw.begin()
+    try:
+        info = json.loads((site_dir / "gateway.json").read_text())
+        assert info["tls"] is True
+        assert info["cert"] == str(kit / "startup" / "gateway.crt")
+        ctx = ssl.create_default_context(cafile=info["cert"])
+
+        async def main() -> dict[str, Any]:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(info["url"] + "job", headers=_headers("d", False), json={}, ssl=ctx) as r,
+            ):
+                return dict(await r.json())
+
+        assert run(main())["job_id"] == "job-7"
+    finally:
+        gw.shutdown()
+    assert not (site_dir / "gateway-tls").exists()  # no certificate of its own was made
