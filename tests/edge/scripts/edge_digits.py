@@ -70,3 +70,17 @@ class DigitsDevice:
 
     def shutdown(self) -> None:
         self.closed = True
+
+
+class BrokenOnSite(DigitsDevice):
+    """A DigitsDevice that fails when the devices of ``site`` are set up (a leaf whose
+    devices break)."""
+
+    def __init__(self, site: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.site = site
+
+    def setup(self, device_id: str) -> None:
+        if device_id.startswith(self.site + "/"):
+            raise RuntimeError(f"device {device_id} is broken")
+        super().setup(device_id)

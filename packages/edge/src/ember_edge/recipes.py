@@ -25,6 +25,7 @@ from ember.recipes import (
     get_framework,
 )
 from ember_edge.fedbuff import FedBuffConfig, FedBuffError
+from ember_edge.relay import check_relays
 from ember_edge.simulator import SimulatorError, check_dropout, check_speed
 from ember_edge.site import SITE_SCRIPT, SITE_SCRIPT_SOURCE
 
@@ -215,6 +216,11 @@ class EdgeFedBuffRecipe(Recipe):
     any free port on loopback, every device admitted). Each gateway's address is logged and
     written to ``<site workspace>/gateway.json`` (the HTTP-mode simulator,
     :mod:`ember_edge.http_devices`, reads it from there).
+
+    Tiers: two by default (server, aggregator sites with the devices). ``relays={relay:
+    [leaf, ...]}`` makes three: the server talks to the relay sites only, each relay to its
+    leaf sites, which hold the devices (:mod:`ember_edge.relay`); every site of the job must
+    then be a relay or a leaf, and ``min_clients`` counts relays.
     """
 
     #: numpy or pytorch: the framework argument, or told from the model
@@ -235,6 +241,7 @@ class EdgeFedBuffRecipe(Recipe):
         min_clients: int = 1,
         report_interval: float | None = None,
         seed: int = 0,
+        relays: dict[str, list[str]] | None = None,
     ) -> None:
         name = check_job_name(name)
         min_clients = check_int("min_clients", min_clients, 1)
@@ -275,6 +282,18 @@ class EdgeFedBuffRecipe(Recipe):
             raise RecipeArgumentError(
                 f"report_interval must be seconds > 0 or None, got {report_interval!r}"
             )
+        if relays is not None:
+            try:
+                relays = check_relays(relays)
+            except ValueError as exc:
+                raise RecipeArgumentError(
+                    f"{exc} (three tiers: relays={{relay: [leaves]}})"
+                ) from None
+            if min_clients > len(relays):
+                raise RecipeArgumentError(
+                    f"min_clients={min_clients} exceeds the {len(relays)} relays: with relays, "
+                    "min_clients counts relay sites (the server talks to them only)"
+                )
         sim = simulation_config
         files: dict[str, JobFile] = {f"{APP_DIR}/{SITE_SCRIPT}": SITE_SCRIPT_SOURCE}
         site_args: dict[str, Any]
@@ -324,12 +343,16 @@ class EdgeFedBuffRecipe(Recipe):
                         "evaluator": evaluator,
                         "seed": seed,
                         "task_meta": dict(setup.task_meta),
+                        "relays": relays,
                     },
                 }
             ],
             client=ClientApp(
                 script=f"{APP_DIR}/{SITE_SCRIPT}",
-                site_workflow={"target": SITE_WORKFLOW, "args": site_args},
+                site_workflow={
+                    "target": SITE_WORKFLOW,
+                    "args": {**site_args, **({"relays": relays} if relays else {})},
+                },
             ),
             files=files,
             framework=framework,

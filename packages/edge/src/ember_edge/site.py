@@ -14,6 +14,7 @@ tasks: it only waits for the job's end (:data:`SITE_SCRIPT_SOURCE`).
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,12 @@ import numpy as np
 
 from ember.common import FLModel, TaskResult
 from ember.plugins import load_target
+from ember.recipes import APP_DIR
 from ember.site_workflows import PeerLink, ServerLink
 from ember.streaming import resolve_deferred
 from ember_edge.gateway import DeviceGateway
-from ember_edge.simulator import DevicePool
+from ember_edge.relay import REPORT_TOPIC, RelayPool, leaf_parent
+from ember_edge.simulator import DevicePool, VersionSums
 
 EDGE_REPORT = "edge_report"
 EDGE_META = "edge"
@@ -100,8 +103,14 @@ class EdgeSiteLink:
         params_format: str = "numpy",
         encoder: dict[str, Any] | None = None,
         gateway: dict[str, Any] | None = None,
+        relays: dict[str, list[str]] | None = None,
     ) -> None:
         self.inner = inner
+        # the recipe bundles a processor's (or authenticator's) module that is not installed
+        # into the job's app/ folder: importable before the site loads it
+        app_dir = str(Path(job_dir) / APP_DIR)
+        if app_dir not in sys.path:
+            sys.path.insert(0, app_dir)
         self.site = site
         # encoder: {"target": "module:Class", "args": {...}}, an object whose
         # encode(version, params) -> bytes makes each model version's DeviceTask.payload
@@ -110,8 +119,13 @@ class EdgeSiteLink:
             None if encoder is None else load_target(encoder["target"])(**encoder.get("args", {}))
         )
         self._payload: tuple[int, bytes] | None = None
-        self.pool: DevicePool | DeviceGateway
-        if gateway is not None:
+        self.pool: DevicePool | DeviceGateway | RelayPool
+        # three tiers (ember_edge.relay): a relay's devices are its leaves'; a leaf answers
+        # its relay's requests instead of the server's tasks
+        self.relay = None if not relays else leaf_parent(relays, site)
+        if relays and site in relays:
+            self.pool = RelayPool(site, peers, relays[site])
+        elif gateway is not None:
             # real devices: an HTTP(S) device gateway (ember_edge.gateway) in this process;
             # gateway: GatewayConfig's fields (recipes.GatewayConfig)
             options = dict(gateway)
@@ -145,6 +159,8 @@ class EdgeSiteLink:
         # gateway at any time: each report announces the ones that are new)
         self._announced = 0
         self._model: tuple[int, dict[str, np.ndarray]] | None = None
+        if self.relay is not None:
+            peers.register(REPORT_TOPIC, self._on_relay_request)
 
     # -- the ServerLink the script's session uses ------------------------------------------------
     def get_task(self, wait: float) -> Any:
@@ -161,7 +177,28 @@ class EdgeSiteLink:
                 return None
 
     def _report(self, task: Any) -> None:
-        data: FLModel = task.data or FLModel()
+        model, known, sums = self.answer(task.data or FLModel())
+        result = TaskResult(task_id=task.task_id, site=self.site, data=model)
+        if self.inner.submit_result(result):
+            self._announced = max(self._announced, known)
+        else:  # late: what it carried goes with the next report
+            self.pool.restore(sums)
+
+    def _on_relay_request(self, sender: str, request: Any) -> FLModel:
+        """A leaf's answer to its relay: the report it would give the server."""
+        if sender != self.relay:
+            raise PermissionError(f"{self.site} reports to its relay {self.relay}, not {sender}")
+        if not isinstance(request, FLModel):
+            raise TypeError(f"{sender} sent {type(request).__name__}, not an FLModel")
+        if dict(request.meta.get(EDGE_META) or {}).get("announce_all"):
+            self._announced = 0  # the relay lost track of this leaf: every device again
+        model, known, _ = self.answer(request)
+        self._announced = max(self._announced, known)
+        return model
+
+    def answer(self, data: FLModel) -> tuple[FLModel, int, dict[int, VersionSums]]:
+        """Run one report cycle (the task's model version, devices and interval): the
+        report, how many of ``pool.device_ids`` it announces, and the sums it carries."""
         edge = dict(data.meta.get(EDGE_META) or {})
         version = int(edge.get("version", 0))
         if data.params:
@@ -195,16 +232,14 @@ class EdgeSiteLink:
         }
         if fresh:
             meta["available"] = list(fresh)
+        if isinstance(self.pool, RelayPool):
+            lost = self.pool.take_lost()
+            if lost:
+                meta["lost"] = lost
+            if self.pool.failures:
+                meta["leaf_failures"] = dict(self.pool.failures)
         params = {version_key(v, k): a for v, s in sums.items() for k, a in s.sums.items()}
-        result = TaskResult(
-            task_id=task.task_id,
-            site=self.site,
-            data=FLModel(params=params, meta={EDGE_META: meta}),
-        )
-        if self.inner.submit_result(result):
-            self._announced = max(self._announced, known)
-        else:  # late: what it carried goes with the next report
-            self.pool.restore(sums)
+        return FLModel(params=params, meta={EDGE_META: meta}), known, sums
 
     def _encoded(self, version: int) -> bytes | None:
         """The held version's payload for its devices, encoded once per version."""
