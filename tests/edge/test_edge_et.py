@@ -20,13 +20,7 @@ from edge_torch_digits import MLP, accuracy, device_data, initial_model  # noqa:
 from ember import SimEnv  # noqa: E402
 from ember.recipes import RecipeArgumentError  # noqa: E402
 from ember_edge.executorch import DeviceModel  # noqa: E402
-from ember_edge.recipes import (  # noqa: E402
-    DeviceManagerConfig,
-    ETFedBuffRecipe,
-    EvaluatorConfig,
-    ModelManagerConfig,
-    SimulationConfig,
-)
+from ember_edge.recipes import ETFedBuffRecipe  # noqa: E402
 from ember_edge.torch_devices import module_params  # noqa: E402
 from support.sim import round_records  # noqa: E402
 
@@ -46,31 +40,9 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def _recipe(**kwargs: Any) -> ETFedBuffRecipe:
-    from edge_et_digits import ETDigitsDevice
+    from edge_et_digits import et_recipe
 
-    options: dict[str, Any] = {
-        "name": "edge-et",
-        "device_model": DeviceModel(initial_model()),
-        "input_shape": (BATCH, 64),
-        "output_shape": (BATCH,),
-        "min_clients": 2,
-        # sync mode: every version is given to devices, so each is exported
-        "model_manager_config": ModelManagerConfig(num_updates_for_model=10, max_model_version=3),
-        "device_manager_config": DeviceManagerConfig(
-            device_selection_size=10, min_hole_to_fill=10
-        ),
-        "simulation_config": SimulationConfig(
-            task_processor=ETDigitsDevice,
-            task_processor_args={"samples": 64},
-            num_devices=30,
-            seed=2,
-        ),
-        "device_training_params": {"epoch": 5, "lr": 0.3},
-        "evaluator_config": EvaluatorConfig(accuracy),
-        "report_interval": 0.05,
-    }
-    options.update(kwargs)
-    return ETFedBuffRecipe(**options)
+    return et_recipe(**kwargs)
 
 
 @needs_et
