@@ -866,14 +866,17 @@ class _Refused(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
-def read_gateways(folder: Path) -> list[dict[str, Any]]:
-    """Every ``gateway.json`` under ``folder`` (a job's workspace), by site name."""
+def read_gateways(folder: Path, job_id: str | None = None) -> list[dict[str, Any]]:
+    """Every ``gateway.json`` under ``folder`` (a job's workspace, a PoC workspace), of the
+    job ``job_id`` if given, by site name."""
     out = []
     for path in sorted(Path(folder).rglob(GATEWAY_FILE)):
         try:
-            out.append(json.loads(path.read_text(encoding="utf-8")))
+            info = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # being written
+        if job_id is None or info.get("job_id") == job_id:
+            out.append(info)
     return sorted(out, key=lambda g: str(g.get("site")))
 
 

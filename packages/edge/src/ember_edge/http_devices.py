@@ -77,7 +77,7 @@ class HttpDeviceSimulator:
     rather than JSON; ``wait``: the long poll each ``/task`` asks for (seconds; None:
     ``edge.gateway_long_poll``); ``start_spread``: devices register spread over this many
     seconds (a fleet does not start in one instant); ``workers``: threads that run the
-    processors.
+    processors; ``job_id``: only that job's gateways (a folder that holds several jobs).
     """
 
     def __init__(
@@ -96,6 +96,7 @@ class HttpDeviceSimulator:
         expect_gateways: int = 1,
         start_spread: float = 0.0,
         workers: int = 2,
+        job_id: str | None = None,
     ) -> None:
         if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
             raise SimulatorError(f"num_devices must be an integer >= 1, got {num_devices!r}")
@@ -112,6 +113,7 @@ class HttpDeviceSimulator:
         self.wait = float(get_setting("edge.gateway_long_poll")) if wait is None else wait
         self.start_spread = start_spread
         self.workers = max(1, int(workers))
+        self.job_id = job_id
         self._workers: ThreadPoolExecutor | None = None
         self._request_timeout = float(get_setting("edge.device_request_timeout"))
         self._retry_wait = int(get_setting("edge.gateway_retry_wait"))
@@ -128,6 +130,8 @@ class HttpDeviceSimulator:
             "done": 0,
         }
         self.per_gateway: dict[str, int] = {}
+        #: request errors by exception type (a gateway that closed, a timeout, ...)
+        self.errors: dict[str, int] = {}
         self.seconds = 0.0
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,7 +146,7 @@ class HttpDeviceSimulator:
         timeout = float(get_setting("edge.gateway_wait_timeout"))
         deadline = time.monotonic() + timeout
         while True:
-            found: list[Mapping[str, Any]] = list(read_gateways(Path(source)))
+            found: list[Mapping[str, Any]] = list(read_gateways(Path(source), self.job_id))
             if len(found) >= self.expect_gateways:
                 return found
             if time.monotonic() >= deadline:
@@ -330,8 +334,10 @@ class HttpDeviceSimulator:
                     if answer == p.DONE:
                         self.stats["done"] += 1
                         return
-                except (aiohttp.ClientError, TimeoutError, ConnectionError):
+                except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
                     self.stats["request_errors"] += 1
+                    name = type(exc).__name__
+                    self.errors[name] = self.errors.get(name, 0) + 1
                     failures += 1
                     if failures >= 3:  # the gateway is gone (its job ended)
                         return
