@@ -339,3 +339,33 @@ def test_a_site_with_a_startup_kit_serves_https_with_the_kits_gateway_certificat
     finally:
         gw.shutdown()
     assert not (site_dir / "gateway-tls").exists()  # no certificate of its own was made
+
+
+class NeverAnswers:
+    """An async authenticator whose identity service never answers."""
+
+    async def authenticate(self, device_id: str, token: Any, headers: Any) -> bool:
+        await asyncio.sleep(3600)
+        return True
+
+
+def test_an_authenticator_without_a_verdict_in_time_refuses_the_device(tmp_path: Path) -> None:
+    from ember.config import Config, use_config
+
+    with use_config(Config({"edge.gateway_auth_timeout": 0.2})):
+        gw = DeviceGateway("site-1", tmp_path, "job-1", authenticator=f"{__name__}:NeverAnswers")
+    gw.begin()
+    try:
+
+        async def main() -> tuple[int, float]:
+            t0 = time.monotonic()
+            async with aiohttp.ClientSession() as s:
+                status, _, _ = await _post(s, gw.url + "job", _headers("dev-1"), json={})
+            return status, time.monotonic() - t0
+
+        status, seconds = run(main())
+        assert status == 401
+        assert 0.2 <= seconds < 3.0
+        assert gw.device_ids == []
+    finally:
+        gw.shutdown()

@@ -301,6 +301,7 @@ class DeviceGateway:
         self._retry_wait = int(get_setting("edge.gateway_retry_wait"))
         self._max_body = int(get_setting("edge.gateway_max_body"))
         self._stop_timeout = float(get_setting("edge.gateway_stop_timeout"))
+        self._auth_timeout = float(get_setting("edge.gateway_auth_timeout"))
         self._tls_choice = tls
         self._cert, self._key = cert, key
         self.cert_path: Path | None = None
@@ -614,7 +615,15 @@ class DeviceGateway:
             try:
                 verdict = self._auth.authenticate(device, token, request.headers)
                 if inspect.isawaitable(verdict):
-                    verdict = await verdict
+                    verdict = await asyncio.wait_for(verdict, self._auth_timeout)
+            except TimeoutError:
+                log.warning(
+                    "%s: the authenticator failed for %s: no verdict within %s",
+                    self.site,
+                    device,
+                    describe_setting("edge.gateway_auth_timeout", self._auth_timeout),
+                )
+                verdict = False
             except Exception as exc:  # a failing check refuses the device
                 log.warning("%s: the authenticator failed for %s: %s", self.site, device, exc)
                 verdict = False

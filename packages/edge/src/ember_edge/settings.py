@@ -113,6 +113,21 @@ EDGE_SETTINGS = (
         scenarios=("edge devices",),
     ),
     Setting(
+        name="edge.gateway_auth_timeout",
+        type=float,
+        default=10.0,
+        unit="seconds",
+        bounds="How long a device gateway waits for its DeviceAuthenticator's verdict on one "
+        "request (an async one that asks another service); no verdict in time refuses the "
+        "device with 401.",
+        advice="Raise it for an identity service that answers slowly; cache verdicts in the "
+        "authenticator rather than raise it far.",
+        minimum=0.001,
+        symptom="Devices get 401 although their tokens are valid, and the site's log says "
+        "'the authenticator failed ... edge.gateway_auth_timeout'.",
+        scenarios=("edge devices",),
+    ),
+    Setting(
         name="edge.gateway_max_body",
         type=int,
         default=256 * 1024 * 1024,
