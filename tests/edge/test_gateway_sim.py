@@ -149,10 +149,10 @@ def test_devices_vanishing_mid_task_over_http_do_not_hang_the_job(tmp_path: Path
     recipe = _recipe(
         model_manager_config=ModelManagerConfig(num_updates_for_model=20, max_model_version=2),
         device_manager_config=DeviceManagerConfig(
-            device_selection_size=20, min_hole_to_fill=20, device_wait_timeout=0.3
+            device_selection_size=20, min_hole_to_fill=20, device_wait_timeout=0.5
         ),
     )
-    devices = _devices(tmp_path, num_devices=200, dropout=0.3, seed=5)
+    devices = _devices(tmp_path, num_devices=300, dropout=0.3, seed=5)
     _, summary, stats = _run(recipe, tmp_path, devices)
     assert summary["model_versions"] == 2
     assert stats["dropped_out"] > 0
