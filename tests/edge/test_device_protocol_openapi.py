@@ -244,3 +244,55 @@ def test_the_http_simulators_traffic_conforms_to_the_openapi_spec(
     assert len(rec.exchanges) >= 12 + 11 * 2  # /job, a task and a result each
     for exchange in rec.exchanges:
         _validate(spec, exchange)
+
+
+def test_an_executorch_task_and_result_in_nvflares_format_conform_and_are_summed(
+    tmp_path: Path,
+) -> None:
+    import base64
+
+    spec = _spec()
+    gw = DeviceGateway("site-1", tmp_path, "job-1")
+    gw.begin()
+    rec = Recorder()
+    model = initial_model()
+    pte = b"\x00fake training .pte\xff" * 3
+
+    async def main() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as s:
+            await rec.post(s, gw.url + "job", {p.DEVICE_ID: "phone-1"}, json_body={})
+            gw.start(["phone-1"], 0, model, pte)
+            _, _, raw = await rec.post(s, gw.url + "task", {p.DEVICE_ID: "phone-1"}, {}, {})
+            task = json.loads(raw)
+            diff = {  # what NVFlare's ETTaskProcessor sends: flat numbers and their sizes
+                k: {"data": np.full(v.shape, 0.5).ravel().tolist(), "sizes": list(v.shape)}
+                for k, v in model.items()
+            }
+            report = {
+                "status": p.OK,
+                "task_name": task["task_name"],
+                "cookie": task["cookie"],
+                "result": {
+                    "kind": p.ET_TENSOR_DIFF,
+                    "data": diff,
+                    "meta": task["task_data"]["meta"],
+                },
+            }
+            await rec.post(
+                s, gw.url + "result", {p.DEVICE_ID: "phone-1"}, {"task_id": task["task_id"]}, report
+            )
+            return task
+
+    try:
+        task = asyncio.run(main())
+        sums = gw.collect(time.monotonic() + 1.0)
+    finally:
+        gw.shutdown()
+    data = task["task_data"]
+    assert base64.b64decode(data["data"]) == pte
+    assert data["meta"]["model_buffer_type"] == "executorch"
+    assert data["meta"]["model_buffer_encoding"] == "base64"
+    for k, v in model.items():
+        np.testing.assert_array_equal(sums[0].sums[k], np.full(v.shape, 0.5))
+    for exchange in rec.exchanges:
+        _validate(spec, exchange)

@@ -31,6 +31,7 @@ a startup kit (PocEnv/ProdEnv) and plain HTTP elsewhere (SimEnv, on loopback).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import inspect
@@ -165,6 +166,8 @@ class _Model:
 
     version: int
     params: dict[str, np.ndarray]
+    #: the site encoder's bytes of the version (ETFedBuffRecipe: the training .pte)
+    payload: bytes | None = None
     _json: bytes | None = None
     _dtypes: dict[str, str] = field(default_factory=dict)
     _st_entries: dict[str, Any] | None = None
@@ -499,14 +502,15 @@ class DeviceGateway:
         params: Mapping[str, np.ndarray],
         payload: bytes | None = None,
     ) -> None:
-        """Give ``devices`` model ``version``: their next (or held) /task gets it. (A
-        ``payload``, the site encoder's bytes of the version, is not served yet: devices get
-        the params.)"""
+        """Give ``devices`` model ``version``: their next (or held) /task gets it. With a
+        ``payload`` (the site encoder's bytes of the version: ETFedBuffRecipe's training
+        .pte) a JSON task carries it as NVFlare's ExecuTorch devices expect (base64, the
+        ``model_buffer_*`` meta) rather than the params."""
         now = self._clock()
         with self._cond:
             if version not in self._models:
                 self._models[version] = _Model(
-                    version, {k: np.asarray(v) for k, v in params.items()}
+                    version, {k: np.asarray(v) for k, v in params.items()}, payload
                 )
             for device in devices:
                 old = self._tasks.get(device)
@@ -752,6 +756,17 @@ class DeviceGateway:
         if p.wants_safetensors(request.headers.get("Accept")):
             body = model.safetensors({**envelope, "task_data": {"kind": p.WEIGHTS, "meta": meta}})
             return web.Response(body=body, content_type=p.SAFETENSORS)
+        if model.payload is not None:  # NVFlare's ExecuTorch task (its ETTaskProcessor)
+            return self._reply(
+                {
+                    **envelope,
+                    "task_data": {
+                        "kind": p.WEIGHTS,
+                        "data": base64.b64encode(model.payload).decode("ascii"),
+                        "meta": {**meta, **p.ET_META},
+                    },
+                }
+            )
         data, dtypes = model.json_data()
         marker = "\x00ember-data\x00"
         head = p.dumps(
@@ -833,8 +848,10 @@ class DeviceGateway:
         self, result: Mapping[str, Any], arrays: dict[str, np.ndarray] | None, model: _Model
     ) -> tuple[dict[str, np.ndarray], float]:
         kind = result.get("kind", p.WEIGHT_DIFF)
-        if kind not in (p.WEIGHTS, p.WEIGHT_DIFF):
-            raise p.ProtocolError(f"result kind must be {p.WEIGHTS} or {p.WEIGHT_DIFF}")
+        if kind not in (p.WEIGHTS, p.WEIGHT_DIFF, p.ET_TENSOR_DIFF):
+            raise p.ProtocolError(
+                f"result kind must be {p.WEIGHTS}, {p.WEIGHT_DIFF} or {p.ET_TENSOR_DIFF}"
+            )
         meta = result.get("meta") or {}
         if not isinstance(meta, dict):
             raise p.ProtocolError("result meta must be an object")
@@ -843,7 +860,9 @@ class DeviceGateway:
             raise p.ProtocolError(f"result weight must be a number, got {weight!r}")
         if not (math.isfinite(weight) and weight > 0):
             raise p.ProtocolError(f"result weight must be > 0, got {weight!r}")
-        if arrays is None:
+        if arrays is None and kind == p.ET_TENSOR_DIFF:
+            arrays = p.params_from_et_json(result.get("data"))
+        elif arrays is None:
             arrays = p.params_from_json(result.get("data"), meta.get("dtypes"))
         if set(arrays) != set(model.params):
             raise p.ProtocolError(

@@ -27,6 +27,7 @@ Use :class:`HttpDeviceSimulator` from a thread beside the job (``start()``, ``st
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import math
@@ -326,7 +327,7 @@ class HttpDeviceSimulator:
                     result = await loop.run_in_executor(
                         self._workers,
                         processor.process_task,
-                        DeviceTask(device, got["version"], got["params"]),
+                        DeviceTask(device, got["version"], got["params"], got["payload"]),
                     )
                     if not await self._pause(self._delay()):
                         return
@@ -387,9 +388,14 @@ class HttpDeviceSimulator:
             return "again" if wait <= 0 else ("wait", wait)
         data = body.get("task_data") or {}
         meta = data.get("meta") or {}
-        if arrays is None:
+        payload = None
+        if meta.get("model_buffer_type") == p.ET_META["model_buffer_type"]:
+            payload = base64.b64decode(str(data.get("data", "")))  # an ExecuTorch job's .pte
+            arrays = {}
+        elif arrays is None:
             arrays = p.params_from_json(data.get("data"), meta.get("dtypes"))
         return {
+            "payload": payload,
             "version": int(meta.get(p.MODEL_VERSION, body.get("cookie", {}).get("model_version"))),
             "params": arrays,
             "task_id": str(body["task_id"]),

@@ -62,6 +62,14 @@ TASK_NAME = "train"
 METHOD = "fedbuff"
 WEIGHTS = "WEIGHTS"
 WEIGHT_DIFF = "WEIGHT_DIFF"
+#: NVFlare's ExecuTorch result: ``{name: {"data": numbers, "sizes": shape}}``, a difference
+ET_TENSOR_DIFF = "et_tensor_diff"
+#: the meta of an ExecuTorch task (NVFlare's nvflare.edge.model_protocol)
+ET_META = {
+    "model_buffer_type": "executorch",
+    "model_buffer_native_format": "binary",
+    "model_buffer_encoding": "base64",
+}
 MAX_DEVICE_ID = 256
 
 
@@ -97,6 +105,24 @@ def params_from_json(data: Any, dtypes: Mapping[str, str] | None = None) -> dict
         if array.dtype.kind not in "fiu":
             raise ProtocolError(f"model entry {name!r}: dtype {dtype!r} is not numeric")
         out[str(name)] = array
+    return out
+
+
+def params_from_et_json(data: Any) -> dict[str, np.ndarray]:
+    """Arrays from NVFlare's ``et_tensor_diff`` data: ``{name: {"data": [...], "sizes":
+    [...]}}`` (float64)."""
+    if not isinstance(data, dict):
+        raise ProtocolError("et_tensor_diff data must be an object of {data, sizes} entries")
+    out: dict[str, np.ndarray] = {}
+    for name, entry in data.items():
+        if not isinstance(entry, dict) or "data" not in entry:
+            raise ProtocolError(f"et_tensor_diff entry {name!r} needs data and sizes")
+        try:
+            array = np.asarray(entry["data"], dtype=np.float64)
+            sizes = entry.get("sizes")
+            out[str(name)] = array.reshape(sizes) if sizes is not None else array
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"et_tensor_diff entry {name!r}: {exc}") from None
     return out
 
 
