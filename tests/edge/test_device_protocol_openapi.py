@@ -296,3 +296,62 @@ def test_an_executorch_task_and_result_in_nvflares_format_conform_and_are_summed
         np.testing.assert_array_equal(sums[0].sums[k], np.full(v.shape, 0.5))
     for exchange in rec.exchanges:
         _validate(spec, exchange)
+
+
+def test_requests_shaped_as_nvflares_device_api_sends_them_are_served_and_conform(
+    tmp_path: Path,
+) -> None:
+    """The bodies, query parameters and headers of NVFlare 2.7's FegApi (its simulator's
+    device client): /job with job_name None, /task with the cookie, /result with status,
+    task_name, result (a DXO dict) and cookie, the user info as a query string."""
+    from urllib.parse import urlencode
+
+    spec = _spec()
+    gw = DeviceGateway("site-1", tmp_path, "job-1")
+    gw.begin()
+    rec = Recorder()
+    model = initial_model()
+    headers = {
+        "Content-Type": p.JSON,
+        p.DEVICE_ID: "android-7",
+        p.DEVICE_INFO: urlencode({"app_name": "demo", "app_version": "1.0", "platform": "android"}),
+        p.USER_INFO: urlencode({"user_id": "u1", "user_name": "someone"}),
+    }
+
+    async def main() -> list[str]:
+        statuses = []
+        async with aiohttp.ClientSession() as s:
+            body = {"job_name": None, "capabilities": {"methods": ["train"]}}
+            _, _, raw = await rec.post(s, gw.url + "job", headers, {}, body)
+            job = json.loads(raw)
+            statuses.append(job["status"])
+            gw.start(["android-7"], 0, model)
+            _, _, raw = await rec.post(s, gw.url + "task", headers, {"job_id": job["job_id"]}, {})
+            task = json.loads(raw)
+            statuses.append(task["status"])
+            trained = {k: (v + 0.25).tolist() for k, v in model.items()}
+            report = {
+                "status": p.OK,
+                "task_name": task["task_name"],
+                "result": {"kind": p.WEIGHTS, "data": trained, "meta": {"num_samples": 8}},
+                "cookie": task["cookie"],
+            }
+            params = {"job_id": job["job_id"], "task_id": task["task_id"]}
+            _, _, raw = await rec.post(s, gw.url + "result", headers, params, report)
+            statuses.append(json.loads(raw)["status"])
+            _, _, raw = await rec.post(
+                s, gw.url + "task", headers, {"job_id": job["job_id"]}, {"cookie": task["cookie"]}
+            )
+            statuses.append(json.loads(raw)["status"])
+        return statuses
+
+    try:
+        assert asyncio.run(main()) == [p.OK, p.OK, p.OK, p.NO_TASK]
+        sums = gw.collect(time.monotonic() + 1.0)
+    finally:
+        gw.shutdown()
+    assert sums[0].weight == 8.0  # NVFlare's num_samples is the weight
+    for k, v in model.items():
+        np.testing.assert_allclose(sums[0].sums[k], np.full(v.shape, 0.25 * 8.0))
+    for exchange in rec.exchanges:
+        _validate(spec, exchange)
