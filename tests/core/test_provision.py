@@ -321,6 +321,14 @@ def variant(**changes: object) -> dict[str, object]:
         ),
         (variant(connection_security="ssl"), ["must be one of mtls, tls, clear"]),
         (
+            variant(clients=[{"name": "s", "org": "a", "hosts": "edge.a.org"}]),
+            ["clients[0].hosts: must be a list of host names or IP addresses"],
+        ),
+        (
+            variant(clients=[{"name": "s", "org": "a", "hosts": ["edge a"]}]),
+            ["clients[0].hosts: 'edge a' is not a host name or IP address"],
+        ),
+        (
             variant(server={"name": "fl", "port": 0}, admins=[{"name": "a@a.org"}]),
             ["3 problems", "server.port", "admins[0].org: missing", "admins[0].role: missing"],
         ),
@@ -333,6 +341,13 @@ def test_bad_project_files_say_which_key_and_how_to_fix_it(
         parse_project(data, "project.yml")
     for message in messages:
         assert message in str(info.value)
+
+
+def test_a_sites_hosts_are_read_and_written_back() -> None:
+    data = variant(clients=[{"name": "site-1", "org": "a", "hosts": ["edge.a.org", "10.0.0.7"]}])
+    project = parse_project(data, "project.yml")
+    assert project.clients[0].hosts == ("edge.a.org", "10.0.0.7")
+    assert parse_project(project.to_dict()).clients[0].hosts == ("edge.a.org", "10.0.0.7")
 
 
 def test_project_files_are_read_from_yaml(tmp_path: Path) -> None:

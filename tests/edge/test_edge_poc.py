@@ -62,3 +62,45 @@ def test_an_edge_job_gives_the_same_model_in_pocenv_as_in_simenv(
     assert records[-1]["metrics"]["accuracy"] == round_records(sim.get_result())[-1]["metrics"][
         "accuracy"
     ]
+
+
+def test_pocenv_gateways_serve_https_with_the_kits_certificate_and_devices_verify_it(
+    poc: PocWorkspace, tmp_path: Path
+) -> None:
+    import json
+
+    from edge_digits import digits
+
+    from ember_edge.http_devices import HttpDeviceSimulator
+    from ember_edge.recipes import GatewayConfig
+
+    n = 40
+    recipe = EdgeFedBuffRecipe(
+        name="edge-poc-https",
+        model=initial_model(),
+        min_clients=2,
+        model_manager_config=ModelManagerConfig(num_updates_for_model=n, max_model_version=1),
+        device_manager_config=DeviceManagerConfig(device_selection_size=n, min_hole_to_fill=n),
+        gateway_config=GatewayConfig(),  # tls=None: HTTPS where the site has a kit
+        report_interval=0.05,
+    )
+    run = PocEnv(clients=["site-1", "site-2"], workspace=poc.root).deploy(recipe)
+    digits()
+    devices = HttpDeviceSimulator(
+        poc.root, factory=DigitsDevice, num_devices=n, expect_gateways=2, job_id=run.get_job_id()
+    )
+    devices.start()
+    try:
+        run.get_result(timeout=240)
+    finally:
+        devices.stop()
+        stats = devices.join(30.0)
+    assert run.get_status() == COMPLETED, run.get_message()
+    assert stats["results_taken"] == n
+    assert stats["request_errors"] == 0, devices.errors
+    for kit in poc.clients:
+        folder = kit.folder / "jobs" / run.get_job_id() / "workspace"
+        info = json.loads((folder / "gateway.json").read_text())
+        assert info["url"].startswith("https://")
+        assert info["cert"] == str(kit.startup / "gateway.crt")  # provisioned, not made
+        assert info["ca"] == str(kit.startup / "rootCA.pem")

@@ -308,6 +308,8 @@ class DeviceGateway:
         self._tls_choice = tls
         self._cert, self._key = cert, key
         self.cert_path: Path | None = None
+        #: the CA that signed cert_path when it is the kit's (devices verify with it)
+        self.ca_path: Path | None = None
         self._auth: DeviceAuthenticator | None = None
         if authenticator:
             try:
@@ -397,8 +399,12 @@ class DeviceGateway:
             return None
         cert, key = self._cert, self._key
         if not cert and kit is not None and (kit / "startup" / "gateway.crt").is_file():
+            # made by provisioning (ember-edge's kit-files hook), signed by the project's
+            # root CA: devices verify it with the kit's rootCA.pem
             cert = str(kit / "startup" / "gateway.crt")
             key = str(kit / "startup" / "gateway.key")
+            if (kit / "startup" / "rootCA.pem").is_file():
+                self.ca_path = kit / "startup" / "rootCA.pem"
         if not cert:
             made = _self_signed(self.site_dir / "gateway-tls", self.host)
             cert, key = str(made[0]), str(made[1])
@@ -448,6 +454,7 @@ class DeviceGateway:
             "port": self.port,
             "tls": self.url.startswith("https"),
             "cert": None if self.cert_path is None else str(self.cert_path),
+            "ca": None if self.ca_path is None else str(self.ca_path),
             "job_id": self.job_id,
             "pid": os.getpid(),
         }

@@ -167,7 +167,9 @@ class HttpDeviceSimulator:
         if not str(gateway.get("url", "")).startswith("https"):
             return None
         ctx = ssl.create_default_context()
-        if gateway.get("cert"):  # simulation shortcut: trust the gateway's own cert (pinned)
+        if gateway.get("ca"):  # the project's root CA signed it (a provisioned site)
+            ctx.load_verify_locations(str(gateway["ca"]))
+        elif gateway.get("cert"):  # simulation shortcut: trust the gateway's own cert (pinned)
             ctx.load_verify_locations(str(gateway["cert"]))
         return ctx
 

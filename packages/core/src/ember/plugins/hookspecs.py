@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ember.plugins.markers import hookspec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from ember.common.setting import Setting
@@ -91,14 +92,22 @@ def ember_config_settings() -> list[Setting]:
 
 @hookspec
 def ember_provision_kit_files(
-    project: Project, state: Path, kind: str, name: str
+    project: Project,
+    state: Path,
+    kind: str,
+    name: str,
+    issue_certificate: Callable[[str, list[str]], tuple[bytes, bytes]],
 ) -> dict[str, bytes]:
     """Extra files for one participant's ``startup/`` kit, written by ``ember provision``
     before the kit is signed: ``{file name: bytes}``. ``project`` is the validated project
     file (:class:`ember.provision.project.Project`), ``state`` is the project's private
     ``state/`` folder (beside its root CA: keep project-wide secrets there, so later
-    provisionings reuse them), ``kind`` is ``server``, ``client`` or ``admin``. Example
-    (ember-pt[he]: the clients get the HE secret context, the server only the public one)::
+    provisionings reuse them), ``kind`` is ``server``, ``client`` or ``admin``;
+    ``issue_certificate(common_name, hosts)`` returns ``(certificate PEM, key PEM)`` of a
+    new server certificate for ``hosts`` signed by the project's root CA (for a service
+    the participant runs, which others verify with the kit's ``rootCA.pem``). An
+    implementation takes only the arguments it needs. Example (ember-pt[he]: the clients
+    get the HE secret context, the server only the public one)::
 
         @hookimpl
         def ember_provision_kit_files(project, state, kind, name):

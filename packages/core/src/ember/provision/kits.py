@@ -140,17 +140,28 @@ def _write_kit(
                 "trusted_code_sha256": [],
             },
         )
-    _plugin_files(project, startup, ca, kit["kind"], kit["name"])
+    add_plugin_files(project, startup, ca, kit["kind"], kit["name"])
     sign_kit(startup, kit["name"], ca.key)
 
 
-def _plugin_files(project: Project, startup: Path, ca: CertFiles, kind: str, name: str) -> None:
-    """The files plugins add to a kit (hook ``ember_provision_kit_files``), before signing."""
+def add_plugin_files(
+    project: Project, startup: Path, ca: CertFiles, kind: str, name: str
+) -> None:
+    """The files plugins add to a kit (hook ``ember_provision_kit_files``), before signing
+    (``ember provision`` and ``ember poc prepare``)."""
     from ember.plugins import get_plugin_manager
 
     state = ca.key.parent  # the project's state/ folder
+
+    def issue_certificate(common_name: str, hosts: list[str]) -> tuple[bytes, bytes]:
+        if not hosts:
+            raise ProvisionError(f"a plugin asked for a server certificate of {name} for no host")
+        with tempfile.TemporaryDirectory() as tmp:
+            made = make_cert(ca, common_name, Path(tmp), kind="service", hosts=list(hosts))
+            return made.cert.read_bytes(), made.key.read_bytes()
+
     added = get_plugin_manager().hook.ember_provision_kit_files(
-        project=project, state=state, kind=kind, name=name
+        project=project, state=state, kind=kind, name=name, issue_certificate=issue_certificate
     )
     if project.homomorphic_encryption and kind == "server" and not any(added):
         raise ProvisionError(

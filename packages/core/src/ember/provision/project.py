@@ -50,7 +50,7 @@ _TOP = (
     "admins",
 )
 _SERVER = ("name", "host", "port")
-_CLIENT = ("name", "org", "allow_custom_code", "max_concurrent_jobs")
+_CLIENT = ("name", "org", "allow_custom_code", "max_concurrent_jobs", "hosts")
 _ADMIN = ("name", "org", "role")
 
 
@@ -80,6 +80,10 @@ class ClientSpec:
     org: str
     allow_custom_code: bool = True
     max_concurrent_jobs: int = DEFAULT_MAX_JOBS
+    hosts: tuple[str, ...] = ()
+    """Names (DNS or IP) others reach this site at, for a service it runs itself (such as
+    ember-edge's device gateway, whose server certificate is made for them); the site
+    dials out to the server and needs none for that."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ class Project:
                 entry["allow_custom_code"] = c.allow_custom_code
             if c.max_concurrent_jobs != DEFAULT_MAX_JOBS:
                 entry["max_concurrent_jobs"] = c.max_concurrent_jobs
+            if c.hosts:
+                entry["hosts"] = list(c.hosts)
             clients.append(entry)
         data["clients"] = clients
         data["admins"] = [{"name": a.name, "org": a.org, "role": a.role} for a in self.admins]
@@ -297,8 +303,18 @@ def parse_project(data: Any, source: str | Path | None = None) -> Project:
         code = c.flag(f"{key}.allow_custom_code", entry.get("allow_custom_code"), default_code)
         jobs = entry.get("max_concurrent_jobs", DEFAULT_MAX_JOBS)
         jobs = c.integer(f"{key}.max_concurrent_jobs", jobs, 1, 10_000) or DEFAULT_MAX_JOBS
+        hosts: list[str] = []
+        raw_hosts = entry.get("hosts", [])
+        if not isinstance(raw_hosts, list) or not all(isinstance(h, str) for h in raw_hosts):
+            c.add(f"{key}.hosts", "must be a list of host names or IP addresses")
+        else:
+            for host in raw_hosts:
+                if _host(host):
+                    hosts.append(host)
+                else:
+                    c.add(f"{key}.hosts", f"{host!r} is not a host name or IP address")
         if cname is not None and org is not None:
-            clients.append(ClientSpec(cname, org, code, jobs))
+            clients.append(ClientSpec(cname, org, code, jobs, tuple(dict.fromkeys(hosts))))
 
     admins: list[AdminSpec] = []
     raw_admins = top.get("admins") or None
@@ -408,6 +424,7 @@ clients:
     org: org-b
     # allow_custom_code: false
     # max_concurrent_jobs: 4
+    # hosts: [edge.org-b.example]   # names devices reach its ember-edge gateway at
 
 # People who use the admin API, named by e-mail, each with an organisation and a role:
 #   project_admin  everything, including operating the system (status, shutdown)

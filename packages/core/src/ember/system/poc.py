@@ -16,7 +16,9 @@ from pathlib import Path
 
 from ember.errors import EmberError
 from ember.provision.certs import make_ca, make_cert
+from ember.provision.kits import add_plugin_files
 from ember.provision.manifest import sign_kit
+from ember.provision.project import ClientSpec, Project, ServerSpec
 from ember.system.kit import Kit
 
 DEFAULT_WORKSPACE = Path("/tmp/ember/poc")
@@ -122,9 +124,17 @@ def prepare(
     # an admin's certificate states its role (OU) and organisation (O)
     make_cert(ca, ADMIN, admin.startup, kind="project_admin", org="ember", stem="admin")
     kits.append(admin)
+    # what provisioning would know of this project: plugins' kit files (ember-edge's gateway
+    # certificates, ...) come from the same hook as in `ember provision`
+    spec = Project(
+        name=project,
+        server=ServerSpec(SERVER, host, port),
+        clients=tuple(ClientSpec(name, name) for name in names),
+    )
     for kit in kits:
         kit.write()
         shutil.copy2(ca.cert, kit.startup / "rootCA.pem")
+        add_plugin_files(spec, kit.startup, ca, kit.kind, kit.name)
         sign_kit(kit.startup, kit.name, ca.key)
     (root / PROJECT_FILE).write_text(
         json.dumps(
