@@ -25,7 +25,7 @@ from ember.runtime.logs import NodeLogs
 from ember.system.archive import temp_zip, unpack
 from ember.system.client_job_process import job_root
 from ember.system.kit import Kit
-from ember.system.lifeline import spawn_job_process
+from ember.system.lifeline import JobProcessStarter
 
 SERVER = "server"
 
@@ -42,6 +42,9 @@ class ClientDaemon:
         self.log = self.logs.logger
         self._lock = threading.Lock()
         self._jobs: dict[str, subprocess.Popen[bytes]] = {}
+        self._starter = JobProcessStarter(
+            "ember.system.client_job_process", bool(get_setting("system.warm_job_processes"))
+        )
 
     def start(self, timeout: float) -> None:
         """Connect to the server (raises ConnectError after ``timeout``)."""
@@ -62,6 +65,7 @@ class ClientDaemon:
             jobs = dict(self._jobs)
         for job_id, proc in jobs.items():
             self._kill(job_id, proc)
+        self._starter.close()
         self.transport.close()
         self.node.close()
         self.logs.close()
@@ -95,10 +99,8 @@ class ClientDaemon:
             shutil.rmtree(root, ignore_errors=True)
             raise
         # its own session: an abort kills the job's process group, its scripts too
-        proc = spawn_job_process(
-            "ember.system.client_job_process",
-            [str(self.kit.folder), job_id, str(os.getpid())],
-            root / "workspace" / "process.log",
+        proc = self._starter.start(
+            [str(self.kit.folder), job_id, str(os.getpid())], root / "workspace" / "process.log"
         )
         with self._lock:
             self._jobs[job_id] = proc

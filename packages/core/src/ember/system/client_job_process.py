@@ -23,6 +23,10 @@ from ember.system.kit import Kit
 from ember.system.lifeline import watch_parent
 from ember.system.scoped import JobTransport, net_name
 
+#: what a spare of this process (:mod:`ember.system.warm_start`) imports ahead of its job:
+#: the modules ``run`` imports late
+WARM_IMPORTS = ("ember.net", "ember.net.datalink", "ember.client")
+
 
 def job_root(folder: Path, job_id: str) -> Path:
     """Where a client keeps one job: ``job/`` (its files) and ``workspace/`` (its outputs)."""

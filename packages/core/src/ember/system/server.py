@@ -40,7 +40,7 @@ from ember.system import jobstore
 from ember.system.archive import pack, temp_zip, unpack
 from ember.system.jobstore import JobRecord, JobStore
 from ember.system.kit import Kit
-from ember.system.lifeline import spawn_job_process
+from ember.system.lifeline import JobProcessStarter
 from ember.system.scoped import net_name, split_job_name
 
 SERVER = "server"
@@ -86,6 +86,9 @@ class ServerDaemon:
         self._node_since: dict[str, float] = {}  # job process node -> when it connected
         self._stopping = False
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ember-server")
+        self._starter = JobProcessStarter(
+            "ember.system.server_job_process", bool(get_setting("system.warm_job_processes"))
+        )
         policy = self.kit.startup / "authorization.json"
         # a provisioned server enforces its policy; a PoC (no policy file) trusts its admin
         self.policy: dict[str, Any] | None = (
@@ -177,6 +180,7 @@ class ServerDaemon:
             self.store.set_status(job_id, jobstore.ABORTED, "the server stopped")
         for job_id, proc in procs.items():
             self._terminate(job_id, proc, "the server stopped")
+        self._starter.close()
         self.hub.stop(1.0)
         self.transport.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -406,10 +410,8 @@ class ServerDaemon:
     def _spawn(self, job_id: str, sites: list[str]) -> subprocess.Popen[bytes]:
         self.store.set_sites(job_id, sites)
         self._spawned[job_id] = time.monotonic()
-        proc = spawn_job_process(
-            "ember.system.server_job_process",
-            [str(self.kit.folder), job_id],
-            self.store.workspace(job_id) / "server_process.log",
+        proc = self._starter.start(
+            [str(self.kit.folder), job_id], self.store.workspace(job_id) / "server_process.log"
         )
         self.log.info("job %s: server process %d started for %s", job_id, proc.pid, sites)
         threading.Thread(

@@ -30,6 +30,10 @@ from ember.system.scoped import JobTransport, logical_name, net_name, split_job_
 
 SERVER = "server"
 
+#: what a spare of this process (:mod:`ember.system.warm_start`) imports ahead of its job:
+#: the modules ``run`` imports late
+WARM_IMPORTS = ("ember.net", "ember.net.datalink")
+
 
 def run(folder: Path, job_id: str) -> int:
     """Run the job; returns the process exit code (0 once the outcome is reported)."""

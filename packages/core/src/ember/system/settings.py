@@ -109,4 +109,16 @@ SYSTEM_SETTINGS: list[Setting] = [
         "it again within system.run_reconnect_timeout = 300 s (default): ...`.",
         scenarios=("production",),
     ),
+    Setting(
+        name="system.warm_job_processes",
+        type=bool,
+        default=True,
+        unit="flag",
+        bounds="Whether each daemon (server and client) keeps one spare job process started "
+        "ahead of its next job, Python and Ember imported, so a job's processes start in "
+        "milliseconds instead of about half a second each; the next spare starts once the "
+        "job process it replaced ends. Each spare is an idle Python process (tens of MiB).",
+        advice="Turn it off on machines short of memory, or to have every job process "
+        "started afresh (`python -m ember.system.server_job_process ...`).",
+    ),
 ]
