@@ -78,6 +78,7 @@ class ServerDaemon:
         self._sites: set[str] = set()  # connected client daemons
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._reported: dict[str, tuple[str, str]] = {}
+        self._recorded: set[str] = set()  # jobs whose reported outcome is in the store
         self._job_nodes: set[str] = set()  # connected job processes
         # jobs running when the server stopped, to resume: job id -> deadline for its sites
         self._resuming: dict[str, float] = {}
@@ -531,6 +532,8 @@ class ServerDaemon:
         with self._cond:
             status, message = self._reported.pop(job_id, (None, ""))
             self._procs.pop(job_id, None)
+            recorded = job_id in self._recorded
+            self._recorded.discard(job_id)
         if status is None:
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
             status = jobstore.FAILED
@@ -538,8 +541,9 @@ class ServerDaemon:
                 f"the job's server process ended ({how}) without reporting an outcome; see "
                 f"jobs/{job_id}/workspace/server_process.log"
             )
-        self.store.set_status(job_id, status, message)
-        self.log.info("job %s ended %s %s", job_id, status, message)
+        if not recorded:  # a reported outcome is in the store since its report
+            self.store.set_status(job_id, status, message)
+            self.log.info("job %s ended %s %s", job_id, status, message)
         record = self.store.get(job_id)
         for site in record.sites if record else []:
             # leftovers (a site still running a script) stop; a gone site has nothing left
@@ -576,9 +580,19 @@ class ServerDaemon:
         if sender != net_name(SERVER, job_id):
             raise AdminError(f"{sender} cannot report the outcome of job {job_id}")
         with self._cond:
-            self._reported.setdefault(
+            status, message = self._reported.setdefault(
                 job_id, (str(payload.get("status")), str(payload.get("message") or ""))
             )
+            if job_id not in self._procs or status not in jobstore.FINISHED:
+                return True  # its end is recorded when its process is reaped
+            self._recorded.add(job_id)
+        # the outcome is final once reported (the process has written its results and
+        # closed its logs): waiters (`status --wait`, get_result) learn it now rather than
+        # once the process has also torn its interpreter down (about 0.2 s)
+        self.store.set_status(job_id, status, message)
+        self.log.info("job %s ended %s %s", job_id, status, message)
+        with self._cond:
+            self._cond.notify_all()
         return True
 
     def _record(self, payload: dict[str, Any]) -> JobRecord:

@@ -137,6 +137,9 @@ def run(folder: Path, job_id: str) -> int:
         except Exception as exc:  # a missing plot must not fail a finished job
             log.warning("could not plot round metrics: %s", exc)
         log.info("transfers: %s", json.dumps(endpoint.stream.fetcher.transfer_stats()))
+        # every line in its file first: the daemon takes the job as ended (and its result as
+        # ready to download) on this report, not when this process is gone
+        logs.close()
         transport.request(
             node.name,
             SERVER,
