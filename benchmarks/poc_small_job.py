@@ -13,11 +13,12 @@ rounds); its whole process (start-up, imports, submission, the job's server and 
 processes, the rounds, the download, the exit) is timed from outside.
 
 - baseline: ``python -c "import numpy, ember"``, measured in the same run, in turn with the
-  job (baseline, job, [cold job], baseline, job, ...), so a drift of the machine's speed
-  moves both.
+  job (baseline, job, baseline, job, ...), so a drift of the machine's speed moves both; the
+  ratio is taken pair by pair.
 - job: with the daemons' spare job processes (``system.warm_job_processes``, the default).
 - cold job (unless ``--no-cold``): the same job on a second PoC workspace whose daemons run
-  with ``EMBER_SYSTEM_WARM_JOB_PROCESSES=0``: every job process a fresh interpreter.
+  with ``EMBER_SYSTEM_WARM_JOB_PROCESSES=0``: every job process a fresh interpreter. Run
+  after the first system is stopped (so no spare of it starts during these runs).
 
 Target (issue 25): the job <= 1.5 s as a whole process. Figures are medians of ``--repeat``
 runs after one warm-up run of each (not counted); min and max are printed too. Every run is
@@ -95,38 +96,42 @@ def main() -> None:
     systems: dict[str, Any] = {}
     out: dict[str, Any] = {"benchmark": "poc_small_job", "target_s": TARGET_S}
     ok = True
+    ratios: dict[str, list[float]] = {}  # job / baseline, pair by pair
     try:
         systems["job"] = start_system(tmp / "warm", warm=True)
         if not args.no_cold:
             systems["cold_job"] = start_system(tmp / "cold", warm=False)
-        commands = {"baseline": [sys.executable, "-c", BASELINE]}
-        for key, ws in systems.items():
-            commands[key] = [
+        base_cmd = [sys.executable, "-c", BASELINE]
+        times: dict[str, list[float]] = {"baseline": []}
+        for key, ws in list(systems.items()):
+            cmd = [
                 sys.executable,
                 str(JOB_SCRIPT),
                 f"--workspace={ws.root}",
                 f"--num-rounds={args.rounds}",
             ]
-        for cmd in commands.values():  # warm-up: page cache, the first spares
-            timed(cmd, args.timeout)
-        times: dict[str, list[float]] = {key: [] for key in commands}
-        for _ in range(args.repeat):
-            for key, cmd in commands.items():
+            timed(cmd, args.timeout)  # warm-up: page cache, the first spares
+            times[key], ratios[key] = [], []
+            for _ in range(args.repeat):  # in turn with the baseline
+                base_s = timed(base_cmd, args.timeout)
+                times["baseline"].append(base_s)
                 try:
                     times[key].append(timed(cmd, args.timeout))
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     ok = False
                     print(f"{key}: {exc}", file=sys.stderr)
+                    continue
+                ratios[key].append(times[key][-1] / base_s)
+            stop_workspace(systems.pop(key))  # idle, and none of its spares left to refill
         for key, values in times.items():
             if values:
                 out[key] = summary(values)
         base = out.get("baseline", {}).get("median_s")
-        for key in systems:
-            if key not in out or not base:
+        for key in ratios:
+            if key not in out or not ratios[key]:
                 continue
             fig = out[key]
-            pairs = [j / b for j, b in zip(times[key], times["baseline"], strict=False)]
-            fig["vs_baseline"] = round(statistics.median(pairs), 2)
+            fig["vs_baseline"] = round(statistics.median(ratios[key]), 2)
             label = "job (spare job processes)" if key == "job" else "job, cold job processes"
             verdict = "PASS" if fig["median_s"] <= TARGET_S else "MISS"
             print(
