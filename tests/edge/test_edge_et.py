@@ -127,8 +127,8 @@ def test_the_recipe_refuses_bad_shapes_models_and_batch_sizes_by_name() -> None:
         _recipe(device_training_params={"batch_size": 8})
     with pytest.raises(RecipeArgumentError, match="device_model must be a DeviceModel"):
         _recipe(device_model=MLP())
-    with pytest.raises(RecipeArgumentError, match="needs simulation_config"):
-        _recipe(simulation_config=None)
+    with pytest.raises(RecipeArgumentError, match="must be a SimulationConfig"):
+        _recipe(simulation_config="devices")
     with pytest.raises(RecipeArgumentError, match="sets model itself"):
         _recipe(model=MLP())
     recipe = _recipe(device_model={"path": "edge_torch_digits.MLP", "args": {}})
@@ -136,3 +136,40 @@ def test_the_recipe_refuses_bad_shapes_models_and_batch_sizes_by_name() -> None:
     assert encoder["args"]["net"] == {"path": "edge_torch_digits.MLP", "args": {}}
     training = recipe.job.client.site_workflow["args"]["processor_args"]["training_config"]
     assert training == {"epoch": 5, "lr": 0.3, "batch_size": BATCH}
+
+
+@needs_et
+def test_http_devices_get_each_versions_pte_and_its_training_config_from_the_gateway(
+    tmp_path: Path,
+) -> None:
+    from edge_et_digits import ETDigitsDevice
+
+    from ember_edge.executorch import forget_exports
+    from ember_edge.http_devices import HttpDeviceSimulator
+    from ember_edge.recipes import GatewayConfig
+
+    forget_exports()
+    recipe = _recipe(simulation_config=None, gateway_config=GatewayConfig())
+    gateway = recipe.job.client.site_workflow["args"]["gateway"]
+    assert gateway["training_config"] == {"epoch": 5, "lr": 0.3, "batch_size": BATCH}
+    devices = HttpDeviceSimulator(
+        tmp_path,
+        factory=ETDigitsDevice,
+        factory_args={"samples": 64, "training_config": gateway["training_config"]},
+        num_devices=60,
+        expect_gateways=2,
+    )
+    devices.start()
+    try:
+        run = recipe.execute(SimEnv(num_clients=2, workspace_root=str(tmp_path), progress=False))
+    finally:
+        devices.stop()
+        stats = devices.join(60.0)
+    assert run.get_status() == "FINISHED:COMPLETED", run.get_message()
+    records = round_records(run.get_result())
+    assert [r["round"] for r in records] == [1, 2, 3]
+    assert records[-1]["metrics"]["accuracy"] >= 0.7, records
+    assert stats["results_taken"] >= 30
+    exported = sum(s["pte_exports"] + s["pte_shared"] for s in records[-1]["site_metrics"].values())
+    assert exported >= 3  # the devices trained .pte programs, one per version and site
+

@@ -344,8 +344,10 @@ class ETDeviceProcessor:
 
 
 def _server_key(name: str, params: Mapping[str, Any]) -> str:
-    """A ``.pte`` parameter's name in the server's model (``net.`` dropped)."""
-    if name.startswith(NET_PREFIX) and name[len(NET_PREFIX) :] in params:
+    """A ``.pte`` parameter's name in the server's model (``net.`` dropped). A task from a
+    gateway carries the ``.pte`` alone (no arrays, as NVFlare's ExecuTorch devices get it):
+    then the prefix is dropped without a check."""
+    if name.startswith(NET_PREFIX) and (not params or name[len(NET_PREFIX) :] in params):
         return name[len(NET_PREFIX) :]
     if name in params:
         return name

@@ -288,8 +288,11 @@ class DeviceGateway:
         long_poll: bool = True,
         task_ttl: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        training_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.site = site
+        #: an ExecuTorch job's device training parameters, in each .pte task's meta
+        self.training_config = dict(training_config or {})
         self.site_dir = Path(site_dir)
         self.job_id = job_id
         self.job_name = job_name or job_id
@@ -770,7 +773,15 @@ class DeviceGateway:
                     "task_data": {
                         "kind": p.WEIGHTS,
                         "data": base64.b64encode(model.payload).decode("ascii"),
-                        "meta": {**meta, **p.ET_META},
+                        "meta": {
+                            **meta,
+                            **p.ET_META,
+                            **(
+                                {"training_config": self.training_config}
+                                if self.training_config
+                                else {}
+                            ),
+                        },
                     },
                 }
             )

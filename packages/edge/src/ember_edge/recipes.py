@@ -395,7 +395,9 @@ class ETFedBuffRecipe(EdgeFedBuffRecipe):
     (:class:`ember_edge.executorch.ETDeviceProcessor`). ``device_training_params``
     (``epoch``, ``lr``, ``batch_size``, ``momentum``, ...) go to each device's
     ``training_config``. The other parameters are :class:`EdgeFedBuffRecipe`'s;
-    ``simulation_config`` is needed (the device gateway serves no ``.pte`` yet).
+    without ``simulation_config`` real devices get each version's ``.pte`` from their site's
+    gateway (NVFlare's ExecuTorch task: base64, ``model_buffer_type: executorch``) with
+    ``device_training_params`` as the task meta's ``training_config``.
     """
 
     framework = "pytorch"
@@ -432,11 +434,11 @@ class ETFedBuffRecipe(EdgeFedBuffRecipe):
                 f"export's batch size, input_shape[0]={shape_in[0]}"
             )
         sim = kwargs.get("simulation_config")
-        if not isinstance(sim, SimulationConfig):
+        if sim is not None and not isinstance(sim, SimulationConfig):
             raise RecipeArgumentError(
-                "ETFedBuffRecipe needs simulation_config=SimulationConfig(task_processor=...) "
-                "(an ember_edge.executorch.ETDeviceProcessor subclass): the device gateway "
-                f"does not serve .pte models yet, got {sim!r}"
+                "ETFedBuffRecipe's simulation_config must be a SimulationConfig(task_processor="
+                "...) (an ember_edge.executorch.ETDeviceProcessor subclass), or None: real "
+                f"devices get the .pte through each site's gateway; got {sim!r}"
             )
         from ember_edge.executorch import ETDeviceProcessor, build_from_spec
 
@@ -477,15 +479,16 @@ class ETFedBuffRecipe(EdgeFedBuffRecipe):
                 "device_model must be a DeviceModel(net) (ember_edge.executorch) or "
                 f"{{'path': 'package.module.NetClass', 'args': {{...}}}}, got {device_model!r}"
             )
-        processor = sim.task_processor
-        if isinstance(processor, type) and not issubclass(processor, ETDeviceProcessor):
-            raise RecipeArgumentError(
-                "simulation_config.task_processor must be an "
-                f"ember_edge.executorch.ETDeviceProcessor subclass, got {processor.__name__}"
-            )
-        args = dict(sim.task_processor_args)
-        args["training_config"] = {**training, **dict(args.get("training_config") or {})}
-        kwargs["simulation_config"] = replace(sim, task_processor_args=args)
+        if sim is not None:
+            processor = sim.task_processor
+            if isinstance(processor, type) and not issubclass(processor, ETDeviceProcessor):
+                raise RecipeArgumentError(
+                    "simulation_config.task_processor must be an "
+                    f"ember_edge.executorch.ETDeviceProcessor subclass, got {processor.__name__}"
+                )
+            args = dict(sim.task_processor_args)
+            args["training_config"] = {**training, **dict(args.get("training_config") or {})}
+            kwargs["simulation_config"] = replace(sim, task_processor_args=args)
         super().__init__(name=name, model=model, framework="pytorch", **kwargs)
         self.device_model = device_model
         self.input_shape = tuple(shape_in)
@@ -504,6 +507,8 @@ class ETFedBuffRecipe(EdgeFedBuffRecipe):
                 "device_model": wrapper,
             },
         }
+        if "gateway" in site["args"]:  # real devices: the training parameters go with each task
+            site["args"]["gateway"]["training_config"] = dict(training)
 
 
 def _executorch_installed() -> bool:
