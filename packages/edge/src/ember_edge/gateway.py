@@ -56,7 +56,7 @@ import numpy as np
 from ember.config import describe_setting, get_setting
 from ember.plugins import load_target
 from ember_edge import protocol as p
-from ember_edge.simulator import VersionSums
+from ember_edge.simulator import VersionSums, put_back
 
 log = logging.getLogger("ember.edge.gateway")
 
@@ -574,11 +574,7 @@ class DeviceGateway:
 
     def restore(self, sums: dict[int, VersionSums]) -> None:
         with self._cond:
-            for version, held in sums.items():
-                mine = self._sums.get(version)
-                if mine is not None:
-                    held.merge(mine)
-                self._sums[version] = held
+            put_back(self._sums, sums)
 
     # -- the loop's side ---------------------------------------------------------------------
     def _wake(self, devices: list[str]) -> None:

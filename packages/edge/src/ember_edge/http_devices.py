@@ -54,6 +54,7 @@ from ember_edge.simulator import (
     SimulatorError,
     check_dropout,
     check_speed,
+    draw_delay,
 )
 
 
@@ -356,12 +357,7 @@ class HttpDeviceSimulator:
         return processor
 
     def _delay(self) -> float:
-        kind = self.speed["distribution"]
-        if kind == "constant":
-            return float(self.speed["value"])
-        if kind == "uniform":
-            return float(self._rng.uniform(self.speed["low"], self.speed["high"]))
-        return float(self._rng.lognormal(self.speed["mean"], self.speed["sigma"]))
+        return draw_delay(self.speed, self._rng)
 
     async def _ask(self, session: Any, base: str, headers: Mapping[str, str], job_id: str) -> Any:
         """The device's task as ``{"version", "params", "task_id", "cookie"}``; "again",

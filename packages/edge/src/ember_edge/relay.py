@@ -37,7 +37,7 @@ import numpy as np
 from ember.common import FLModel
 from ember.config import get_setting
 from ember.site_workflows import PeerLink
-from ember_edge.simulator import SimulatorError, VersionSums
+from ember_edge.simulator import SimulatorError, VersionSums, put_back
 
 #: the request a relay sends each of its leaves every report cycle
 REPORT_TOPIC = "edge.report"
@@ -160,11 +160,7 @@ class RelayPool:
 
     def restore(self, sums: dict[int, VersionSums]) -> None:
         """Sums the relay could not deliver go with its next report."""
-        for version, held in sums.items():
-            mine = self._carry.get(version)
-            if mine is not None:
-                held.merge(mine)
-            self._carry[version] = held
+        put_back(self._carry, sums)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -91,6 +91,25 @@ def check_speed(speed: Any) -> dict[str, Any]:
     return spec
 
 
+def draw_delay(speed: Mapping[str, Any], rng: np.random.Generator) -> float:
+    """One device's seconds for one task, drawn from a :func:`check_speed` distribution."""
+    kind = speed["distribution"]
+    if kind == "constant":
+        return float(speed["value"])
+    if kind == "uniform":
+        return float(rng.uniform(speed["low"], speed["high"]))
+    return float(rng.lognormal(speed["mean"], speed["sigma"]))
+
+
+def put_back(held: dict[int, VersionSums], sums: Mapping[int, VersionSums]) -> None:
+    """Add ``sums`` a report could not deliver back into ``held`` (they go with the next)."""
+    for version, back in sums.items():
+        mine = held.get(version)
+        if mine is not None:
+            back.merge(mine)
+        held[version] = back
+
+
 def check_dropout(dropout: Any) -> float:
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
         raise SimulatorError(f"device dropout must be a probability in [0, 1), got {dropout!r}")
@@ -164,12 +183,7 @@ class DevicePool:
 
     # -- devices -----------------------------------------------------------------------------
     def _delay(self) -> float:
-        kind = self.speed["distribution"]
-        if kind == "constant":
-            return float(self.speed["value"])
-        if kind == "uniform":
-            return float(self._rng.uniform(self.speed["low"], self.speed["high"]))
-        return float(self._rng.lognormal(self.speed["mean"], self.speed["sigma"]))
+        return draw_delay(self.speed, self._rng)
 
     def _processor(self, device: str) -> DeviceTaskProcessor:
         proc = self._processors.get(device)
@@ -257,13 +271,7 @@ class DevicePool:
     def restore(self, sums: dict[int, VersionSums]) -> None:
         """Put back sums a report could not deliver: they go with the next one."""
         with self._cond:
-            for version, held in sums.items():
-                mine = self._sums.get(version)
-                if mine is None:
-                    self._sums[version] = held
-                else:
-                    held.merge(mine)
-                    self._sums[version] = held
+            put_back(self._sums, sums)
 
     def shutdown(self) -> None:
         with self._cond:

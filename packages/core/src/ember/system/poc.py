@@ -16,9 +16,7 @@ from pathlib import Path
 
 from ember.errors import EmberError
 from ember.provision.certs import make_ca, make_cert
-from ember.provision.kits import add_plugin_files
 from ember.provision.manifest import sign_kit
-from ember.provision.project import ClientSpec, Project, ServerSpec
 from ember.system.kit import Kit
 
 DEFAULT_WORKSPACE = Path("/tmp/ember/poc")
@@ -125,7 +123,11 @@ def prepare(
     make_cert(ca, ADMIN, admin.startup, kind="project_admin", org="ember", stem="admin")
     kits.append(admin)
     # what provisioning would know of this project: plugins' kit files (ember-edge's gateway
-    # certificates, ...) come from the same hook as in `ember provision`
+    # certificates, ...) come from the same hook as in `ember provision` (imported here:
+    # provision.kits reads YAML, which a PocEnv job script does not need)
+    from ember.provision.kits import add_plugin_files
+    from ember.provision.project import ClientSpec, Project, ServerSpec
+
     spec = Project(
         name=project,
         server=ServerSpec(SERVER, host, port),
