@@ -32,19 +32,10 @@ from typing import Any
 
 import psutil
 
+from sim_ray import tree_pss  # the process tree's PSS, as the Ray benchmark measures it
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "hello-edge"
-
-
-def tree_pss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            info = p.memory_full_info()
-            total += int(getattr(info, "pss", info.rss))
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
 
 
 def measure(

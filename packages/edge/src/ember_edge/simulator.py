@@ -149,6 +149,41 @@ class VersionSums:
         self.devices.extend(other.devices)
 
 
+class DeviceSource(Protocol):
+    """Where an aggregator site's devices come from, as :class:`ember_edge.site.EdgeSiteLink`
+    uses them: :class:`DevicePool` (simulated in this process),
+    :class:`ember_edge.gateway.DeviceGateway` (real devices over HTTP) or
+    :class:`ember_edge.relay.RelayPool` (a relay's leaf sites). Each report cycle the site
+    calls ``start`` with its newly selected devices, ``collect`` until the cycle's deadline,
+    and ``restore`` when the report could not be delivered. For example::
+
+        source.start(["site-1/dev-3"], version=4, params=model)
+        sums = source.collect(time.monotonic() + 1.0)  # {version: VersionSums}
+        new_ids = source.device_ids[announced:]  # announced in the report
+    """
+
+    device_ids: list[str]
+    """Every device this source knows, in the order it learnt of them (only ever grows)."""
+    stats: dict[str, Any]
+
+    @property
+    def outstanding(self) -> int: ...
+
+    def start(
+        self,
+        devices: list[str],
+        version: int,
+        params: Mapping[str, np.ndarray],
+        payload: bytes | None = None,
+    ) -> None: ...
+
+    def collect(self, deadline: float, linger: bool = False) -> dict[int, VersionSums]: ...
+
+    def restore(self, sums: dict[int, VersionSums]) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
 class DevicePool:
     """The simulated devices of one aggregator site."""
 

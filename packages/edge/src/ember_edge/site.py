@@ -28,7 +28,7 @@ from ember.site_workflows import PeerLink, ServerLink
 from ember.streaming import resolve_deferred
 from ember_edge.gateway import DeviceGateway
 from ember_edge.relay import REPORT_TOPIC, RelayPool, leaf_parent
-from ember_edge.simulator import DevicePool, VersionSums
+from ember_edge.simulator import DevicePool, DeviceSource, VersionSums
 
 EDGE_REPORT = "edge_report"
 EDGE_META = "edge"
@@ -119,7 +119,7 @@ class EdgeSiteLink:
             None if encoder is None else load_target(encoder["target"])(**encoder.get("args", {}))
         )
         self._payload: tuple[int, bytes] | None = None
-        self.pool: DevicePool | DeviceGateway | RelayPool
+        self.pool: DeviceSource
         # three tiers (ember_edge.relay): a relay's devices are its leaves'; a leaf answers
         # its relay's requests instead of the server's tasks
         self.relay = None if not relays else leaf_parent(relays, site)
@@ -132,14 +132,15 @@ class EdgeSiteLink:
             port = options.pop("port", 0)
             if isinstance(port, dict):  # one port per site
                 port = port.get(site, 0)
-            self.pool = DeviceGateway(
+            gateway_pool = DeviceGateway(
                 site,
                 site_dir,
                 job_id=Path(job_dir).resolve().parent.name,
                 port=int(port),
                 **options,
             )
-            self.pool.begin()
+            gateway_pool.begin()
+            self.pool = gateway_pool
         else:
             if processor is None:
                 raise RuntimeError(
