@@ -327,6 +327,7 @@ class MemorySlots(WorkSlots):
         with self._cond:
             self._free += count - self.count
             self.count = count
+            self._dispatch()
             self._cond.notify_all()
 
 
