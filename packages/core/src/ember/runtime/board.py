@@ -7,14 +7,13 @@ on the order results arrive in. Everything waits on one condition variable: no p
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ember.common.ids import random_hex_id
 from ember.common.messages import ResultStatus, Task, TaskResult
 from ember.common.model import FLModel
 from ember.config import describe_setting
@@ -22,10 +21,9 @@ from ember.runtime.errors import InsufficientClients, JobAborted, JobError
 
 
 def task_ids(count: int) -> list[str]:
-    """``count`` random task ids, as ``uuid4().hex`` makes them, from one read of the
-    system's random source (not one per task: 10,000 sites, 10,000 system calls a round)."""
-    raw = os.urandom(16 * count)
-    return [uuid.UUID(bytes=raw[i : i + 16], version=4).hex for i in range(0, len(raw), 16)]
+    """``count`` unguessable task ids (:func:`ember.common.ids.random_hex_id`: no system
+    call per task)."""
+    return [random_hex_id() for _ in range(count)]
 
 
 @dataclass

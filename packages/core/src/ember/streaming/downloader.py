@@ -19,7 +19,6 @@ import logging
 import sys
 import threading
 import time
-import uuid
 import weakref
 import zlib
 from collections.abc import Iterator, Mapping
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.common.ids import random_hex_id
 from ember.config import describe_timeout
 from ember.streaming import buffers
 from ember.streaming.errors import StreamingError
@@ -186,7 +186,7 @@ class Transaction:
 
     def __init__(self, owner: str, receivers: int | None, timeout: float) -> None:
         self.owner = owner
-        self.ref_id = uuid.uuid4().hex
+        self.ref_id = random_hex_id()
         self.items: dict[str, _Item] = {}
         self.receivers = receivers
         self.timeout = timeout

@@ -13,11 +13,11 @@ import contextlib
 import hashlib
 import os
 import threading
-import uuid
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ember.common.ids import random_hex_id
 from ember.streaming.errors import StreamingError
 from ember.streaming.fetcher import Request
 
@@ -52,7 +52,7 @@ class FileReceiver:
         except StreamingError as exc:
             return {"error": str(exc)}
         dest.parent.mkdir(parents=True, exist_ok=True)
-        stream_id = uuid.uuid4().hex
+        stream_id = random_hex_id()
         tmp = dest.with_name(dest.name + f".{stream_id}.part")
         handle = open(tmp, "wb")  # noqa: SIM115 (closed by _on_close)
         with self._lock:
