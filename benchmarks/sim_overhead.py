@@ -19,6 +19,10 @@ workspace.
   process (recipe + SimEnv run, imports excluded), as a ratio against the python + numpy
   start-up, and that process's peak RSS. Targets <= 2 s, <= 3 s and <= 30 s (issue 25),
   peak RSS <= 2 GiB.
+- W2c (``--capped N``, default 4; 0 leaves it out): the 1000-client W2 job (or the largest
+  size below it) with ``SimEnv(num_threads=N)``, as a ratio against the same job uncapped
+  in this run. A cap on sites at work must not make a job of many sites slower (before work
+  slots woke only the site a freed slot goes to, 1000 sites with 4 slots took 213 s).
 
 Times are the best of ``--repeat`` runs (10,000 clients: ``--repeat-large``), peak RSS the
 largest. Every run is checked: status
@@ -100,6 +104,7 @@ def run_job(
     timeout: float,
     profile: Path | None = None,
     metrics: bool = False,
+    num_threads: int | None = None,
 ) -> JobRun:
     """Run ``job.py`` in a fresh process and check its result independently."""
     with tempfile.TemporaryDirectory(prefix="ember-sim-overhead-") as tmp:
@@ -116,6 +121,8 @@ def run_job(
             cmd.append(f"--profile={profile}")
         if metrics:
             cmd.append("--metrics")
+        if num_threads is not None:
+            cmd.append(f"--num-threads={num_threads}")
         started = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -141,10 +148,18 @@ def python_numpy_startup(repeat: int, timeout: float, code: str = "import numpy"
 
 
 def best_of(
-    n_clients: int, num_rounds: int, repeat: int, timeout: float, metrics: bool = False
+    n_clients: int,
+    num_rounds: int,
+    repeat: int,
+    timeout: float,
+    metrics: bool = False,
+    num_threads: int | None = None,
 ) -> JobRun:
     """Best wall and job times of ``repeat`` runs; the largest peak RSS."""
-    runs = [run_job(n_clients, num_rounds, timeout, metrics=metrics) for _ in range(repeat)]
+    runs = [
+        run_job(n_clients, num_rounds, timeout, metrics=metrics, num_threads=num_threads)
+        for _ in range(repeat)
+    ]
     return JobRun(
         min(r.wall_s for r in runs),
         min(r.job_s for r in runs),
@@ -203,6 +218,7 @@ def main() -> int:
     parser.add_argument("--skip-1000", action="store_true", help="leave out W2 from 1000 clients")
     parser.add_argument("--skip-w1", action="store_true", help="leave out W1 and W1m")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per job process")
+    parser.add_argument("--capped", type=int, default=4, help="W2c's num_threads (0: no W2c)")
     parser.add_argument(
         "--profile", action="store_true", help="also profile the largest W2 run and print it"
     )
@@ -327,6 +343,28 @@ def main() -> int:
             f"{w2.peak_rss_mib:.0f} MiB",
             f"target <= {W2_RSS_TARGET_MIB:g} MiB: {verdict(targets[key + '_rss'])}",
         )
+
+    capped_sizes = [n for n in sizes if n <= 1000 and f"w2_{n}_s" in figures]
+    if args.capped > 0 and capped_sizes:
+        n = max(capped_sizes)
+        try:
+            w2c = best_of(n, W2_ROUNDS, args.repeat, args.timeout, num_threads=args.capped)
+        except BenchmarkError as exc:
+            errors.append(f"W2c {n} clients: {exc}")
+            print(f"W2c       {n} clients FAILED: {exc}")
+        else:
+            ratio = w2c.job_s / figures[f"w2_{n}_s"]
+            figures.update(
+                w2c_clients=n,
+                w2c_num_threads=args.capped,
+                w2c_s=round(w2c.job_s, 4),
+                w2c_vs_uncapped=round(ratio, 2),
+            )
+            row(
+                f"W2c       {n} clients, num_threads={args.capped}, job",
+                f"{w2c.job_s:.3f} s",
+                f"{ratio:.2f}x the same job uncapped (W2 above)",
+            )
 
     if args.profile and sizes:
         try:

@@ -1,11 +1,13 @@
 """sim_overhead job: FedAvg of a 10-float zero model in SimEnv; every site adds 1 per round.
 
 python job.py --n-clients 2 --num-rounds 5 --workspace-root DIR [--report FILE] [--profile FILE]
+              [--num-threads N]
 
 Exits nonzero unless the job ends FINISHED:COMPLETED with every weight == num_rounds.
 ``--report`` writes JSON: the job's time (recipe + run, imports excluded) and this
 process's peak RSS. ``--profile`` writes pstats of the job, every thread merged, timed in
-per-thread CPU time (waiting on locks and conditions does not count).
+per-thread CPU time (waiting on locks and conditions does not count). ``--num-threads``
+caps how many sites train at once (``SimEnv(num_threads=N)``).
 """
 
 from __future__ import annotations
@@ -84,7 +86,11 @@ class ThreadProfiler:
 
 
 def run_job(
-    n_clients: int, num_rounds: int, workspace_root: str, metrics: bool = False
+    n_clients: int,
+    num_rounds: int,
+    workspace_root: str,
+    metrics: bool = False,
+    num_threads: int | None = None,
 ) -> tuple[str, str, Path]:
     """Build the recipe and run it to the end: (status, message, result folder)."""
     recipe = NumpyFedAvgRecipe(
@@ -96,7 +102,12 @@ def run_job(
         train_args="--metrics" if metrics else "",
         key_metric=None,
     )
-    env = SimEnv(num_clients=n_clients, workspace_root=workspace_root, progress=False)
+    env = SimEnv(
+        num_clients=n_clients,
+        workspace_root=workspace_root,
+        progress=False,
+        num_threads=num_threads,
+    )
     run = recipe.execute(env)
     return run.get_status(), run.get_message(), Path(run.get_result())
 
@@ -110,6 +121,7 @@ def main() -> int:
     parser.add_argument("--report", help="write timing and peak RSS (JSON) to this file")
     parser.add_argument("--metrics", action="store_true", help="the sites report a metric")
     parser.add_argument("--profile", help="write a pstats profile of the job to this file")
+    parser.add_argument("--num-threads", type=int, help="sites at work at once (num_threads)")
     args = parser.parse_args()
 
     profiler = ThreadProfiler() if args.profile else None
@@ -117,11 +129,11 @@ def main() -> int:
     if profiler is not None:
         with profiler:
             status, message, result = run_job(
-                args.n_clients, args.num_rounds, args.workspace_root, args.metrics
+                args.n_clients, args.num_rounds, args.workspace_root, args.metrics, args.num_threads
             )
     else:
         status, message, result = run_job(
-            args.n_clients, args.num_rounds, args.workspace_root, args.metrics
+            args.n_clients, args.num_rounds, args.workspace_root, args.metrics, args.num_threads
         )
     job_s = time.perf_counter() - started
 
