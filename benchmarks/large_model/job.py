@@ -43,10 +43,16 @@ def main() -> None:
     parser.add_argument("--memory-budget", type=float, default=None,
                         help="SimEnv(memory_budget=...): a fraction of available memory "
                         "(<= 1) or bytes; 0 turns memory-aware scheduling off")
+    parser.add_argument("--resident", action="store_true",
+                        help="write the initial model's pages (np.zeros leaves them unmapped "
+                        "until touched, which hides a copy kept of it)")
     args = parser.parse_args()
 
     n = args.mib * (1 << 20) // 4
     model = {f"layer{i}": np.zeros(n, dtype=np.float32) for i in range(args.arrays)}
+    if args.resident:
+        for array in model.values():
+            array.fill(0.0)
     gc_rounds = 1 if args.gc else 0
     source: dict[str, object] = {"model": model}
     scratch = tempfile.TemporaryDirectory()

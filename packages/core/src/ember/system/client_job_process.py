@@ -20,7 +20,7 @@ from ember.job.definition import JobDefinition
 from ember.runtime.logs import FlushingTransport, NodeLogs, start_log_streaming
 from ember.runtime.site_runner import build_site_runner
 from ember.system.kit import Kit
-from ember.system.lifeline import watch_parent
+from ember.system.lifeline import peak_rss_bytes, watch_parent
 from ember.system.scoped import JobTransport, net_name
 
 #: what a spare of this process (:mod:`ember.system.warm_start`) imports ahead of its job:
@@ -73,6 +73,7 @@ def run(folder: Path, job_id: str) -> int:
             streamer = None
         assert endpoint.stream is not None
         logs.logger.info("transfers: %s", json.dumps(endpoint.stream.fetcher.transfer_stats()))
+        logs.logger.info("memory: %s", json.dumps({"peak_rss_bytes": peak_rss_bytes()}))
     finally:
         if streamer is not None:
             streamer.close()

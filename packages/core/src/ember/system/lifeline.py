@@ -127,3 +127,15 @@ def watch_parent(parent: int, interval: float = 1.0) -> None:
                 os.killpg(os.getpgrp(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="ember-lifeline", daemon=True).start()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size in bytes (``ru_maxrss``; 0 where unknown). A job
+    process logs it at its end (``memory: {"peak_rss_bytes": N}``), so what a job cost each
+    process is in its logs (``benchmarks/poc_memory.py`` reads them)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024

@@ -25,7 +25,7 @@ from ember.runtime.server_job import ServerJob
 from ember.streaming import FileReceiver, bind_node
 from ember.system.jobstore import JobStore
 from ember.system.kit import Kit
-from ember.system.lifeline import watch_parent
+from ember.system.lifeline import peak_rss_bytes, watch_parent
 from ember.system.scoped import JobTransport, logical_name, net_name, split_job_name
 
 SERVER = "server"
@@ -137,6 +137,7 @@ def run(folder: Path, job_id: str) -> int:
         except Exception as exc:  # a missing plot must not fail a finished job
             log.warning("could not plot round metrics: %s", exc)
         log.info("transfers: %s", json.dumps(endpoint.stream.fetcher.transfer_stats()))
+        log.info("memory: %s", json.dumps({"peak_rss_bytes": peak_rss_bytes()}))
         # every line in its file first: the daemon takes the job as ended (and its result as
         # ready to download) on this report, not when this process is gone
         logs.close()
