@@ -230,28 +230,33 @@ class FederatedCollective:
         arrays = [np.frombuffer(op.buffers[r], dtype=dtype) for r in ranks]
         if len({a.size for a in arrays}) > 1:
             raise ValueError("Allreduce buffers differ in size across ranks")
-        head = reply_head(arrays[0].nbytes)
-        reply = bytearray(len(head) + arrays[0].nbytes)
-        reply[: len(head)] = head
-        out = np.frombuffer(reply, dtype=dtype, offset=len(head))  # reduce into the reply
-        out[:] = arrays[0]
-        for other in arrays[1:]:
-            if operation == SUM:
+        first, rest = arrays[0], arrays[1:]
+        # one pass over the inputs into a fresh array, then one copy into the reply's bytes
+        # (gRPC sends only bytes): no zero-filled buffer, no copy of rank 0's input first
+        if operation == SUM:
+            out = np.add(first, rest[0]) if rest else first.copy()
+            for other in rest[1:]:
                 np.add(out, other, out=out)
-            elif operation == MAX:  # std::max(a, b): a < b ? b : a
+        elif operation == MAX:  # std::max(a, b): a < b ? b : a
+            out = first.copy()
+            for other in rest:
                 np.copyto(out, other, where=out < other)
-            elif operation == MIN:  # std::min(a, b): b < a ? b : a
+        elif operation == MIN:  # std::min(a, b): b < a ? b : a
+            out = first.copy()
+            for other in rest:
                 np.copyto(out, other, where=other < out)
-            elif operation in (BITWISE_AND, BITWISE_OR, BITWISE_XOR):
-                if not np.issubdtype(out.dtype, np.integer):
-                    raise ValueError("bitwise Allreduce of floating-point data")
-                ufunc = {BITWISE_AND: np.bitwise_and, BITWISE_OR: np.bitwise_or}.get(
-                    operation, np.bitwise_xor
-                )
+        elif operation in (BITWISE_AND, BITWISE_OR, BITWISE_XOR):
+            if not np.issubdtype(first.dtype, np.integer):
+                raise ValueError("bitwise Allreduce of floating-point data")
+            ufunc = {BITWISE_AND: np.bitwise_and, BITWISE_OR: np.bitwise_or}.get(
+                operation, np.bitwise_xor
+            )
+            out = first.copy()
+            for other in rest:
                 ufunc(out, other, out=out)
-            else:
-                raise ValueError(f"unknown Allreduce operation {operation}")
-        return bytes(reply)
+        else:
+            raise ValueError(f"unknown Allreduce operation {operation}")
+        return b"".join([reply_head(out.nbytes), out.data])
 
     def close(self, reason: str = "the XGBoost collective closed: the job ended") -> None:
         """Fail every waiting call with ``reason``."""

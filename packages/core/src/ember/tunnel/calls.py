@@ -101,6 +101,8 @@ class TunnelReply:
 
 
 def _headers(raw: Any) -> Headers:
+    if not raw and isinstance(raw, list | tuple):
+        return ()
     if not isinstance(raw, list | tuple) or not all(
         isinstance(h, list | tuple) and len(h) == 2 and all(isinstance(p, str) for p in h)
         for h in raw

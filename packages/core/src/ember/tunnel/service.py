@@ -56,14 +56,18 @@ class Endpoint(Protocol):
     def register_handler(self, topic: str, handler: Any) -> None: ...
 
 
-@dataclass
 class _Calls:
-    """One site's calls on one tunnel: answered ones and those still running."""
+    """One site's calls on one tunnel: answered ones and those still running. A resend of
+    a running call waits on ``done`` (rare: a site resends only after a broken request), so
+    a call itself costs no event of its own."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    answered: OrderedDict[int, TunnelReply] = field(default_factory=OrderedDict)
-    running: dict[int, threading.Event] = field(default_factory=dict)
-    highest: int = 0
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.done = threading.Condition(self.lock)
+        self.answered: OrderedDict[int, TunnelReply] = OrderedDict()
+        self.running: set[int] = set()
+        self.highest = 0
+        self.count = 0
 
 
 @dataclass
@@ -73,7 +77,10 @@ class _Tunnel:
     allow: tuple[str, ...]
     timeout: float
     calls: dict[str, _Calls] = field(default_factory=dict)
-    count: int = 0
+
+    @property
+    def count(self) -> int:
+        return sum(c.count for c in list(self.calls.values()))
 
 
 class TunnelService:
@@ -150,37 +157,34 @@ class TunnelService:
                 error=f"tunnel {call.tunnel!r} does not forward {call.method!r} (it forwards "
                 f"only {', '.join(tunnel.allow)})",
             )
-        calls = tunnel.calls.setdefault(sender, _Calls())
-        with calls.lock:
-            if call.seq in calls.answered:
-                return calls.answered[call.seq]
-            running = calls.running.get(call.seq)
-            if running is None:
-                if call.seq <= calls.highest - _REMEMBERED:
-                    return TunnelReply(status=-1, error=f"call {call.seq} is too old to answer")
-                running = calls.running[call.seq] = threading.Event()
-                mine = True
-            else:
-                mine = False
+        calls = tunnel.calls.get(sender)
+        if calls is None:
+            calls = tunnel.calls.setdefault(sender, _Calls())
         timeout = tunnel.timeout
-        if not mine:
-            if not running.wait(timeout):
-                return TunnelReply(
-                    status=-1,
-                    error=f"call {call.seq} did not finish within {describe_timeout(timeout)}",
-                )
-            with calls.lock:
-                return calls.answered.get(call.seq) or TunnelReply(status=-1, error="call lost")
+        seq = call.seq
+        with calls.lock:
+            if seq in calls.answered:
+                return calls.answered[seq]
+            if seq in calls.running:  # a resend of a call still running: wait for it
+                if not calls.done.wait_for(lambda: seq not in calls.running, timeout):
+                    return TunnelReply(
+                        status=-1,
+                        error=f"call {seq} did not finish within {describe_timeout(timeout)}",
+                    )
+                return calls.answered.get(seq) or TunnelReply(status=-1, error="call lost")
+            if seq <= calls.highest - _REMEMBERED:
+                return TunnelReply(status=-1, error=f"call {seq} is too old to answer")
+            calls.running.add(seq)
         try:
             reply = tunnel.upstream.forward(call, timeout)
         except Exception as exc:  # an upstream must not fail the handler
             reply = TunnelReply(status=-1, error=f"{type(exc).__name__}: {exc}")
         with calls.lock:
-            calls.answered[call.seq] = reply
+            calls.answered[seq] = reply
             while len(calls.answered) > _REMEMBERED:
                 calls.answered.popitem(last=False)
-            calls.highest = max(calls.highest, call.seq)
-            del calls.running[call.seq]
-            tunnel.count += 1
-        running.set()
+            calls.highest = max(calls.highest, seq)
+            calls.running.discard(seq)
+            calls.count += 1
+            calls.done.notify_all()
         return reply
