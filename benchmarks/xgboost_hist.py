@@ -3,10 +3,11 @@ federated server reached directly, on the same data, in one run.
 
     python benchmarks/xgboost_hist.py [--sites 2] [--rows 20000] [--rounds 30] [--repeat 3]
 
-Both arms start XGBoost's federated server in its own process and one worker process per
-site, with the same synthetic rows (``make_classification``, split by site), parameters
-(hist, depth 6, nthread 1), evaluation sets (train and valid, AUC each round, as the
-recipe's site script has them) and rounds. Each worker times its ``xgb.train`` call (every
+Every arm starts one worker process per site (and, where it is used, XGBoost's
+federated server in its own process), with the same synthetic rows
+(``make_classification``, split by site), parameters (hist, depth 6, nthread 1),
+evaluation sets (train and valid, AUC each round, as the recipe's site script has them)
+and rounds. Each worker times its ``xgb.train`` call (every
 collective of every round included; process start and data loading excluded):
 - direct: the workers dial the federated server (insecure, on loopback), as a single-host
   XGBoost user would run it;
