@@ -112,10 +112,27 @@ def test_a_model_still_held_gets_its_successor_warmed(pool: BufferPool) -> None:
     assert {address(a) for a in warm}.isdisjoint(address(a) for a in held)
     del held  # the script lets go of the old model once it has the new one
     gc.collect()
-    pool.prepare_next()  # the old model's memory covers the next one: nothing new is made
+    # it trains now: the old model's memory goes back to the kernel, not idle beside what
+    # the script makes of the new one
+    assert pool.idle_bytes == 0
+    pool.prepare_next()  # the next wait warms it again
     assert pool.wait_warm(30)
-    assert pool.warmed == 2
+    assert pool.warmed == 4
     assert pool.idle_bytes == 5 * MIB
+
+
+@linux_only
+def test_a_model_let_go_while_the_script_trains_is_recycled(pool: BufferPool) -> None:
+    _old = [pool.empty(SHAPE, np.float32)]
+    pool.prepare_next()
+    assert pool.wait_warm(30)
+    new = [pool.empty(SHAPE, np.float32)]  # the script has its model
+    del new  # and lets go of it before its next receive
+    gc.collect()
+    assert pool.idle_bytes == 2 * MIB
+    pool.prepare_next()
+    assert pool.wait_warm(30)
+    assert pool.warmed == 1  # the first warm-up only: the let-go model covers the next
 
 
 @linux_only

@@ -12,11 +12,19 @@ in the PoC benchmark that was half of a site's CPU while it downloaded, more tha
 - :func:`prepare_next` (the Client API calls it when a script starts waiting for its next
   task) warms, in the background at idle priority, buffers for the next model: as many as
   the last model received had, less those back in the pool by then. It first waits until
-  this process's own uploads of pooled arrays (the result it sent) are pulled, so a script
+  this process's own uploads of pooled or large arrays (the result it sent, in place or
+  new arrays) are pulled, so a script
   that lets go of its model gets it recycled and nothing more; one that still holds it
   (``model = flare.receive()`` in a loop does, until the call returns) gets new buffers
   that the next model would take anyway, so its peak memory does not grow for it.
   Linux only (``SCHED_IDLE`` and ``/dev/zero``); elsewhere only recycling.
+- Once a receive has taken as many buffers as the one before it, the script has its model
+  and trains: what is idle then goes back to the kernel, and so does the memory of an older
+  model that comes back from then on (``model = flare.receive()`` lets go of the last model
+  right after the call returns). Kept, it would sit idle beside whatever the script makes
+  of the new model (an ordinary script makes new arrays: 3 models instead of 2); the
+  warm-up at the next wait makes it again, off the critical path. A model let go before
+  its successor is received is still recycled.
 
 The pool keeps at most ``streaming.recycle_mib`` of idle memory (the oldest goes back to the
 kernel first); 0 turns both off.
@@ -63,7 +71,8 @@ class BufferPool:
         # Finalizers may run in any thread at any allocation (the cyclic GC), even one that
         # holds the lock: they only append to a deque or put into a SimpleQueue (both safe
         # there), and the rest is tidied under the lock.
-        self._returned: collections.deque[Region] = collections.deque()  # arrays gone
+        # arrays gone: their memory and the receive that took it (see _receive)
+        self._returned: collections.deque[tuple[Region, int]] = collections.deque()
         self._departures: queue.SimpleQueue[int] = queue.SimpleQueue()  # 1: an upload let go
         self._owners: weakref.WeakValueDictionary[int, np.ndarray[Any, Any]] = (
             weakref.WeakValueDictionary()
@@ -72,7 +81,11 @@ class BufferPool:
         self._idle_bytes = 0
         self._taken: list[int] = []  # sizes handed out since the last prepare_next
         self._taken_bytes = 0
-        self._offered = 0  # pooled arrays offered for upload, and how many of those let go
+        self._handed = 0  # buffers handed out since the last prepare_next (all sizes)
+        self._receive = 0  # prepare_next calls so far: the receive a buffer is taken for
+        self._expect = 0  # buffers this receive takes before the script has its model
+        self._stale_before = 0  # memory taken for an earlier receive than this is let go
+        self._offered = 0  # pooled or large arrays offered for upload, and how many let go
         self._departed = 0
         self._warmer: threading.Thread | None = None
         self._stop_warming = threading.Event()
@@ -105,29 +118,47 @@ class BufferPool:
             if self._taken_bytes + nbytes <= limit:
                 self._taken.append(nbytes)
                 self._taken_bytes += nbytes
+            self._handed += 1
+            receive = self._receive
+            if self._expect and self._handed >= self._expect:
+                # the script has its model: nothing idle beside what it makes of it
+                self._expect = 0
+                self._stale_before = receive
+                self._idle.clear()
+                self._idle_bytes = 0
         if region is None:
             region = np.empty(nbytes, dtype=np.uint8)
         # numpy's stubs give ndarray the buffer protocol (__buffer__) only on Python 3.12+
         owner = np.frombuffer(memoryview(region), dtype=np.uint8)  # type: ignore[arg-type]
-        weakref.finalize(owner, self._returned.append, region).atexit = False
+        weakref.finalize(owner, self._came_back, region, receive).atexit = False
         self._owners[id(owner)] = owner
         return owner.view(dtype).reshape(shape)
 
+    def _came_back(self, region: Region, receive: int) -> None:
+        """An array is gone (its finalizer: no lock here). The memory of an older model, back
+        while the script trains, goes to the kernel at once (nothing refers to it then)."""
+        if receive >= self._stale_before:
+            self._returned.append((region, receive))
+
     def offered(self, holder: object, array: np.ndarray[Any, Any]) -> None:
         """``holder`` (an upload's item) keeps ``array`` until it is pulled: if the array is
-        one of ours, :meth:`prepare_next` waits for ``holder`` to be gone."""
-        base: Any = array
-        while isinstance(base, np.ndarray):
-            if self._owners.get(id(base)) is base:
-                self._uploading()  # (keeps the queue short where nothing warms)
-                with self._lock:
-                    self._offered += 1
-                weakref.finalize(holder, self._departures.put, 1).atexit = False
+        one of ours or a large one of the script's (a result made of new arrays),
+        :meth:`prepare_next` waits for ``holder`` to be gone."""
+        if array.nbytes < MIN_BYTES:
+            base: Any = array
+            while isinstance(base, np.ndarray):
+                if self._owners.get(id(base)) is base:
+                    break
+                base = base.base
+            else:
                 return
-            base = base.base
+        self._uploading()  # (keeps the queue short where nothing warms)
+        with self._lock:
+            self._offered += 1
+        weakref.finalize(holder, self._departures.put, 1).atexit = False
 
     def _uploading(self) -> int:
-        """Pooled arrays still held by uploads of this process."""
+        """Pooled or large arrays still held by uploads of this process."""
         with self._lock, contextlib.suppress(queue.Empty):
             while True:
                 self._departed += self._departures.get_nowait()
@@ -145,7 +176,9 @@ class BufferPool:
         """Move returned regions to the idle list, then keep at most ``limit`` bytes idle
         (under the lock)."""
         while self._returned:
-            region = self._returned.popleft()
+            region, receive = self._returned.popleft()
+            if receive < self._stale_before:
+                continue  # an older model, back while the script trains: to the kernel
             self._idle.append(region)
             self._idle_bytes += region.nbytes
         while self._idle_bytes > limit:
@@ -155,6 +188,8 @@ class BufferPool:
         """Warm buffers for a next model like the last one received (see the module doc)."""
         with self._lock:
             taken, self._taken, self._taken_bytes = self._taken, [], 0
+            self._receive += 1
+            self._expect, self._handed = self._handed, 0
             running = self._warmer is not None and self._warmer.is_alive()
         if not taken or not _WARMING or running:
             return
@@ -224,6 +259,7 @@ class BufferPool:
             self._idle.clear()
             self._idle_bytes = 0
             self._taken, self._taken_bytes = [], 0
+            self._expect = self._handed = 0
         return released
 
 
