@@ -13,6 +13,14 @@ as a multiple of the model, beside the baseline of the same run (the peak RSS of
 ``python -c "import numpy, ember"``). ``--only-budget`` runs that case alone;
 ``--uncapped`` adds the same job with ``memory_budget=0`` (every site at once: about 23 GiB
 on a 24 GiB machine, so it runs under the address-space cap and may be stopped by it).
+
+The framework-copies case (issue 25, ``--only-ordinary`` alone): W3 with the ordinary script.
+Its 2 in-process sites hold 2 models each while they train (received + new), 4x in all;
+Ember's share is the peak RSS above the import baseline of the same run, less those 4x, in
+units of the model (target <= 0.25x). Run twice: with the initial model as ``np.zeros``
+(pages never written, so the recipe's reference to the user's arrays costs nothing) and
+with its pages written (``--resident``: the job process then also holds the user's initial
+arrays, which the recipe keeps until the job ends: 1x more, counted as the job script's).
 """
 
 from __future__ import annotations
@@ -77,8 +85,11 @@ def total_memory() -> int:
 
 def import_baseline() -> int:
     """Peak RSS (bytes) of a process that only imports numpy and ember."""
-    code = ("import resource, numpy, ember; "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    # VmHWM: this process's own high-water mark (ru_maxrss of a child starts at its
+    # parent's resident size when it was spawned: a large parent inflates it)
+    code = ("import numpy, ember, pathlib; print(next(int(l.split()[1]) * 1024 for l in "
+            "pathlib.Path('/proc/self/status').read_text().splitlines() "
+            "if l.startswith('VmHWM:')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     return int(out.stdout.strip())
@@ -118,6 +129,33 @@ def budget_case(cap_bytes: int, uncapped: bool) -> tuple[dict[str, Any], bool]:
     return out, ok
 
 
+def ordinary_case() -> tuple[dict[str, Any], bool]:
+    """W3 with the ordinary script: Ember's copies above the script's (issue 25)."""
+    base = import_baseline()
+    w3 = ["--arrays", "8", "--mib", "32", "--clients", "2", "--rounds", "3", "--ordinary"]
+    runs = [("zeros", run_job(*w3), 4.0), ("resident", run_job(*w3, "--resident"), 5.0)]
+    print(f"W3 with the ordinary script (2 in-process sites x 2 models = 4x the script's); "
+          f"python + numpy + ember alone peak at {base / MIB:.0f} MiB")
+    out: dict[str, Any] = {"ordinary_import_peak_rss_bytes": base}
+    ok = True
+    for label, r, held in runs:
+        print(describe(f"  initial model {label}", r))
+        if not r.get("correct"):
+            ok = False
+            continue
+        over = (r["peak_rss_bytes"] - base) / r["model_bytes"]
+        ember = over - held
+        print(f"    {over:.2f}x model above the baseline; the scripts' {held:g}x "
+              f"{'(+1x: the recipe keeps the initial arrays) ' if held > 4 else ''}leave "
+              f"Ember {ember:+.2f}x; target <= 0.25x: {'PASS' if ember <= 0.25 else 'MISS'}")
+        out.update({f"ordinary_{label}_peak_rss_bytes": r["peak_rss_bytes"],
+                    f"ordinary_{label}_x_model_above_baseline": round(over, 3),
+                    f"ordinary_{label}_ember_x_model": round(ember, 3),
+                    f"ordinary_{label}_job_s": r["job_s"]})
+        ok &= ember <= 0.25
+    return out, ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-2gib", action="store_true")
@@ -126,11 +164,18 @@ def main() -> None:
                         help="address-space cap for the 2 GiB runs (protects the machine)")
     parser.add_argument("--only-budget", action="store_true",
                         help="run only the memory-budget case (2 GiB x 4, ordinary script)")
+    parser.add_argument("--only-ordinary", action="store_true",
+                        help="run only W3 with the ordinary script (Ember's copies)")
     parser.add_argument("--uncapped", action="store_true",
                         help="with the budget case, also run it with memory_budget=0")
     args = parser.parse_args()
     out: dict[str, Any] = {"benchmark": "large_model"}
     ok = True
+    if args.only_ordinary:
+        figures, ok = ordinary_case()
+        out.update(figures, correct=ok)
+        print(json.dumps(out))
+        sys.exit(0 if ok else 1)
     if args.only_budget:
         figures, ok = budget_case(int(args.cap_gib * GIB), args.uncapped)
         out.update(figures, correct=ok)
@@ -182,6 +227,10 @@ def main() -> None:
             w3_ext_on_summed_peak_x_model=round(ext_on["summed"] / ext_on["model_bytes"], 2),
             w3_ext_off_summed_peak_x_model=round(ext_off["summed"] / ext_off["model_bytes"], 2),
         )
+
+    figures, ordinary_ok = ordinary_case()
+    out.update(figures)
+    ok &= ordinary_ok
 
     long = run_job("--arrays", "8", "--mib", "32", "--clients", "2", "--rounds",
                    str(args.rounds_long), "--gc")

@@ -51,10 +51,11 @@ SITE_OVERHEAD_TARGET = 0.25
 
 def import_baseline() -> int:
     """Peak RSS (bytes) of a process that only imports numpy and ember."""
-    code = (
-        "import resource, numpy, ember; "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
-    )
+    # VmHWM: this process's own high-water mark (ru_maxrss of a child starts at its
+    # parent's resident size when it was spawned: a large parent inflates it)
+    code = ("import numpy, ember, pathlib; print(next(int(l.split()[1]) * 1024 for l in "
+            "pathlib.Path('/proc/self/status').read_text().splitlines() "
+            "if l.startswith('VmHWM:')))")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
