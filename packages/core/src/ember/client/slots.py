@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Sequence
+from collections.abc import KeysView, Sequence
 
 
 class WorkSlots:
@@ -29,10 +29,9 @@ class WorkSlots:
         self._rank = {site: index for index, site in enumerate(order)}
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._waiting: set[str] = set()
         self._queue: list[tuple[int, int, str]] = []  # (rank, arrival, site), a heap
         self._arrivals = 0
-        self._granted: dict[str, threading.Condition] = {}  # site -> its wake-up
+        self._granted: dict[str, threading.Condition] = {}  # waiting site -> its wake-up
         self._given: set[str] = set()  # waiting sites a slot went to, not yet awake
 
     def acquire(self, site: str) -> None:
@@ -47,7 +46,6 @@ class WorkSlots:
             rank = self._rank.get(site, len(self._rank))
             heapq.heappush(self._queue, (rank, self._arrivals, site))
             self._granted[site] = turn
-            self._waiting.add(site)
             self._cond.notify_all()
             try:
                 while site not in self._given:
@@ -62,9 +60,13 @@ class WorkSlots:
             finally:
                 self._given.discard(site)
                 self._granted.pop(site, None)
-                self._waiting.discard(site)
                 self._dispatch()
                 self._cond.notify_all()
+
+    @property
+    def _waiting(self) -> KeysView[str]:
+        """The sites waiting for a slot (for observers, under ``_cond``)."""
+        return self._granted.keys()
 
     def release(self) -> None:
         """Give a slot back."""
