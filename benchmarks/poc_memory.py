@@ -16,7 +16,7 @@ loopback) is prepared and started once in a temporary folder. Then, in the runni
   round, the received model kept until its next ``receive()``, so it holds 2 models while it
   trains).
 
-Each job process logs its own peak (``ru_maxrss``) at its end (``memory: {"peak_rss_bytes":
+Each job process logs its own peak (``VmHWM``) at its end (``memory: {"peak_rss_bytes":
 N}``): the server's is read from the downloaded result, each site's through the admin API.
 While a job runs, the RSS of every process under the daemons is also sampled every
 ``--sample`` seconds (psutil): the sampled maxima cross-check the logged peaks, and the

@@ -43,7 +43,6 @@ refused at start.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
@@ -55,6 +54,7 @@ from typing import Any
 
 from ember.client.slots import WorkSlots
 from ember.errors import EmberError
+from ember.runtime.process_memory import current_rss
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -171,15 +171,6 @@ def available_memory(root: Path = Path("/")) -> Available | None:
     if free is None:
         return None
     return Available(free, "MemAvailable")
-
-
-def current_rss() -> int:
-    """This process's resident memory now, in bytes (0 where it cannot be read)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 # --- the budget and the cap ---------------------------------------------------------------
@@ -483,7 +474,7 @@ class MemoryScheduler:
         if now < self._next_rss_check:
             return
         self._next_rss_check = now + RSS_CHECK_INTERVAL
-        rss = current_rss()
+        rss = current_rss() or 0
         if not rss or rss <= self.budget.bytes:
             return
         with self._lock:
@@ -577,7 +568,7 @@ def plan(
         value = float(config.get(SETTING))
         source = config.source(SETTING)
         origin = f"{SETTING} = {value:g} ({'default' if source == 'default' else source})"
-    base = current_rss() if base is None else base
+    base = (current_rss() or 0) if base is None else base
     if available is None and 0 < value <= 1:
         available = available_memory()
     budget = resolve_budget(value, origin, base, available)

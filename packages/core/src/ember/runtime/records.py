@@ -15,6 +15,7 @@ from ember.common.messages import MetricRecord
 from ember.filters.base import SPENT_EPSILON_KEYS
 from ember.job.definition import JobDefinition
 from ember.runtime.board import Collected
+from ember.runtime.process_memory import current_rss
 from ember.runtime.trackers import (
     GLOBAL_RUN,
     TRACKERS,
@@ -25,15 +26,6 @@ from ember.runtime.trackers import (
     site_params,
     tracking_specs,
 )
-
-
-def current_rss() -> int | None:
-    """This process's resident memory now, in bytes (Linux; None elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class RoundRecorder:

@@ -18,9 +18,10 @@ from pathlib import Path
 from ember.config import Config, get_setting, setting_timeout, use_process_config
 from ember.job.definition import JobDefinition
 from ember.runtime.logs import FlushingTransport, NodeLogs, start_log_streaming
+from ember.runtime.process_memory import peak_rss_bytes
 from ember.runtime.site_runner import build_site_runner
 from ember.system.kit import Kit
-from ember.system.lifeline import peak_rss_bytes, watch_parent
+from ember.system.lifeline import watch_parent
 from ember.system.scoped import JobTransport, net_name
 
 #: what a spare of this process (:mod:`ember.system.warm_start`) imports ahead of its job:

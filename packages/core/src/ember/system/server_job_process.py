@@ -20,12 +20,13 @@ from typing import Any
 from ember.config import Config, get_setting, setting_timeout, use_process_config
 from ember.job.definition import JobDefinition
 from ember.runtime.logs import SITE_LOGS, LogCollector, NodeLogs
+from ember.runtime.process_memory import peak_rss_bytes
 from ember.runtime.progress import Progress
 from ember.runtime.server_job import ServerJob
 from ember.streaming import FileReceiver, bind_node
 from ember.system.jobstore import JobStore
 from ember.system.kit import Kit
-from ember.system.lifeline import peak_rss_bytes, watch_parent
+from ember.system.lifeline import watch_parent
 from ember.system.scoped import JobTransport, logical_name, net_name, split_job_name
 
 SERVER = "server"
