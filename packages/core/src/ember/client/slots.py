@@ -6,6 +6,8 @@ import heapq
 import threading
 from collections.abc import KeysView, Sequence
 
+from ember.common.carriers import CooperativeCondition
+
 
 class WorkSlots:
     """At most ``count`` sites at work at once (``SimEnv(num_threads=...)``).
@@ -31,7 +33,7 @@ class WorkSlots:
         self._cond = threading.Condition(self._lock)
         self._queue: list[tuple[int, int, str]] = []  # (rank, arrival, site), a heap
         self._arrivals = 0
-        self._granted: dict[str, threading.Condition] = {}  # waiting site -> its wake-up
+        self._granted: dict[str, CooperativeCondition] = {}  # waiting site -> its wake-up
         self._given: set[str] = set()  # waiting sites a slot went to, not yet awake
 
     def acquire(self, site: str) -> None:
@@ -41,7 +43,7 @@ class WorkSlots:
                 self._free -= 1
                 self._cond.notify_all()
                 return
-            turn = threading.Condition(self._lock)
+            turn = CooperativeCondition(self._lock)  # a carrier's script parks in it
             self._arrivals += 1
             rank = self._rank.get(site, len(self._rank))
             heapq.heappush(self._queue, (rank, self._arrivals, site))

@@ -523,6 +523,27 @@ CORE_SETTINGS: list[Setting] = [
         scenarios=("many sites",),
     ),
     Setting(
+        name="sim.script_threads",
+        type=int,
+        default=32,
+        unit="threads",
+        bounds="How many threads of SimEnv's process run the sites' scripts (backend "
+        "'threads', scripts in process). Up to this many sites, each site's script has a "
+        "thread of its own; with more, the scripts share this many carrier threads, each "
+        "running many sites' scripts as greenlets that hand the thread on whenever a script "
+        "waits in the Client API (for its next task, for a work slot): no thread stack per "
+        "site, no system call per wake-up, and up to this many sites compute at once. A job "
+        "whose site workflow has sites wait for each other (swarm, XGBoost, Flower) gives "
+        "each site a thread whatever its size. 0: a thread per site always.",
+        advice="Raise it when the sites' scripts block outside the Client API (sleep, their "
+        "own I/O) and hold up the other scripts of their carrier; lower it for thousands of "
+        "sites whose scripts do little between tasks.",
+        minimum=0,
+        symptom="A job of many sites whose scripts sleep or wait on their own I/O runs "
+        "rounds at the pace of one script per carrier thread.",
+        scenarios=("many sites",),
+    ),
+    Setting(
         name="sim.progress",
         type=str,
         default="auto",

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ember.common.carriers import CooperativeCondition
 from ember.common.ids import random_hex_id
 from ember.common.messages import ResultStatus, Task, TaskResult
 from ember.common.model import FLModel
@@ -63,8 +64,9 @@ class TaskBoard:
     def __init__(self, sites: Sequence[str]) -> None:
         # One lock; each site waits on its own condition and the controller on another, so
         # an event wakes only who it concerns (1000 idle sites are not woken per result).
+        # A site's wait gives its carrier thread up to other sites' scripts (SimEnv).
         self._lock = threading.Lock()
-        self._site_cond = {s: threading.Condition(self._lock) for s in sites}
+        self._site_cond = {s: CooperativeCondition(self._lock) for s in sites}
         self._ctrl_cond = threading.Condition(self._lock)
         self.sites = {s: SiteState(s) for s in sites}
         self._queues: dict[str, deque[Task]] = {s: deque() for s in sites}

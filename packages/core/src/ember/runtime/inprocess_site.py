@@ -1,9 +1,11 @@
-"""Run a site's training script in a thread of this process, with its own Client API session."""
+"""Run a site's training script in this process (its own thread, or a greenlet on a shared
+carrier thread), with its own Client API session."""
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import contextvars
 import io
 import logging
 import shlex
@@ -17,12 +19,12 @@ from typing import Any, TextIO
 
 from ember.client.api import bind_session
 from ember.client.session import ClientSession
+from ember.common.carriers import Carrier
 from ember.runtime.script_argv import thread_argv
 from ember.streaming import StreamNode, bind_node
 
 _path_lock = threading.Lock()
 _route_lock = threading.Lock()
-_local = threading.local()
 
 #: ``sink(line, stream_name)``: where a site thread's complete output lines go
 LineSink = Callable[[str, str], None]
@@ -31,10 +33,35 @@ LineSink = Callable[[str, str], None]
 MAX_PARTIAL = 64 * 1024
 
 
+class _Routing:
+    """Where one script's (or thread's) output goes, and the partial lines it holds."""
+
+    __slots__ = ("busy", "partial", "sink")
+
+    def __init__(self, sink: LineSink | None) -> None:
+        self.sink = sink
+        self.partial: dict[str, str] = {}
+        self.busy = False
+
+
+# per context: a site's script (its thread or its greenlet), or any other thread
+_routing: contextvars.ContextVar[_Routing | None] = contextvars.ContextVar(
+    "ember_output_routing", default=None
+)
+
+
+def _here() -> _Routing:
+    routing = _routing.get()
+    if routing is None:
+        routing = _Routing(None)
+        _routing.set(routing)
+    return routing
+
+
 class ThreadRoutedStream(io.TextIOBase):
     """``sys.stdout`` / ``sys.stderr`` for a process whose threads run sites' scripts.
 
-    In a site's thread (:func:`route_output`) writes are cut into lines, each passed whole
+    In a site's script (:func:`route_output`) writes are cut into lines, each passed whole
     to that site's sink (its log and the console, prefixed by the site), so two sites'
     prints never share a line. Other threads write to the original stream as before.
     Threads a script starts itself are not its site's: their output is the process's.
@@ -46,8 +73,9 @@ class ThreadRoutedStream(io.TextIOBase):
         self.name = name
 
     def write(self, text: str) -> int:
-        sink: LineSink | None = getattr(_local, "sink", None)
-        if getattr(_local, "busy", False):  # what a sink itself writes: straight through
+        here = _here()
+        sink = here.sink
+        if here.busy:  # what a sink itself writes: straight through
             return self.original.write(text)
         key = self.name
         if sink is None:
@@ -55,22 +83,23 @@ class ThreadRoutedStream(io.TextIOBase):
             if console is None:
                 return self.original.write(text)
             sink, key = (lambda line, name: console(line)), f"other-{self.name}"
-        partial: dict[str, str] = _local.__dict__.setdefault("partial", {})
+        partial = here.partial
         *lines, rest = (partial.get(key, "") + text).split("\n")
         if len(rest) > MAX_PARTIAL:
             lines.append(rest)
             rest = ""
         partial[key] = rest
-        _local.busy = True
+        here.busy = True
         try:
             for line in lines:
                 sink(line, self.name)
         finally:
-            _local.busy = False
+            here.busy = False
         return len(text)
 
     def flush(self) -> None:
-        if getattr(_local, "sink", None) is None and _console is None:
+        routing = _routing.get()
+        if (routing is None or routing.sink is None) and _console is None:
             with contextlib.suppress(ValueError):  # the original was closed under us
                 self.original.flush()
 
@@ -116,15 +145,14 @@ def install_output_routing() -> None:
 
 
 def route_output(sink: LineSink | None) -> None:
-    """Send this thread's stdout/stderr lines to ``sink`` (None: back to the process's),
-    passing on a last partial line first."""
-    previous: LineSink | None = getattr(_local, "sink", None)
-    if previous is not None:
-        for name, rest in getattr(_local, "partial", {}).items():
+    """Send the calling script's (or thread's) stdout/stderr lines to ``sink`` (None: back
+    to the process's), passing on a last partial line first."""
+    previous = _routing.get()
+    if previous is not None and previous.sink is not None:
+        for name, rest in previous.partial.items():
             if rest and name in ("stdout", "stderr"):
-                previous(rest, name)
-    _local.sink = sink
-    _local.partial = {}
+                previous.sink(rest, name)
+    _routing.set(_Routing(sink))
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -139,7 +167,9 @@ def compile_script(script: Path) -> CodeType:
 
 
 class InProcessSite:
-    """A thread that runs ``script`` as ``__main__`` with ``session`` bound to it."""
+    """Runs ``script`` as ``__main__`` with ``session`` bound to it: in a thread of its own,
+    or as a greenlet on ``carrier`` (a thread shared with other sites' scripts, see
+    :mod:`ember.common.carriers`)."""
 
     def __init__(
         self,
@@ -149,6 +179,7 @@ class InProcessSite:
         code: CodeType,
         node: StreamNode | None = None,
         echo: Callable[[str, str], None] | None = None,
+        carrier: Carrier | None = None,
     ) -> None:
         self.session = session
         self.echo = echo
@@ -156,7 +187,9 @@ class InProcessSite:
         self.script = script
         self.code = code
         self.args = args
-        self.thread = threading.Thread(target=self._run, name=f"ember-{session.site}", daemon=True)
+        self.carrier = carrier
+        self.thread: threading.Thread | None = None
+        self._returned = threading.Event()
         self.error: str | None = None
 
     def start(self) -> None:
@@ -168,7 +201,19 @@ class InProcessSite:
                 sys.path.insert(0, folder)
         self._argv_proxy = argv
         install_output_routing()
-        self.thread.start()
+        if self.carrier is not None:
+            self.carrier.spawn(self._run, self._returned.set)
+        else:
+            self.thread = threading.Thread(
+                target=self._script_thread, name=f"ember-{self.session.site}", daemon=True
+            )
+            self.thread.start()
+
+    def _script_thread(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._returned.set()
 
     def _output(self, line: str, stream: str) -> None:
         """One line the script printed: into the site's log files (its own handlers only: a
@@ -188,7 +233,7 @@ class InProcessSite:
         link = self.session.link
         bind_session(self.session)
         bind_node(self.node)
-        self._argv_proxy.set_for_thread(self._argv)
+        self._argv_proxy.set_for_script(self._argv)
         route_output(self._output)
         try:
             # a fresh namespace per site; sys.modules["__main__"] is left alone (runpy would
@@ -213,7 +258,7 @@ class InProcessSite:
             self.session.release_slot()
             bind_session(None)
             bind_node(None)
-            self._argv_proxy.set_for_thread(None)
+            self._argv_proxy.set_for_script(None)
         if self.error is not None:
             self.session.logger.error("script failed: %s", self.error)
         else:
@@ -227,5 +272,5 @@ class InProcessSite:
             pass
 
     def join(self, timeout: float | None) -> bool:
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
+        """Wait up to ``timeout`` s for the script to return; whether it has."""
+        return self._returned.wait(timeout)

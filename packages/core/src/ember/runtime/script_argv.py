@@ -1,25 +1,29 @@
-"""Per-thread ``sys.argv`` so in-process scripts each see their own ``train_args``."""
+"""Per-script ``sys.argv`` so in-process scripts each see their own ``train_args``."""
 
 from __future__ import annotations
 
+import contextvars
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any, SupportsIndex, overload
 
 
 class ThreadArgv(list[str]):
-    """A ``sys.argv`` whose contents depend on the calling thread (argparse reads it lazily)."""
+    """A ``sys.argv`` whose contents depend on the calling script's context: its thread, or
+    its greenlet on a carrier (argparse reads it lazily)."""
 
     def __init__(self, base: list[str]) -> None:
         super().__init__(base)
-        self._local = threading.local()
+        # one per process (thread_argv installs it once)
+        self._argv: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+            "ember_script_argv", default=None
+        )
 
-    def set_for_thread(self, argv: list[str] | None) -> None:
-        self._local.argv = argv
+    def set_for_script(self, argv: list[str] | None) -> None:
+        self._argv.set(argv)
 
     def _current(self) -> list[str]:
-        argv = getattr(self._local, "argv", None)
+        argv = self._argv.get()
         return argv if argv is not None else list(super().__iter__())
 
     @overload

@@ -6,8 +6,10 @@ script runs and carries that site's requests (``get_task``, ``submit_result``, .
 server's in-process transport. That is why ``backend="threads"`` and ``backend="ray"`` give
 the same bits.
 
-- ``"threads"`` (:class:`ThreadBackend`): every site's script in a thread of this process (or
-  a subprocess with ``launch_external_process``), today's SimEnv.
+- ``"threads"`` (:class:`ThreadBackend`): every site's script in this process (a thread per
+  site, or with more sites than ``sim.script_threads`` that many carrier threads shared by
+  the scripts; see :mod:`ember.common.carriers`), or a subprocess per site with
+  ``launch_external_process``.
 - ``"ray"`` (:class:`ember.runtime.ray_backend.RayBackend`): sites run in a pool of Ray
   actors, on one machine or a cluster (the ``ray`` extra).
 """
@@ -21,7 +23,8 @@ from types import CodeType
 from typing import Any, Protocol, runtime_checkable
 
 from ember.client.slots import WorkSlots
-from ember.config import use_config
+from ember.common.carriers import Carrier
+from ember.config import get_setting, use_config
 from ember.errors import RecipeArgumentError
 from ember.job.definition import JobDefinition
 from ember.runtime.inprocess_site import InProcessSite, compile_script
@@ -101,8 +104,23 @@ class SimBackend(Protocol):
     def kill(self) -> None: ...
 
 
+def carrier_count(job: JobDefinition, sites: int) -> int:
+    """How many carrier threads run ``sites`` in-process scripts of ``job``; 0 for a thread
+    per site: few sites, ``sim.script_threads`` 0, scripts in subprocesses, or a job whose
+    sites wait for each other outside the task board (a site workflow, or every site at
+    once: XGBoost's collectives, Flower)."""
+    app = job.client
+    limit = int(get_setting("sim.script_threads"))
+    if limit <= 0 or sites <= limit or app.launch_external_process:
+        return 0
+    if app.site_workflow is not None or job.all_sites_at_once:
+        return 0
+    return limit
+
+
 class ThreadBackend:
-    """Today's SimEnv: each site's script in a thread of this process (or a subprocess)."""
+    """SimEnv's default: the sites' scripts in this process (a thread each, or carrier
+    threads shared by many), or each in a subprocess."""
 
     name = "threads"
 
@@ -110,6 +128,7 @@ class ThreadBackend:
         self.runners: list[InProcessSite | SubprocessSite | RefusedSite] = []
         self.logs: list[NodeLogs] = []
         self.streamers: list[Any] = []
+        self.carriers: list[Carrier] = []
 
     def start(self, host: SiteHost) -> None:
         config = host.config
@@ -135,7 +154,16 @@ class ThreadBackend:
             # answers it at once (10,000 idle sites re-asking every few seconds cost more
             # than the job's own work)
             poll = max(poll, IN_PROCESS_POLL)
-        for site in host.sites:
+        with use_config(config):
+            count = carrier_count(host.job, len(host.sites))
+        self.carriers = [Carrier(f"ember-sites-{i}") for i in range(count)]
+        if count:
+            host.server_log.info(
+                "%d sites' scripts run on %d carrier threads (sim.script_threads)",
+                len(host.sites),
+                count,
+            )
+        for index, site in enumerate(host.sites):
             with use_config(config):
                 # with a cap on sites at work, a site pulls its task's data once it has a
                 # slot (ClientSession), not as the task arrives
@@ -169,14 +197,20 @@ class ThreadBackend:
                     slots,
                     code,
                     echo=host.echo,
+                    # round-robin: the first sites to get work slots get separate carriers
+                    carrier=self.carriers[index % count] if count else None,
                 )
                 streamer = start_log_streaming(site, site_dir, host.transport.request)
             if streamer is not None:
                 self.streamers.append(streamer)
             self.runners.append(runner)
+        for carrier in self.carriers:
+            carrier.start()
         for runner in self.runners:
             with use_config(config):
                 runner.start()
+        for carrier in self.carriers:
+            carrier.close()  # each ends once its scripts have returned
 
     def stop(self, timeout: float) -> list[str]:
         import time

@@ -17,6 +17,7 @@ from typing import Any
 from ember.client.link import ServerLink, TransportLink
 from ember.client.session import ClientSession
 from ember.client.slots import WorkSlots
+from ember.common.carriers import Carrier
 from ember.filters.base import FilterError
 from ember.filters.chain import FilterChain
 from ember.filters.link import FilterLink
@@ -45,6 +46,7 @@ def build_site_runner(
     code: CodeType | None = None,
     echo: Callable[[str, str], None] | None = None,
     site_folder: Path | None = None,
+    carrier: Carrier | None = None,
 ) -> InProcessSite | SubprocessSite | RefusedSite:
     """The runner of ``site``'s script (not started); a :class:`RefusedSite` when the site
     cannot run the job as it must (its filters or privacy policy). ``transport`` and
@@ -53,7 +55,8 @@ def build_site_runner(
     ``code``: the script compiled once for all in-process sites of this process;
     ``echo(site, line)``: shows each line the script prints (SimEnv's console); every line
     also goes to the site's ``log.txt``. ``site_folder``: the site's own folder (its startup
-    kit), whose ``local/privacy.json`` names filters the site always applies."""
+    kit), whose ``local/privacy.json`` names filters the site always applies.
+    ``carrier``: the thread an in-process script shares with other sites' (None: its own)."""
     app = job.client.for_site(site)  # with the site's per_site_config entry
     script = (job_dir / app.script).resolve()
     stream = endpoint.stream
@@ -122,7 +125,13 @@ def build_site_runner(
         )
     session = ClientSession(site, job_id, link, client_config, poll_interval, slots, log)
     return InProcessSite(
-        session, script, app.args, code or compile_script(script), stream, echo=echo
+        session,
+        script,
+        app.args,
+        code or compile_script(script),
+        stream,
+        echo=echo,
+        carrier=carrier,
     )
 
 

@@ -10,7 +10,7 @@ message go this way transparently. :func:`push_file` sends logs and result files
 
 from __future__ import annotations
 
-import threading
+import contextvars
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,17 +38,19 @@ from ember.streaming.lazy import (
 from ember.streaming.node import StreamNode
 from ember.streaming.push import FileReceiver, push_file
 
-_local = threading.local()
+_node: contextvars.ContextVar[StreamNode | None] = contextvars.ContextVar(
+    "ember_stream_node", default=None
+)
 
 
 def bind_node(node: StreamNode | None) -> None:
-    """Make ``node`` the calling thread's download service (runtimes do this)."""
-    _local.node = node
+    """Make ``node`` the calling thread's (or script's) download service (runtimes do this)."""
+    _node.set(node)
 
 
 def current_node() -> StreamNode:
     """This thread's download service (a site's, or the server's)."""
-    node: StreamNode | None = getattr(_local, "node", None)
+    node = _node.get()
     if node is None:
         raise StreamingError(
             "no download service in this thread: call this from a job "
