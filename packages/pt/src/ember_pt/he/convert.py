@@ -2,13 +2,14 @@
 
 ``<format>-from-numpy`` decrypts each encrypted layer the site receives with the secret
 context of the key id it names (:func:`ember_pt.he.keys.secret_context`) and remembers, for
-the calling thread, which layers and key; ``<format>-to-numpy`` encrypts those layers of what
+the calling script (its context: a thread, or a greenlet on a SimEnv carrier), which
+layers and key; ``<format>-to-numpy`` encrypts those layers of what
 the script sends with that key's public part. The script itself sees plain tensors or arrays.
 """
 
 from __future__ import annotations
 
-import threading
+import contextvars
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,9 @@ import numpy as np
 from ember_pt.he.ckks import HEError, decrypt_array, encrypt_array, is_encrypted, unpack
 from ember_pt.he.keys import secret_context
 
-_state = threading.local()
+_state: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "ember_pt_he_state", default=None
+)
 _last: dict[str, Any] = {}
 
 
@@ -34,14 +37,14 @@ def decrypt_params(params: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     state = {"kid": kid, "keys": encrypted}
-    _state.value = state
+    _state.set(state)
     _last.update(state)
     return out
 
 
 def encrypt_params(params: dict[str, Any]) -> dict[str, Any]:
     """The layers the received model had encrypted, encrypted again (numpy in)."""
-    state = getattr(_state, "value", None) or _last
+    state = _state.get() or _last
     kid = state.get("kid")
     keys = set(state.get("keys") or ())
     if kid is None:
