@@ -144,7 +144,9 @@ def _write_kit(
     sign_kit(startup, kit["name"], ca.key)
 
 
-def add_plugin_files(project: Project, startup: Path, ca: CertFiles, kind: str, name: str) -> None:
+def add_plugin_files(
+    project: Project, startup: Path, ca: CertFiles, kind: str, name: str
+) -> None:
     """The files plugins add to a kit (hook ``ember_provision_kit_files``), before signing
     (``ember provision`` and ``ember poc prepare``)."""
     from ember.plugins import get_plugin_manager

@@ -188,7 +188,6 @@ class InProcessSite:
         self.code = code
         self.args = args
         self.carrier = carrier
-        self.thread: threading.Thread | None = None
         self._returned = threading.Event()
         self.error: str | None = None
 
@@ -204,10 +203,9 @@ class InProcessSite:
         if self.carrier is not None:
             self.carrier.spawn(self._run, self._returned.set)
         else:
-            self.thread = threading.Thread(
+            threading.Thread(
                 target=self._script_thread, name=f"ember-{self.session.site}", daemon=True
-            )
-            self.thread.start()
+            ).start()
 
     def _script_thread(self) -> None:
         try:

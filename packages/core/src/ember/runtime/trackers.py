@@ -55,8 +55,6 @@ _CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "wandb": ("mode", "project", "entity", "group", "job_type", "name", "tags", "notes", "config"),
 }
 _WANDB_MODES = ("offline", "online", "disabled")
-
-
 class TrackingError(EmberError, ValueError):
     """A tracking spec or ``tracking_config`` is malformed."""
 
@@ -90,9 +88,8 @@ def make_spec(
             "at least one of server_side and client_side must be True (server_side: the "
             "server writes what every site streams; client_side: each site writes its own)"
         )
-    return TrackingSpec(
-        tracking_type, check_config(tracking_type, tracking_config), server_side, client_side
-    )
+    return TrackingSpec(tracking_type, check_config(tracking_type, tracking_config),
+                        server_side, client_side)
 
 
 def check_config(tracking_type: str, config: Any) -> dict[str, Any]:
