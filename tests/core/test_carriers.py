@@ -107,6 +107,7 @@ def test_a_simulation_with_more_sites_than_script_threads_gives_each_site_its_ow
     args = "--add '" + str(adds).replace("'", '"') + "'"
     recipe = numpy_recipe("np_client.py", min_clients=6, num_rounds=2, train_args=args)
     recipe.set_config("sim.script_threads", 2)
+    recipe.set_config("sim.carrier_threads", 2)
     run = run_sim(recipe, tmp_path, num_clients=6)
     assert run.get_status() == COMPLETED, run.get_message()
     # each round adds the mean of what the sites add (1..6): each site used its own session
@@ -118,6 +119,7 @@ def test_a_simulation_with_more_sites_than_script_threads_gives_each_site_its_ow
 def test_scripts_on_carriers_print_into_their_own_site_logs(tmp_path: Path) -> None:
     recipe = numpy_recipe("chatty_client.py", min_clients=4, num_rounds=2)
     recipe.set_config("sim.script_threads", 2)
+    recipe.set_config("sim.carrier_threads", 2)
     run = run_sim(recipe, tmp_path, num_clients=4)
     assert run.get_status() == COMPLETED, run.get_message()
     result = Path(run.get_result())

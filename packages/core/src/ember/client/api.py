@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from ember.client.session import ClientAPIError, ClientSession
@@ -105,8 +106,14 @@ def get_job_id() -> str:
 
 
 def get_config() -> dict[str, Any]:
-    """The job's client config: train args, transfer type, workspace folder, ..."""
-    return dict(_current().config)
+    """The job's client config: train args, transfer type, workspace folder, ...
+
+    The workspace folder (``"workspace"``) exists once this returns: SimEnv makes a site's
+    folder only when something is written there."""
+    config = dict(_current().config)
+    if isinstance(config.get("workspace"), str):
+        Path(config["workspace"]).mkdir(parents=True, exist_ok=True)
+    return config
 
 
 def log(

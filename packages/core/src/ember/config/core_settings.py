@@ -526,21 +526,52 @@ CORE_SETTINGS: list[Setting] = [
         name="sim.script_threads",
         type=int,
         default=32,
+        unit="sites",
+        bounds="Up to this many sites, each site's script of a SimEnv job (backend 'threads', "
+        "scripts in process) has a thread of its own. With more, the scripts share a few "
+        "carrier threads (sim.carrier_threads), each running many sites' scripts as "
+        "greenlets that hand the thread on whenever a script waits in the Client API (for "
+        "its next task, for a work slot): no thread stack per site, no system call per "
+        "wake-up. A job whose site workflow has sites wait for each other (swarm, XGBoost, "
+        "Flower) gives each site a thread whatever its size. 0: a thread per site always.",
+        advice="Set it above the job's number of sites (or 0) when the sites' scripts wait "
+        "for each other outside the Client API.",
+        minimum=0,
+        scenarios=("many sites",),
+    ),
+    Setting(
+        name="sim.carrier_threads",
+        type=int,
+        default=0,
         unit="threads",
-        bounds="How many threads of SimEnv's process run the sites' scripts (backend "
-        "'threads', scripts in process). Up to this many sites, each site's script has a "
-        "thread of its own; with more, the scripts share this many carrier threads, each "
-        "running many sites' scripts as greenlets that hand the thread on whenever a script "
-        "waits in the Client API (for its next task, for a work slot): no thread stack per "
-        "site, no system call per wake-up, and up to this many sites compute at once. A job "
-        "whose site workflow has sites wait for each other (swarm, XGBoost, Flower) gives "
-        "each site a thread whatever its size. 0: a thread per site always.",
+        bounds="How many carrier threads run the scripts of a SimEnv job with more sites than "
+        "sim.script_threads; up to this many sites compute at once. 0: one per CPU this "
+        "process may use (its CPU affinity): more threads than cores only take turns at the "
+        "GIL (10,000 sites of a 10-float job on 2 cores: 20 s on 2 carriers, 30 s on 4 or "
+        "32).",
         advice="Raise it when the sites' scripts block outside the Client API (sleep, their "
-        "own I/O) and hold up the other scripts of their carrier; lower it for thousands of "
-        "sites whose scripts do little between tasks.",
+        "own I/O) and hold up the other scripts of their carrier.",
         minimum=0,
         symptom="A job of many sites whose scripts sleep or wait on their own I/O runs "
         "rounds at the pace of one script per carrier thread.",
+        scenarios=("many sites",),
+    ),
+    Setting(
+        name="sim.shared_site_logs",
+        type=int,
+        default=100,
+        unit="sites",
+        bounds="Up to this many sites, each site of a SimEnv job (backend 'threads') writes "
+        "its log records and its scripts' output to its own folder's log.txt and log.jsonl. "
+        "With more, every site writes to one pair of files, sites/log.txt and "
+        "sites/log.jsonl in the job's workspace (each record names its site), and a site's "
+        "folder is made only when something is written there (its script asks for its "
+        "config, a site workflow, client-side tracking, a subprocess script): a folder per "
+        "site costs the file system about a millisecond, 10 s for 10,000 sites. A job that "
+        "streams its sites' logs (logs.stream) keeps a log per site. 0: always one pair.",
+        advice="Raise it above the job's number of sites to get one log per site folder; "
+        "`grep ' site-7: ' sites/log.txt` reads one site's records from the shared one.",
+        minimum=0,
         scenarios=("many sites",),
     ),
     Setting(

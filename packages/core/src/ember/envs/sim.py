@@ -15,12 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from ember.errors import RecipeArgumentError
 from ember.runtime.logs import resolve_level
+from ember.runtime.sim_backends import SHARED_SITE_LOGS
 from ember.runtime.simulation import Simulation
 
 if TYPE_CHECKING:
     from ember.job.definition import Deployable
 
 DEFAULT_WORKSPACE_ROOT = "/tmp/ember/simulation"
+#: the folders of a job's workspace that are not a site's: the exported job, the server's,
+#: the sites' shared logs (``sim.shared_site_logs``); no site may have one of these names
+WORKSPACE_FOLDERS = ("job", "server", SHARED_SITE_LOGS)
 
 
 class SimRun:
@@ -118,12 +122,14 @@ class SimEnv:
                 not isinstance(clients, list | tuple)
                 or not clients
                 or not all(
-                    isinstance(c, str) and c and c != "server" and "/" not in c for c in clients
+                    isinstance(c, str) and c and c not in WORKSPACE_FOLDERS and "/" not in c
+                    for c in clients
                 )
             ):
                 raise RecipeArgumentError(
-                    "clients must be a non-empty list of site names (not 'server', no '/'), "
-                    f"got {clients!r}"
+                    "clients must be a non-empty list of site names (not "
+                    f"{', '.join(map(repr, WORKSPACE_FOLDERS))}: folders of the job's "
+                    f"workspace; no '/'), got {clients!r}"
                 )
             if len(set(clients)) != len(clients):
                 raise RecipeArgumentError(f"clients has duplicate names: {clients!r}")

@@ -7,9 +7,9 @@ server's in-process transport. That is why ``backend="threads"`` and ``backend="
 the same bits.
 
 - ``"threads"`` (:class:`ThreadBackend`): every site's script in this process (a thread per
-  site, or with more sites than ``sim.script_threads`` that many carrier threads shared by
-  the scripts; see :mod:`ember.common.carriers`), or a subprocess per site with
-  ``launch_external_process``.
+  site, or with more sites than ``sim.script_threads`` a few carrier threads shared by the
+  scripts, ``sim.carrier_threads``; see :mod:`ember.common.carriers`), or a subprocess per
+  site with ``launch_external_process``.
 - ``"ray"`` (:class:`ember.runtime.ray_backend.RayBackend`): sites run in a pool of Ray
   actors, on one machine or a cluster (the ``ray`` extra).
 """
@@ -17,6 +17,7 @@ the same bits.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import CodeType
@@ -28,7 +29,12 @@ from ember.config import get_setting, use_config
 from ember.errors import RecipeArgumentError
 from ember.job.definition import JobDefinition
 from ember.runtime.inprocess_site import InProcessSite, compile_script
-from ember.runtime.logs import NodeLogs, flush_log_files, start_log_streaming
+from ember.runtime.logs import (
+    NodeLogs,
+    SharedLogFiles,
+    flush_log_files,
+    start_log_streaming,
+)
 from ember.runtime.memory_budget import MeasuringTransport
 from ember.runtime.site_runner import RefusedSite, build_site_runner
 from ember.runtime.subprocess_site import SubprocessSite
@@ -104,9 +110,29 @@ class SimBackend(Protocol):
     def kill(self) -> None: ...
 
 
+#: the folder of a job's workspace that holds its sites' shared log files
+SHARED_SITE_LOGS = "sites"
+
+
+def shared_site_logs(sites: int) -> bool:
+    """Whether a job of ``sites`` sites writes their logs to one pair of files
+    (``sim.shared_site_logs``): not when the sites stream their logs (``logs.stream`` tails
+    each site's own files)."""
+    return sites > int(get_setting("sim.shared_site_logs")) and not get_setting("logs.stream")
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may run on (its affinity where the OS says, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def carrier_count(job: JobDefinition, sites: int) -> int:
-    """How many carrier threads run ``sites`` in-process scripts of ``job``; 0 for a thread
-    per site: few sites, ``sim.script_threads`` 0, scripts in subprocesses, or a job whose
+    """How many carrier threads run ``sites`` in-process scripts of ``job``
+    (``sim.carrier_threads``, 0: one per usable CPU); 0 for a thread per site: at most
+    ``sim.script_threads`` sites (or that setting 0), scripts in subprocesses, or a job whose
     sites wait for each other outside the task board (a site workflow, or every site at
     once: XGBoost's collectives, Flower)."""
     app = job.client
@@ -115,7 +141,7 @@ def carrier_count(job: JobDefinition, sites: int) -> int:
         return 0
     if app.site_workflow is not None or job.all_sites_at_once:
         return 0
-    return limit
+    return min(sites, int(get_setting("sim.carrier_threads")) or usable_cpus())
 
 
 class ThreadBackend:
@@ -127,6 +153,7 @@ class ThreadBackend:
     def __init__(self) -> None:
         self.runners: list[InProcessSite | SubprocessSite | RefusedSite] = []
         self.logs: list[NodeLogs] = []
+        self.shared_logs: SharedLogFiles | None = None
         self.streamers: list[Any] = []
         self.carriers: list[Carrier] = []
 
@@ -156,10 +183,17 @@ class ThreadBackend:
             poll = max(poll, IN_PROCESS_POLL)
         with use_config(config):
             count = carrier_count(host.job, len(host.sites))
+            if shared_site_logs(len(host.sites)):
+                self.shared_logs = SharedLogFiles(host.workspace / SHARED_SITE_LOGS)
+                host.server_log.info(
+                    "%d sites write their logs to %s/log.txt (sim.shared_site_logs)",
+                    len(host.sites),
+                    SHARED_SITE_LOGS,
+                )
         self.carriers = [Carrier(f"ember-sites-{i}") for i in range(count)]
         if count:
             host.server_log.info(
-                "%d sites' scripts run on %d carrier threads (sim.script_threads)",
+                "%d sites' scripts run on %d carrier threads (sim.carrier_threads)",
                 len(host.sites),
                 count,
             )
@@ -178,7 +212,11 @@ class ThreadBackend:
                 memory.endpoints.append(site_endpoint)  # made lazy if the cap comes to bind
             site_dir = host.workspace / site
             site_logs = NodeLogs(
-                f"ember.job.{host.job_id}.{site}", site_dir, host.log_level, hold_open=False
+                f"ember.job.{host.job_id}.{site}",
+                site_dir,
+                host.log_level,
+                hold_open=False,
+                shared=self.shared_logs,
             )
             self.logs.append(site_logs)
             if code is None and not app.launch_external_process:
@@ -236,6 +274,8 @@ class ThreadBackend:
     def close_logs(self) -> None:
         for logs in self.logs:
             logs.close(wait=False)
+        if self.shared_logs is not None:
+            self.shared_logs.close()
         flush_log_files()  # once for every site: each site's files are whole now
 
 

@@ -74,6 +74,9 @@ def build_site_runner(
         return RefusedSite(site, link, str(exc), log)
     if chain:
         link = FilterLink(link, chain, site, fetcher=stream.fetcher)
+    client_tracking = any(spec.client_side for spec in tracking_specs(job.tracking))
+    if workflow is not None or client_tracking:
+        site_dir.mkdir(parents=True, exist_ok=True)  # they write there; else made on demand
     if workflow is not None:
         assert app.site_workflow is not None
         link = workflow(
@@ -86,7 +89,7 @@ def build_site_runner(
             params_format=app.params_format,
             **app.site_workflow.get("args", {}),
         )
-    if any(spec.client_side for spec in tracking_specs(job.tracking)):
+    if client_tracking:
         # client-side tracking: this site writes what its scripts log in its own folder
         sink = MetricSink(
             site_dir, job.tracking, side="client", job=job, job_id=job_id, sites=[site], log=log
