@@ -5,8 +5,9 @@
 Every job is FedAvg of a 10-float float32 zero model whose sites add 1 per round
 (``sim_overhead/job.py``; ``sim_overhead/client.py`` is an ordinary script: it makes new
 arrays and keeps the received model until its next ``receive()``), SimEnv's default
-backend (a thread per site), each run in a fresh Python process under a temporary
-workspace.
+backend with its defaults (a thread per site up to ``sim.script_threads`` sites, then one
+carrier thread per CPU; one shared sites log above ``sim.shared_site_logs`` sites), each run
+in a fresh Python process under a temporary workspace.
 
 - baseline: wall time of ``python -c "import numpy"`` (interpreter + numpy start-up).
 - W1: 2 clients, 5 rounds: wall time of the whole ``python job.py`` process, timed from

@@ -7,7 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
-from ember.runtime.logs import NodeLogs, flush_log_files
+from ember.runtime.logs import NodeLogs, SharedLogFiles, flush_log_files
 
 
 def test_many_sites_log_lines_are_in_their_files_in_order_once_the_logs_close(
@@ -48,3 +48,34 @@ def test_a_closed_nodes_logs_are_whole_when_close_returns(tmp_path: Path) -> Non
     node.close()
     lines = (tmp_path / "log.txt").read_text(encoding="utf-8").splitlines()
     assert [line.split(": ", 1)[1] for line in lines] == ["first", "second"]
+
+
+def test_a_site_log_folder_is_made_with_its_first_line_not_before(tmp_path: Path) -> None:
+    folder = tmp_path / "site-1"
+    node = NodeLogs("test.writer.lazy", folder, logging.INFO, hold_open=False)
+    node.logger.debug("below the level: nothing to write")
+    assert flush_log_files(60.0)
+    assert not folder.exists()
+    node.logger.info("first")
+    node.close()
+    assert (folder / "log.txt").read_text(encoding="utf-8").endswith(": first\n")
+
+
+def test_nodes_sharing_log_files_write_each_record_once_naming_its_node(tmp_path: Path) -> None:
+    shared = SharedLogFiles(tmp_path / "sites")
+    nodes = [
+        NodeLogs(f"test.shared.site-{i}", tmp_path / f"site-{i}", logging.INFO, shared=shared)
+        for i in range(3)
+    ]
+    for i, node in enumerate(nodes):
+        node.logger.info("hello from %d", i)
+    for node in nodes:
+        node.close(wait=False)
+    nodes[0].logger.info("after its close: not written")
+    shared.close()
+    assert flush_log_files(60.0)
+    lines = (tmp_path / "sites" / "log.txt").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" INFO ", 1)[1] for line in lines] == [
+        f"test.shared.site-{i}: hello from {i}" for i in range(3)
+    ]
+    assert not any((tmp_path / f"site-{i}").exists() for i in range(3))
