@@ -18,14 +18,19 @@ COMPLETED = "FINISHED:COMPLETED"
 SITES = [f"site-{i}" for i in range(1, 5)]
 
 
+def run_four_sites(tmp_path: Path, script: str, shared_site_logs: int, num_rounds: int) -> Path:
+    """A 4-site job of ``script`` with ``sim.shared_site_logs`` set; its finished workspace."""
+    recipe = numpy_recipe(script, min_clients=4, num_rounds=num_rounds)
+    recipe.set_config("sim.shared_site_logs", shared_site_logs)
+    run = run_sim(recipe, tmp_path, num_clients=4)
+    assert run.get_status() == COMPLETED, run.get_message()
+    return Path(run.get_result())
+
+
 def test_sites_beyond_shared_site_logs_write_one_sites_log_and_make_no_folders(
     tmp_path: Path,
 ) -> None:
-    recipe = numpy_recipe("chatty_client.py", min_clients=4, num_rounds=2)
-    recipe.set_config("sim.shared_site_logs", 2)
-    run = run_sim(recipe, tmp_path, num_clients=4)
-    assert run.get_status() == COMPLETED, run.get_message()
-    result = Path(run.get_result())
+    result = run_four_sites(tmp_path, "chatty_client.py", shared_site_logs=2, num_rounds=2)
     assert not any((result / site).exists() for site in SITES)
     text = (result / "sites" / "log.txt").read_text(encoding="utf-8").splitlines()
     records = [
@@ -47,22 +52,14 @@ def test_sites_beyond_shared_site_logs_write_one_sites_log_and_make_no_folders(
 
 
 def test_a_script_that_asks_for_its_config_finds_its_workspace_folder(tmp_path: Path) -> None:
-    recipe = numpy_recipe("workspace_client.py", min_clients=4, num_rounds=2)
-    recipe.set_config("sim.shared_site_logs", 2)
-    run = run_sim(recipe, tmp_path, num_clients=4)
-    assert run.get_status() == COMPLETED, run.get_message()
-    result = Path(run.get_result())
+    result = run_four_sites(tmp_path, "workspace_client.py", shared_site_logs=2, num_rounds=2)
     assert (result / "site-1" / "notes.txt").read_text().splitlines() == ["round 0", "round 1"]
     assert not any((result / site).exists() for site in SITES[1:])
     np.testing.assert_array_equal(global_model(result), INITIAL + 2)
 
 
 def test_up_to_shared_site_logs_sites_each_keep_their_own_log_folder(tmp_path: Path) -> None:
-    recipe = numpy_recipe("np_client.py", min_clients=4, num_rounds=1)
-    recipe.set_config("sim.shared_site_logs", 4)
-    run = run_sim(recipe, tmp_path, num_clients=4)
-    assert run.get_status() == COMPLETED, run.get_message()
-    result = Path(run.get_result())
+    result = run_four_sites(tmp_path, "np_client.py", shared_site_logs=4, num_rounds=1)
     assert not (result / "sites").exists()
     for site in SITES:
         log = (result / site / "log.txt").read_text(encoding="utf-8")
