@@ -49,7 +49,7 @@ def bind_node(node: StreamNode | None) -> None:
 
 
 def current_node() -> StreamNode:
-    """This thread's download service (a site's, or the server's)."""
+    """The calling thread's (or script's) download service (a site's, or the server's)."""
     node = _node.get()
     if node is None:
         raise StreamingError(
